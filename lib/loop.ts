@@ -1,0 +1,380 @@
+/**
+ * The reactor: the one place tapir waits.
+ *
+ * # Theory of operation
+ *
+ * tapir is single-threaded for packet work. Every fd it watches sits in one
+ * epoll set with a *tag*: a small type number (which subsystem owns it) and
+ * an index (which object of that subsystem: a flow+side, a listener, a
+ * backend). An event finds its handler in O(1): `handlers[type](index,
+ * events)`. The tag is stored in `epoll_event.data` — index in the low 32
+ * bits, type in the high 32 — so no lookup table of fds is needed.
+ *
+ * A loop turn is: collect ready events, dispatch them, fire due timers, run
+ * the per-turn hooks (the flow table's deferred pass) and one-shot deferred
+ * work. How events are collected depends on how busy we are:
+ *
+ * - **Busy** (the last turn found events or left work): a synchronous
+ *   `epoll_wait(…, 0)`. It costs well under a microsecond and never blocks.
+ *   A busy loop like this never returns to Deno's event loop, which would
+ *   starve signals and child-process notifications, so at least every
+ *   {@linkcode YIELD_INTERVAL_MS} one poll is made with the nonblocking
+ *   variant instead: it awaits, and Deno's own work runs meanwhile.
+ * - **Idle**: one nonblocking `epoll_wait` with the time to the next timer as
+ *   its timeout (~25 µs of overhead, paid only when there is nothing to do).
+ *   While it is pending the JavaScript thread is free, so a child's exit
+ *   status or a signal listener runs as usual. {@linkcode Loop.stop} writes
+ *   to an eventfd in the same epoll set to cut such a wait short.
+ *
+ * Timers are kept in a binary min-heap ordered by deadline, ties broken by
+ * arming order. A {@linkcode Timer} is an object its owner keeps (e.g. one
+ * per flow) and re-arms in place, so arming allocates nothing and cancelling
+ * is an O(log n) removal, not a tombstone.
+ *
+ * Stopping: `stop()` (or SIGINT/SIGTERM once {@linkcode Loop.stopOnSignals}
+ * was called) ends the loop after the current turn; then the stop hooks run,
+ * newest first — pcap and log flushing live there. They also run when a
+ * handler throws (a bug), before the error propagates, so nothing the user
+ * asked to keep is lost.
+ *
+ * @module
+ */
+
+import * as sys from "./sys/mod.ts";
+import { logDebug } from "./log.ts";
+
+/** How often a busy loop yields to Deno's event loop, in milliseconds. */
+export const YIELD_INTERVAL_MS = 10;
+
+/** Most events collected by one epoll_wait. */
+const MAX_EVENTS = 256;
+
+/** Largest type number: types are stored in 32 bits but kept small by convention. */
+const MAX_TYPES = 256;
+
+/** Type 0 is the loop's own wake-up eventfd. */
+const TYPE_WAKE = 0;
+
+/** Handles readiness of an fd registered under one type: `index` from its tag, epoll `events`. */
+export type ReadyHandler = (index: number, events: number) => void;
+
+/**
+ * A timer its owner keeps and re-arms. Create one per purpose (per flow, per
+ * service) and pass it to {@linkcode Loop.arm}; it is never reallocated.
+ */
+export class Timer {
+  /** What to run when the timer fires (once per arming). */
+  readonly fire: () => void;
+  /** Absolute deadline on the `performance.now()` clock, in ms. */
+  deadline = 0;
+  /** Arming order, to break deadline ties first-armed-first. */
+  seq = 0;
+  /** Position in the loop's heap, or -1 when not armed. */
+  heapIndex = -1;
+
+  /** Creates a disarmed timer that will call `fire`. */
+  constructor(fire: () => void) {
+    this.fire = fire;
+  }
+
+  /** True while armed. */
+  get armed(): boolean {
+    return this.heapIndex >= 0;
+  }
+}
+
+/** Counters of the reactor's work, for `--debug` summaries and tests. */
+export interface LoopStats {
+  /** Loop turns taken. */
+  turns: number;
+  /** Ready events dispatched. */
+  events: number;
+  /** Timers fired. */
+  timers: number;
+  /** Waits handed to another thread (idle waits and busy-loop yields). */
+  asyncWaits: number;
+}
+
+/** The reactor. One per thread that moves packets; see the module comment. */
+export class Loop {
+  /** Counters, updated as the loop runs. */
+  readonly stats: LoopStats = { turns: 0, events: 0, timers: 0, asyncWaits: 0 };
+
+  readonly #epfd: number;
+  readonly #wakeFd: number;
+  readonly #ready = new sys.EpollEvents(MAX_EVENTS);
+  readonly #ctl = new sys.EpollEvents(1);
+  readonly #handlers: ReadyHandler[] = [];
+  readonly #typeNames: string[] = [];
+  readonly #heap: Timer[] = [];
+  #timerSeq = 0;
+  readonly #turnHooks: (() => void)[] = [];
+  #deferred: (() => void)[] = [];
+  #deferredSpare: (() => void)[] = [];
+  readonly #stopHooks: (() => void)[] = [];
+  readonly #signalCleanups: (() => void)[] = [];
+  readonly #wakeBuf = new Uint8Array(8);
+  #running = false;
+  #stopRequested = false;
+  #closed = false;
+  /** Why the loop stopped, as given to {@linkcode stop}. */
+  stopReason = "";
+
+  /** Creates the epoll set and the wake-up eventfd. Throws SysError if either fails. */
+  constructor() {
+    this.#epfd = sys.sysCheck(sys.epollCreate1(sys.EPOLL_CLOEXEC), "epoll_create1");
+    this.#wakeFd = sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
+    this.#handlers[TYPE_WAKE] = () => {
+      while (sys.read(this.#wakeFd, this.#wakeBuf) > 0) { /* drain */ }
+    };
+    this.#typeNames[TYPE_WAKE] = "wake";
+    sys.sysCheck(this.add(this.#wakeFd, sys.EPOLLIN, TYPE_WAKE, 0), "epoll_ctl wake");
+  }
+
+  /**
+   * Declares a kind of fd and the handler for its events; returns the type
+   * number to use in {@linkcode add}. Called at set-up, once per subsystem.
+   */
+  defineType(name: string, handler: ReadyHandler): number {
+    const type = this.#handlers.length;
+    if (type >= MAX_TYPES) throw new Error(`too many fd types (defining ${name})`);
+    this.#handlers.push(handler);
+    this.#typeNames.push(name);
+    return type;
+  }
+
+  /** The name a type was defined with (for logs). */
+  typeName(type: number): string {
+    return this.#typeNames[type] ?? `type ${type}`;
+  }
+
+  /** Watches `fd` for `events`, tagged (`type`, `index`). Returns 0 or -errno. */
+  add(fd: number, events: number, type: number, index: number): number {
+    return this.#control(sys.EPOLL_CTL_ADD, fd, events, type, index);
+  }
+
+  /** Changes the events or tag of a watched fd. Returns 0 or -errno. */
+  modify(fd: number, events: number, type: number, index: number): number {
+    return this.#control(sys.EPOLL_CTL_MOD, fd, events, type, index);
+  }
+
+  /** Stops watching `fd` (do this before closing it). Returns 0 or -errno. */
+  remove(fd: number): number {
+    return sys.epollCtl(this.#epfd, sys.EPOLL_CTL_DEL, fd, null);
+  }
+
+  #control(op: number, fd: number, events: number, type: number, index: number): number {
+    if (this.#handlers[type] === undefined) throw new Error(`undefined fd type ${type}`);
+    this.#ctl.set(0, events, index, type);
+    return sys.epollCtl(this.#epfd, op, fd, this.#ctl);
+  }
+
+  // -------------------------------------------------------------------------
+  // Timers
+
+  /** Arms (or re-arms) `timer` to fire `delayMs` from now. Allocation-free. */
+  arm(timer: Timer, delayMs: number): void {
+    timer.deadline = performance.now() + delayMs;
+    timer.seq = this.#timerSeq++;
+    if (timer.heapIndex >= 0) {
+      this.#siftUp(timer.heapIndex);
+      this.#siftDown(timer.heapIndex);
+    } else {
+      timer.heapIndex = this.#heap.length;
+      this.#heap.push(timer);
+      this.#siftUp(timer.heapIndex);
+    }
+  }
+
+  /** Disarms `timer` if armed. */
+  disarm(timer: Timer): void {
+    const i = timer.heapIndex;
+    if (i < 0) return;
+    const last = this.#heap.pop()!;
+    timer.heapIndex = -1;
+    if (last !== timer) {
+      this.#heap[i] = last;
+      last.heapIndex = i;
+      this.#siftUp(i);
+      this.#siftDown(i);
+    }
+  }
+
+  /** Convenience: a new timer running `fn` once after `delayMs`. */
+  after(delayMs: number, fn: () => void): Timer {
+    const t = new Timer(fn);
+    this.arm(t, delayMs);
+    return t;
+  }
+
+  /** Number of armed timers. */
+  get armedTimers(): number {
+    return this.#heap.length;
+  }
+
+  #before(a: Timer, b: Timer): boolean {
+    return a.deadline < b.deadline || (a.deadline === b.deadline && a.seq < b.seq);
+  }
+
+  #swap(i: number, j: number): void {
+    const h = this.#heap;
+    const t = h[i];
+    h[i] = h[j];
+    h[j] = t;
+    h[i].heapIndex = i;
+    h[j].heapIndex = j;
+  }
+
+  #siftUp(i: number): void {
+    const h = this.#heap;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#before(h[i], h[parent])) break;
+      this.#swap(i, parent);
+      i = parent;
+    }
+  }
+
+  #siftDown(i: number): void {
+    const h = this.#heap;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let min = i;
+      if (l < h.length && this.#before(h[l], h[min])) min = l;
+      if (r < h.length && this.#before(h[r], h[min])) min = r;
+      if (min === i) return;
+      this.#swap(i, min);
+      i = min;
+    }
+  }
+
+  #runTimers(now: number): void {
+    const h = this.#heap;
+    // Timers armed by a firing timer wait for the next turn, even at delay 0,
+    // so a periodic timer cannot spin here.
+    const armedBefore = this.#timerSeq;
+    while (h.length > 0 && h[0].deadline <= now && h[0].seq < armedBefore) {
+      const t = h[0];
+      this.disarm(t);
+      this.stats.timers++;
+      t.fire();
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Per-turn and deferred work, stop hooks
+
+  /** Runs `hook` at the end of every loop turn (e.g. the flow table's deferred pass). */
+  onTurn(hook: () => void): void {
+    this.#turnHooks.push(hook);
+  }
+
+  /** Runs `fn` once, at the end of the current turn (or the next, if called from there). */
+  defer(fn: () => void): void {
+    this.#deferred.push(fn);
+  }
+
+  /** Runs `hook` when the loop stops, for flushing what the user asked to keep. Newest first. */
+  onStop(hook: () => void): void {
+    this.#stopHooks.push(hook);
+  }
+
+  /** Asks the loop to stop after the current turn; wakes it if it is idle. */
+  stop(reason = "stopped"): void {
+    if (this.#stopRequested) return;
+    this.#stopRequested = true;
+    this.stopReason = reason;
+    const one = this.#wakeBuf;
+    one.fill(0);
+    one[0] = 1;
+    sys.write(this.#wakeFd, one, 8);
+  }
+
+  /** Stops the loop on SIGINT and SIGTERM (listeners are removed when it ends). */
+  stopOnSignals(signals: Deno.Signal[] = ["SIGINT", "SIGTERM"]): void {
+    for (const sig of signals) {
+      const listener = () => this.stop(sig);
+      Deno.addSignalListener(sig, listener);
+      this.#signalCleanups.push(() => Deno.removeSignalListener(sig, listener));
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Running
+
+  /**
+   * Runs turns until {@linkcode stop}; then runs the stop hooks. Resolves with
+   * the stop reason. If a handler throws, stop hooks still run and the error
+   * propagates.
+   */
+  async run(): Promise<string> {
+    if (this.#running) throw new Error("loop already running");
+    if (this.#closed) throw new Error("loop closed");
+    this.#running = true;
+    let lastYield = performance.now();
+    let busy = true;
+    try {
+      while (!this.#stopRequested) {
+        let n: number;
+        const now = performance.now();
+        if (busy && now - lastYield < YIELD_INTERVAL_MS) {
+          n = sys.epollWait(this.#epfd, this.#ready, 0);
+        } else {
+          this.stats.asyncWaits++;
+          n = await sys.epollWaitAsync(this.#epfd, this.#ready, busy ? 0 : this.#idleTimeout(now));
+          lastYield = performance.now();
+        }
+        this.stats.turns++;
+        if (n > 0) this.#dispatch(n);
+        this.#runTimers(performance.now());
+        for (const hook of this.#turnHooks) hook();
+        const hadDeferred = this.#runDeferred();
+        busy = n > 0 || hadDeferred || this.#deferred.length > 0;
+      }
+      return this.stopReason;
+    } finally {
+      this.#running = false;
+      for (const cleanup of this.#signalCleanups.splice(0)) cleanup();
+      logDebug(
+        `loop: stopping (${this.stopReason || "error"}), ${this.#stopHooks.length} stop hooks`,
+      );
+      for (let i = this.#stopHooks.length - 1; i >= 0; i--) this.#stopHooks[i]();
+    }
+  }
+
+  /** Milliseconds until the next timer (rounded up), or -1 for none. */
+  #idleTimeout(now: number): number {
+    if (this.#heap.length === 0) return -1;
+    return Math.max(0, Math.ceil(this.#heap[0].deadline - now));
+  }
+
+  #dispatch(n: number): void {
+    const ready = this.#ready;
+    this.stats.events += n;
+    for (let i = 0; i < n; i++) {
+      this.#handlers[ready.dataHi(i)](ready.dataLo(i), ready.events(i));
+    }
+  }
+
+  #runDeferred(): boolean {
+    if (this.#deferred.length === 0) return false;
+    // Swap lists so work deferred by deferred work runs next turn, not in an
+    // unbounded loop here.
+    const work = this.#deferred;
+    this.#deferred = this.#deferredSpare;
+    for (const fn of work) fn();
+    work.length = 0;
+    this.#deferredSpare = work;
+    return true;
+  }
+
+  /** Closes the epoll set and the eventfd. The loop cannot run afterwards. */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#running) throw new Error("close() while the loop runs");
+    this.#closed = true;
+    sys.close(this.#wakeFd);
+    sys.close(this.#epfd);
+  }
+}

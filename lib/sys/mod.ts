@@ -1,0 +1,495 @@
+/**
+ * The only place tapir calls libc.
+ *
+ * One `Deno.dlopen` of the C library, typed wrappers over the calls tapir
+ * needs, and one convention for failure (see `errno.ts`): a wrapper returns
+ * the call's result, or the negated errno. Nothing here throws on a failed
+ * call; set-up code passes results through `sysCheck`.
+ *
+ * Cost model: a synchronous FFI call is a fraction of a microsecond, so the
+ * busy loop makes many small calls freely. Only {@linkcode epollWaitAsync} is
+ * declared `nonblocking`: Deno runs it on another thread (~25 µs per call) so
+ * the event loop — child processes, signals — keeps running while tapir is
+ * idle. Nothing else may block.
+ *
+ * errno is thread-local. Synchronous calls run on the calling thread, so the
+ * value read right after a failed call is that call's; each Worker loads this
+ * module afresh and so reads its own thread's errno. The nonblocking call
+ * runs elsewhere and cannot report errno: see {@linkcode epollWaitAsync}.
+ *
+ * Results are declared `i32`, not `isize`: 64-bit results arrive as BigInt,
+ * an allocation per call. Every length tapir passes is far below 2 GiB, so a
+ * 32-bit result is exact and -1 stays -1.
+ *
+ * @module
+ */
+
+import { Errno, sysCheck } from "./errno.ts";
+import { IOVEC_SIZE, MMSGHDR_SIZE } from "./structs.ts";
+
+export * from "./consts.ts";
+export * from "./errno.ts";
+export * from "./structs.ts";
+
+const libc = Deno.dlopen("libc.so.6", {
+  __errno_location: { parameters: [], result: "pointer" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  readv: { parameters: ["i32", "usize", "i32"], result: "i32" },
+  writev: { parameters: ["i32", "usize", "i32"], result: "i32" },
+  recvfrom: {
+    parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  // ioctl, fcntl, open and prctl are variadic in C. On x86_64 and aarch64
+  // Linux the variadic arguments used here travel exactly like fixed ones.
+  ioctl: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  ioctl_int: { name: "ioctl", parameters: ["i32", "usize", "usize"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "usize"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  splice: {
+    parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"],
+    result: "i32",
+  },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  epoll_wait_nb: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  timerfd_create: { parameters: ["i32", "i32"], result: "i32" },
+  timerfd_settime: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i32" },
+  unshare: { parameters: ["i32"], result: "i32" },
+  setns: { parameters: ["i32", "i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
+  prctl_buf: {
+    name: "prctl",
+    parameters: ["i32", "buffer", "usize", "usize", "usize"],
+    result: "i32",
+  },
+});
+
+/**
+ * Deno's types declare 64-bit parameters (`usize`, `i64`) as `bigint`, but the
+ * runtime accepts plain numbers, exact below 2^53, which every length, offset
+ * and address here is. Passing numbers avoids a BigInt allocation per call;
+ * this type says so once instead of at every call site.
+ */
+type NumberArgs<F> = F extends (...args: infer A) => infer R
+  ? (...args: { [K in keyof A]: A[K] extends bigint ? number : A[K] }) => R
+  : never;
+type Symbols<S> = { [K in keyof S]: NumberArgs<S[K]> };
+
+const C = libc.symbols as unknown as Symbols<typeof libc.symbols>;
+const errnoView = new Deno.UnsafePointerView(C.__errno_location()!);
+
+/** The calling thread's errno, as left by the last failed call. */
+export function errno(): number {
+  return errnoView.getInt32();
+}
+
+/** Turns a C result into the project's convention: the result, or -errno. */
+function ret(rc: number): number {
+  return rc < 0 ? -errno() : rc;
+}
+
+const encoder = new TextEncoder();
+function cString(s: string): Uint8Array {
+  const b = new Uint8Array(encoder.encode(s).length + 1);
+  encoder.encodeInto(s, b);
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// Sockets
+
+/** socket(2): a new socket fd, or -errno. */
+export function socket(domain: number, type: number, protocol = 0): number {
+  return ret(C.socket(domain, type, protocol));
+}
+
+/** socketpair(2): fills `out[0]`, `out[1]`; returns 0 or -errno. */
+export function socketpair(
+  domain: number,
+  type: number,
+  protocol: number,
+  out: Int32Array,
+): number {
+  return ret(C.socketpair(domain, type, protocol, out));
+}
+
+/** bind(2) to the first `len` bytes of `addr` (a sockaddr). */
+export function bind(fd: number, addr: Uint8Array, len: number): number {
+  return ret(C.bind(fd, addr, len));
+}
+
+/** listen(2). */
+export function listen(fd: number, backlog: number): number {
+  return ret(C.listen(fd, backlog));
+}
+
+/**
+ * accept4(2): the new fd, or -errno (-EAGAIN when none is pending on a
+ * non-blocking listener). If `addr` is given, the peer's address is written
+ * there and its length into `addrLen[0]` (set it to the buffer size first).
+ */
+export function accept4(
+  fd: number,
+  flags: number,
+  addr: Uint8Array | null = null,
+  addrLen: Uint32Array | null = null,
+): number {
+  return ret(C.accept4(fd, addr, addrLen, flags));
+}
+
+/** connect(2); on a non-blocking socket, -EINPROGRESS means "wait for EPOLLOUT". */
+export function connect(fd: number, addr: Uint8Array, len: number): number {
+  return ret(C.connect(fd, addr, len));
+}
+
+/** shutdown(2). */
+export function shutdown(fd: number, how: number): number {
+  return ret(C.shutdown(fd, how));
+}
+
+/** close(2). */
+export function close(fd: number): number {
+  return ret(C.close(fd));
+}
+
+/** getsockname(2): address into `addr`, its length into `addrLen[0]` (preset to the size). */
+export function getsockname(fd: number, addr: Uint8Array, addrLen: Uint32Array): number {
+  return ret(C.getsockname(fd, addr, addrLen));
+}
+
+/** getpeername(2), like {@linkcode getsockname}. */
+export function getpeername(fd: number, addr: Uint8Array, addrLen: Uint32Array): number {
+  return ret(C.getpeername(fd, addr, addrLen));
+}
+
+/** setsockopt(2) with the raw option bytes. */
+export function setsockopt(fd: number, level: number, opt: number, value: Uint8Array): number {
+  return ret(C.setsockopt(fd, level, opt, value, value.byteLength));
+}
+
+const intOpt = new Int32Array(1);
+const intOptBytes = new Uint8Array(intOpt.buffer);
+const intOptLen = new Uint32Array(1);
+
+/** setsockopt(2) for an `int` option. */
+export function setsockoptInt(fd: number, level: number, opt: number, value: number): number {
+  intOpt[0] = value;
+  return ret(C.setsockopt(fd, level, opt, intOptBytes, 4));
+}
+
+/** getsockopt(2) into `value`; the length used goes into `len[0]` (preset it). */
+export function getsockopt(
+  fd: number,
+  level: number,
+  opt: number,
+  value: Uint8Array,
+  len: Uint32Array,
+): number {
+  return ret(C.getsockopt(fd, level, opt, value, len));
+}
+
+/**
+ * getsockopt(2) for an `int` option. Throws `SysError` on failure:
+ * the value may legitimately be negative, so it cannot share the -errno
+ * channel; use raw {@linkcode getsockopt} where failure is expected.
+ */
+export function getsockoptInt(fd: number, level: number, opt: number): number {
+  intOptLen[0] = 4;
+  sysCheck(ret(C.getsockopt(fd, level, opt, intOptBytes, intOptLen)), "getsockopt");
+  return intOpt[0];
+}
+
+// ---------------------------------------------------------------------------
+// Data transfer
+
+/** read(2) into `buf[0..len)`: bytes read, 0 at end of file, or -errno. */
+export function read(fd: number, buf: Uint8Array, len: number = buf.byteLength): number {
+  return ret(C.read(fd, buf, len));
+}
+
+/** write(2) from `buf[0..len)`: bytes written or -errno. */
+export function write(fd: number, buf: Uint8Array, len: number = buf.byteLength): number {
+  return ret(C.write(fd, buf, len));
+}
+
+/** readv(2) into `count` entries of `iov` from entry `first`. */
+export function readv(
+  fd: number,
+  iov: { readonly addr: number },
+  count: number,
+  first = 0,
+): number {
+  return ret(C.readv(fd, iov.addr + first * IOVEC_SIZE, count));
+}
+
+/** writev(2) from `count` entries of `iov` from entry `first`. */
+export function writev(
+  fd: number,
+  iov: { readonly addr: number },
+  count: number,
+  first = 0,
+): number {
+  return ret(C.writev(fd, iov.addr + first * IOVEC_SIZE, count));
+}
+
+/** recv(2): recvfrom without an address. */
+export function recv(fd: number, buf: Uint8Array, len: number, flags: number): number {
+  return ret(C.recvfrom(fd, buf, len, flags, null, null));
+}
+
+/** recvfrom(2): the sender's address goes to `addr`, its length to `addrLen[0]` (preset). */
+export function recvfrom(
+  fd: number,
+  buf: Uint8Array,
+  len: number,
+  flags: number,
+  addr: Uint8Array,
+  addrLen: Uint32Array,
+): number {
+  return ret(C.recvfrom(fd, buf, len, flags, addr, addrLen));
+}
+
+/** send(2). */
+export function send(fd: number, buf: Uint8Array, len: number, flags: number): number {
+  return ret(C.sendto(fd, buf, len, flags, null, 0));
+}
+
+/** sendto(2) to the first `addrLen` bytes of `addr`. */
+export function sendto(
+  fd: number,
+  buf: Uint8Array,
+  len: number,
+  flags: number,
+  addr: Uint8Array,
+  addrLen: number,
+): number {
+  return ret(C.sendto(fd, buf, len, flags, addr, addrLen));
+}
+
+/** recvmsg(2) with header `i` of `hdrs` (its first 56 bytes are a msghdr). */
+export function recvmsg(
+  fd: number,
+  hdrs: { readonly bytes: Uint8Array },
+  flags: number,
+  i = 0,
+): number {
+  return ret(C.recvmsg(fd, i === 0 ? hdrs.bytes : hdrs.bytes.subarray(i * MMSGHDR_SIZE), flags));
+}
+
+/** sendmsg(2) with header `i` of `hdrs`. */
+export function sendmsg(
+  fd: number,
+  hdrs: { readonly bytes: Uint8Array },
+  flags: number,
+  i = 0,
+): number {
+  return ret(C.sendmsg(fd, i === 0 ? hdrs.bytes : hdrs.bytes.subarray(i * MMSGHDR_SIZE), flags));
+}
+
+/** recvmmsg(2): up to `count` messages into `hdrs`; the number received, or -errno. */
+export function recvmmsg(
+  fd: number,
+  hdrs: { readonly bytes: Uint8Array },
+  count: number,
+  flags: number,
+): number {
+  return ret(C.recvmmsg(fd, hdrs.bytes, count, flags, null));
+}
+
+/** sendmmsg(2): up to `count` messages from `hdrs`; the number sent, or -errno. */
+export function sendmmsg(
+  fd: number,
+  hdrs: { readonly bytes: Uint8Array },
+  count: number,
+  flags: number,
+): number {
+  return ret(C.sendmmsg(fd, hdrs.bytes, count, flags));
+}
+
+/** pipe2(2): fills `out[0]` (read end) and `out[1]` (write end). */
+export function pipe2(out: Int32Array, flags: number): number {
+  return ret(C.pipe2(out, flags));
+}
+
+/** splice(2) between two fds at their current positions: bytes moved, 0 at EOF, or -errno. */
+export function splice(fdIn: number, fdOut: number, len: number, flags: number): number {
+  return ret(C.splice(fdIn, null, fdOut, null, len, flags));
+}
+
+// ---------------------------------------------------------------------------
+// Control
+
+/** ioctl(2) with a pointer argument. */
+export function ioctl(fd: number, request: number, arg: Uint8Array): number {
+  return ret(C.ioctl(fd, request, arg));
+}
+
+/** ioctl(2) with an integer argument. */
+export function ioctlInt(fd: number, request: number, arg: number): number {
+  return ret(C.ioctl_int(fd, request, arg));
+}
+
+/** fcntl(2) with an integer argument. */
+export function fcntl(fd: number, cmd: number, arg = 0): number {
+  return ret(C.fcntl(fd, cmd, arg));
+}
+
+/** open(2). */
+export function open(path: string, flags: number, mode = 0): number {
+  return ret(C.open(cString(path), flags, mode));
+}
+
+/** unshare(2). */
+export function unshare(flags: number): number {
+  return ret(C.unshare(flags));
+}
+
+/** setns(2): join the namespace `fd` refers to (`nstype` 0 = any). */
+export function setns(fd: number, nstype: number): number {
+  return ret(C.setns(fd, nstype));
+}
+
+/** prctl(2) with integer arguments. */
+export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0): number {
+  return ret(C.prctl(option, arg2, arg3, arg4, arg5));
+}
+
+/** prctl(2) whose second argument is a buffer (PR_SET_NAME, PR_GET_NAME). */
+export function prctlBuf(option: number, buf: Uint8Array): number {
+  return ret(C.prctl_buf(option, buf, 0, 0, 0));
+}
+
+// ---------------------------------------------------------------------------
+// Events and timers
+
+/** epoll_create1(2). */
+export function epollCreate1(flags: number): number {
+  return ret(C.epoll_create1(flags));
+}
+
+/** epoll_ctl(2); `ev` is entry 0 of an {@linkcode EpollEvents} (or null for DEL). */
+export function epollCtl(
+  epfd: number,
+  op: number,
+  fd: number,
+  ev: { readonly bytes: Uint8Array } | null,
+): number {
+  return ret(C.epoll_ctl(epfd, op, fd, ev ? ev.bytes : null));
+}
+
+/** epoll_wait(2), synchronous: use with timeout 0 only, so the thread never blocks. */
+export function epollWait(
+  epfd: number,
+  events: { readonly bytes: Uint8Array; readonly capacity: number },
+  timeoutMs: number,
+): number {
+  return ret(C.epoll_wait(epfd, events.bytes, events.capacity, timeoutMs));
+}
+
+/**
+ * epoll_wait(2) on another thread, for idle waits: the number of events, or
+ * -EINTR on any failure. The call runs on a thread of Deno's, whose errno we
+ * cannot read; with a valid epoll fd and buffer, an interrupted wait is the
+ * only failure possible, and the caller simply waits again. `events` must
+ * not be touched until the promise settles.
+ */
+export async function epollWaitAsync(
+  epfd: number,
+  events: { readonly bytes: Uint8Array; readonly capacity: number },
+  timeoutMs: number,
+): Promise<number> {
+  const rc = await C.epoll_wait_nb(epfd, events.bytes, events.capacity, timeoutMs);
+  return rc < 0 ? -Errno.EINTR : rc;
+}
+
+/** eventfd(2). */
+export function eventfd(initval: number, flags: number): number {
+  return ret(C.eventfd(initval, flags));
+}
+
+/** timerfd_create(2). */
+export function timerfdCreate(clock: number, flags: number): number {
+  return ret(C.timerfd_create(clock, flags));
+}
+
+const itimerspec = new BigInt64Array(4);
+/**
+ * timerfd_settime(2), relative: first expiry after `initialNs`, then every
+ * `intervalNs` (0: once). `initialNs` 0 disarms the timer.
+ */
+export function timerfdSettime(fd: number, initialNs: number, intervalNs = 0): number {
+  itimerspec[0] = BigInt(Math.floor(intervalNs / 1e9));
+  itimerspec[1] = BigInt(intervalNs % 1e9);
+  itimerspec[2] = BigInt(Math.floor(initialNs / 1e9));
+  itimerspec[3] = BigInt(initialNs % 1e9);
+  return ret(C.timerfd_settime(fd, 0, new Uint8Array(itimerspec.buffer), null));
+}
+
+// ---------------------------------------------------------------------------
+// Memory
+
+/** A region mapped with {@linkcode mmap}: its address and a view over its bytes. */
+export interface Mapping {
+  /** Start address, for iovecs pointing into the region. */
+  readonly addr: number;
+  /** The region's bytes. */
+  readonly bytes: Uint8Array;
+}
+
+/** memfd_create(2). */
+export function memfdCreate(name: string, flags: number): number {
+  return ret(C.memfd_create(cString(name), flags));
+}
+
+/** mmap(2) of `len` bytes at a kernel-chosen address: the mapping, or -errno. */
+export function mmap(
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset = 0,
+): Mapping | number {
+  const p = C.mmap(null, len, prot, flags, fd, offset);
+  const addr = p === null ? 0 : Deno.UnsafePointer.value(p);
+  if (addr === 0 || addr === 0xffffffffffffffffn) return -errno();
+  const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p!, len));
+  return { addr: Number(addr), bytes };
+}
+
+/**
+ * munmap(2). The mapping's `bytes` must not be touched afterwards: the
+ * memory is gone, and an access would crash the process.
+ */
+export function munmap(m: Mapping): number {
+  return ret(C.munmap(Deno.UnsafePointer.create(BigInt(m.addr)), m.bytes.byteLength));
+}

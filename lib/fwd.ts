@@ -1,0 +1,272 @@
+/**
+ * Port-forward specs: what `-t`, `-u`, `-T` and `-U` mean.
+ *
+ * A spec is one of the keywords `none`, `all`, `auto`, or a comma-separated
+ * list of items:
+ *
+ *     [ADDR[%IF]/]PORTS[:TARGET]    forward PORTS (bound on ADDR and/or IF)
+ *     ~PORTS                        never forward PORTS
+ *
+ * where PORTS and TARGET are `N` or `N-M`, TARGET the same size as PORTS
+ * (`8080:80` forwards 8080 to 80, `1000-1010:2000-2010` shifts a whole range).
+ * A spec made only of exclusions means every port except those.
+ *
+ * The option may be given several times; the items of all occurrences add up,
+ * so {@linkcode portFwdAdd} folds one occurrence into the value built so far.
+ * A keyword stands alone: it cannot share a spec, or an option, with items.
+ *
+ * Two rules clash (a port "forwarded twice") when their port ranges overlap
+ * and their bind scopes can overlap: a rule without an address binds the
+ * wildcard of both families, so it clashes with any address; two different
+ * addresses (or two different interfaces) do not clash, since each gets its
+ * own listening socket.
+ *
+ * The value is immutable and keeps the rules as written. Two questions are
+ * asked of it later: "where does a connection to port P go?"
+ * ({@linkcode portFwdTarget}, per new flow) and "which sockets do I open?"
+ * ({@linkcode portFwdRules}, once at start-up, exclusions already carved out).
+ * `auto` is only a flag here: the ports it forwards are found at run time by
+ * scanning the other side's bound ports, which is not this module's job.
+ * Likewise `all` here means 1-65535; leaving out ports that cannot be bound
+ * (the ephemeral range, privileged ports) is up to the code that binds.
+ *
+ * @module
+ */
+
+import { ifnameProblem, ipEqual, parseIp } from "./addr.ts";
+
+/** An inclusive range of port numbers, 1-65535. */
+export interface PortRange {
+  /** First port of the range. */
+  readonly first: number;
+  /** Last port of the range (≥ first). */
+  readonly last: number;
+}
+
+/** One forwarding rule: ports `first..last` go to `target..target+(last-first)`. */
+export interface PortRule extends PortRange {
+  /**
+   * Address to bind the listening sockets to: 4 or 16 bytes, network order;
+   * null for the wildcard address of both families. Treat as read-only.
+   */
+  readonly addr: Uint8Array | null;
+  /** Interface to bind to (`SO_BINDTODEVICE`), or null for any. */
+  readonly ifname: string | null;
+  /** The port that `first` is forwarded to; the rest of the range follows in order. */
+  readonly target: number;
+}
+
+/** How ports are chosen: not at all, every port, by run-time scan, or listed rules. */
+export type PortFwdMode = "none" | "all" | "auto" | "ports";
+
+/** A parsed port-forward configuration for one protocol and direction. Immutable. */
+export interface PortFwd {
+  /**
+   * `none`: nothing is forwarded. `all`: every port not excluded. `auto`:
+   * ports found bound on the other side at run time. `ports`: the ports in
+   * `rules` that are not excluded.
+   */
+  readonly mode: PortFwdMode;
+  /** Rules as written, in order given; empty unless `mode` is `ports`. */
+  readonly rules: readonly PortRule[];
+  /** Ports never forwarded (`~PORTS`); only with `all` (exclusions alone) or `ports`. */
+  readonly excluded: readonly PortRange[];
+}
+
+const PORT_MAX = 65535;
+const KEYWORDS: ReadonlySet<string> = new Set(["none", "all", "auto"]);
+
+function makeFwd(
+  mode: PortFwdMode,
+  rules: readonly PortRule[],
+  excluded: readonly PortRange[],
+): PortFwd {
+  return Object.freeze({
+    mode,
+    rules: Object.freeze([...rules]),
+    excluded: Object.freeze([...excluded]),
+  });
+}
+
+/** Nothing forwarded: the default for every forwarding option. */
+export const PORT_FWD_NONE: PortFwd = makeFwd("none", [], []);
+
+/** True for a value that came from a lone keyword (exclusions alone also give `all`). */
+function isKeyword(fwd: PortFwd): boolean {
+  return fwd.mode !== "ports" && fwd.excluded.length === 0;
+}
+
+function formatRange(r: PortRange): string {
+  return r.first === r.last ? `${r.first}` : `${r.first}-${r.last}`;
+}
+
+/** Parses `N` or `N-M`. */
+function parseRange(text: string): PortRange | string {
+  if (text === "") return "missing port number";
+  const m = /^([0-9]+)(?:-([0-9]+))?$/.exec(text);
+  if (m === null) return `'${text}' is not a port or port range`;
+  const first = Number(m[1]);
+  const last = m[2] === undefined ? first : Number(m[2]);
+  for (const port of m[2] === undefined ? [m[1]] : [m[1], m[2]]) {
+    const n = Number(port);
+    if (n < 1 || n > PORT_MAX) return `port ${port} is out of range 1-${PORT_MAX}`;
+  }
+  if (last < first) return `port range ${first}-${last} is reversed`;
+  return { first, last };
+}
+
+type Item = { readonly rule: PortRule } | { readonly exclude: PortRange };
+
+/** Parses one comma-separated item. */
+function parseItem(item: string): Item | string {
+  if (item === "") return "empty item";
+  if (item.startsWith("~")) {
+    if (/[/:%]/.test(item)) return `exclusion '${item}' takes only ports, no address or target`;
+    const range = parseRange(item.slice(1));
+    return typeof range === "string" ? range : { exclude: range };
+  }
+
+  let addr: Uint8Array | null = null;
+  let ifname: string | null = null;
+  let ports = item;
+  const slash = item.indexOf("/");
+  if (slash >= 0) {
+    const where = item.slice(0, slash);
+    ports = item.slice(slash + 1);
+    const percent = where.indexOf("%");
+    const addrText = percent < 0 ? where : where.slice(0, percent);
+    if (percent >= 0) {
+      ifname = where.slice(percent + 1);
+      const problem = ifnameProblem(ifname);
+      if (problem !== null) return `${problem} in '${item}'`;
+    }
+    if (addrText !== "") {
+      const ip = parseIp(addrText);
+      if (ip === null) return `bad address '${addrText}' in '${item}'`;
+      addr = ip.bytes;
+    } else if (percent < 0) {
+      return `missing address before '/' in '${item}'`;
+    }
+  }
+
+  const colon = ports.indexOf(":");
+  const source = parseRange(colon < 0 ? ports : ports.slice(0, colon));
+  if (typeof source === "string") return source;
+  let target = source.first;
+  if (colon >= 0) {
+    const dest = parseRange(ports.slice(colon + 1));
+    if (typeof dest === "string") return dest;
+    if (dest.last - dest.first !== source.last - source.first) {
+      return `target ${formatRange(dest)} is not the same size as ${formatRange(source)}`;
+    }
+    target = dest.first;
+  }
+  return { rule: Object.freeze({ addr, ifname, first: source.first, last: source.last, target }) };
+}
+
+/** The first port two rules would both bind, or -1 if they cannot clash. */
+function clashPort(a: PortRule, b: PortRule): number {
+  if (a.last < b.first || b.last < a.first) return -1;
+  if (a.addr !== null && b.addr !== null && !ipEqual(a.addr, b.addr)) return -1;
+  if (a.ifname !== null && b.ifname !== null && a.ifname !== b.ifname) return -1;
+  return Math.max(a.first, b.first);
+}
+
+/**
+ * Folds one occurrence of a forwarding option into the value built so far
+ * (`null` before the first one). Returns the new value, or an error message
+ * that the caller prefixes with the option name.
+ */
+export function portFwdAdd(prev: PortFwd | null, spec: string): PortFwd | string {
+  if (KEYWORDS.has(spec)) {
+    if (prev !== null) return `'${spec}' cannot be combined with other port specs`;
+    return makeFwd(spec as PortFwdMode, [], []);
+  }
+  if (prev !== null && isKeyword(prev)) {
+    return `'${prev.mode}' cannot be combined with other port specs`;
+  }
+  const rules: PortRule[] = prev === null ? [] : [...prev.rules];
+  const excluded: PortRange[] = prev === null ? [] : [...prev.excluded];
+  for (const text of spec.split(",")) {
+    if (KEYWORDS.has(text)) return `'${text}' cannot be combined with other items`;
+    const item = parseItem(text);
+    if (typeof item === "string") return spec.includes(",") ? `${item} in '${spec}'` : item;
+    if ("exclude" in item) {
+      excluded.push(item.exclude);
+      continue;
+    }
+    for (const other of rules) {
+      const port = clashPort(item.rule, other);
+      if (port >= 0) return `port ${port} is forwarded twice`;
+    }
+    rules.push(item.rule);
+  }
+  return makeFwd(rules.length > 0 ? "ports" : "all", rules, excluded);
+}
+
+/** Parses all occurrences of one option at once; see {@linkcode portFwdAdd}. */
+export function parsePortFwd(specs: readonly string[]): PortFwd | string {
+  let fwd: PortFwd | null = null;
+  for (const spec of specs) {
+    const next = portFwdAdd(fwd, spec);
+    if (typeof next === "string") return next;
+    fwd = next;
+  }
+  return fwd ?? PORT_FWD_NONE;
+}
+
+function inRanges(ranges: readonly PortRange[], port: number): boolean {
+  for (const r of ranges) if (port >= r.first && port <= r.last) return true;
+  return false;
+}
+
+/**
+ * Where a connection to `port` is forwarded: the target port, or -1 if the
+ * port is not forwarded. With `addr` (the local address the connection came
+ * in on), rules bound to a different address do not match. `auto` answers -1:
+ * its ports are known only at run time.
+ */
+export function portFwdTarget(fwd: PortFwd, port: number, addr?: Uint8Array): number {
+  if (!Number.isInteger(port) || port < 1 || port > PORT_MAX) return -1;
+  if (inRanges(fwd.excluded, port)) return -1;
+  if (fwd.mode === "all") return port;
+  if (fwd.mode !== "ports") return -1;
+  for (const rule of fwd.rules) {
+    if (port < rule.first || port > rule.last) continue;
+    if (addr !== undefined && rule.addr !== null && !ipEqual(rule.addr, addr)) continue;
+    return rule.target + (port - rule.first);
+  }
+  return -1;
+}
+
+/** Splits `rule` around the excluded ranges, keeping each piece's target in step. */
+function carve(rule: PortRule, excluded: readonly PortRange[], out: PortRule[]): void {
+  const sorted = [...excluded].sort((a, b) => a.first - b.first);
+  let next = rule.first;
+  const emit = (first: number, last: number) => {
+    const target = rule.target + (first - rule.first);
+    out.push(Object.freeze({ ...rule, first, last, target }));
+  };
+  for (const ex of sorted) {
+    if (ex.last < next || ex.first > rule.last) continue;
+    if (ex.first > next) emit(next, ex.first - 1);
+    next = ex.last + 1;
+  }
+  if (next <= rule.last) emit(next, rule.last);
+}
+
+/**
+ * The rules to open listening sockets for: in `ports` mode the rules with
+ * exclusions carved out, in `all` mode one wildcard rule for 1-65535 minus
+ * exclusions, and nothing for `none` and `auto`.
+ */
+export function portFwdRules(fwd: PortFwd): readonly PortRule[] {
+  const out: PortRule[] = [];
+  if (fwd.mode === "all") {
+    const everything = { addr: null, ifname: null, first: 1, last: PORT_MAX, target: 1 };
+    carve(everything, fwd.excluded, out);
+  } else if (fwd.mode === "ports") {
+    for (const rule of fwd.rules) carve(rule, fwd.excluded, out);
+  }
+  return Object.freeze(out);
+}

@@ -1,0 +1,63 @@
+/**
+ * tapir's entry point: parse the command line, set up logging, start the mode,
+ * and turn the outcome into an exit status.
+ *
+ * Runs the same way from the source tree, from a URL and from a `deno bundle`
+ * file, so it reads nothing relative to its own location and needs no
+ * deno.json.
+ *
+ * @module
+ */
+
+import { ConfError, parseConfig, usageText } from "./lib/conf.ts";
+import { logClose, logSetup } from "./lib/log.ts";
+import { VERSION } from "./lib/version.ts";
+
+const encoder = new TextEncoder();
+
+async function write(stream: { write(p: Uint8Array): Promise<number> }, text: string) {
+  const bytes = encoder.encode(text);
+  for (let off = 0; off < bytes.length;) off += await stream.write(bytes.subarray(off));
+}
+
+/** Prints `tapir: <message>` as one line on standard error. */
+function fail(message: string): Promise<void> {
+  return write(Deno.stderr, `tapir: ${message}\n`);
+}
+
+/** Runs tapir with `args` (without the program name); resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let conf;
+  try {
+    conf = parseConfig(args);
+  } catch (err) {
+    if (!(err instanceof ConfError)) throw err;
+    await fail(err.message);
+    return 1;
+  }
+
+  switch (conf.mode) {
+    case "help":
+      await write(Deno.stdout, usageText());
+      return 0;
+    case "version":
+      await write(Deno.stdout, `tapir ${VERSION}\n`);
+      return 0;
+  }
+
+  try {
+    logSetup({ level: conf.logLevel, file: conf.logFile ?? undefined });
+  } catch (err) {
+    await fail(`--log-file: cannot open ${conf.logFile}: ${(err as Error).message}`);
+    return 1;
+  }
+  try {
+    // The modes are not built yet; say so rather than pretend to run.
+    await fail(`${conf.mode === "ns" ? "namespace" : "VM"} mode is not available yet`);
+    return 1;
+  } finally {
+    logClose();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,125 @@
+/**
+ * The command line as a user meets it: `deno run -A main.ts ...` in a child
+ * process, checking exit status, standard output and standard error.
+ *
+ * @module
+ */
+
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { VERSION } from "../lib/version.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const decoder = new TextDecoder();
+
+interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+async function tapir(...args: string[]): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Checks that `run` failed with exactly the one stderr line `line`. */
+function assertOneErrorLine(run: Run, line: string): void {
+  equal(run.code, 1);
+  equal(run.stdout, "");
+  deepStrictEqual(run.stderr.split("\n"), [line, ""], "exactly one line, newline-terminated");
+}
+
+Deno.test("--help lists both modes and the options of each", async () => {
+  const run = await tapir("--help");
+  equal(run.code, 0);
+  equal(run.stderr, "");
+  ok(run.stdout.includes("tapir ns [OPTIONS] [-- CMD [ARGS...]]"));
+  ok(run.stdout.includes("tapir vm [OPTIONS]"));
+  const options = [
+    ["-t", "--tcp-ports"],
+    ["-u", "--udp-ports"],
+    ["-a", "--address"],
+    ["-m", "--mtu"],
+    ["-p", "--pcap"],
+    ["-4", "--ipv4-only"],
+    ["-T", "--tcp-ns"],
+    ["-U", "--udp-ns"],
+    ["", "--config-net"],
+    ["", "--netns"],
+    ["-I", "--ns-ifname"],
+    ["-s", "--socket"],
+    ["", "--fd"],
+    ["", "--vhost-user"],
+    ["-1", "--one-off"],
+  ];
+  for (const [short, long] of options) {
+    const line = run.stdout.split("\n").find((l) => l.includes(` ${long}`));
+    ok(line !== undefined, `${long} is listed`);
+    if (short !== "") ok(line.includes(`${short},`), `${long} shows ${short}`);
+    ok(line.trim().length > long.length + 10, `${long} has a description`);
+  }
+  equal((await tapir("-h")).stdout, run.stdout, "-h is --help");
+});
+
+Deno.test("--version prints the version from lib/version.ts", async () => {
+  const run = await tapir("--version");
+  equal(run.code, 0);
+  equal(run.stdout, `tapir ${VERSION}\n`);
+  equal(run.stderr, "");
+});
+
+Deno.test("a bad value is one line naming the option, exit 1", async () => {
+  assertOneErrorLine(
+    await tapir("ns", "--mtu", "70000"),
+    "tapir: --mtu: 70000 is out of range 68-65520",
+  );
+  assertOneErrorLine(await tapir("vm", "-t", "0"), "tapir: -t: port 0 is out of range 1-65535");
+});
+
+Deno.test("an unknown option is one line naming it, exit 1", async () => {
+  assertOneErrorLine(await tapir("--bogus"), "tapir: unknown option '--bogus'");
+  assertOneErrorLine(await tapir("ns", "--bogus"), "tapir: unknown option '--bogus'");
+});
+
+Deno.test("no mode is one line, exit 1", async () => {
+  assertOneErrorLine(
+    await tapir(),
+    "tapir: missing mode: use 'tapir ns' or 'tapir vm' (see 'tapir --help')",
+  );
+});
+
+Deno.test("a valid config says the mode is not built yet, exit 1", async () => {
+  assertOneErrorLine(
+    await tapir("ns", "-t", "8080:80", "-a", "192.0.2.2", "--", "true"),
+    "tapir: namespace mode is not available yet",
+  );
+  assertOneErrorLine(
+    await tapir("vm", "--socket", "/tmp/tapir-cli-test.sock"),
+    "tapir: VM mode is not available yet",
+  );
+});
+
+Deno.test("logging is set up from the config before the mode starts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tapir-cli-" });
+  try {
+    const log = `${dir}/tapir.log`;
+    assertOneErrorLine(await tapir("ns", "-l", log), "tapir: namespace mode is not available yet");
+    equal((await Deno.stat(log)).isFile, true, "the log file was opened");
+    const missing = `${dir}/no/such/dir/tapir.log`;
+    const run = await tapir("ns", "--log-file", missing);
+    equal(run.code, 1);
+    const lines = run.stderr.split("\n");
+    equal(lines.length, 2, "one line");
+    ok(lines[0].startsWith(`tapir: --log-file: cannot open ${missing}: `), lines[0]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,228 @@
+import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
+import {
+  parsePortFwd,
+  PORT_FWD_NONE,
+  type PortFwd,
+  portFwdAdd,
+  portFwdRules,
+  portFwdTarget,
+} from "../lib/fwd.ts";
+
+/** Parses specs that must be valid. */
+function fwd(...specs: string[]): PortFwd {
+  const result = parsePortFwd(specs);
+  if (typeof result === "string") throw new Error(`${specs.join(" ")}: ${result}`);
+  return result;
+}
+
+/** Parses specs that must be refused; returns the message. */
+function refused(...specs: string[]): string {
+  const result = parsePortFwd(specs);
+  if (typeof result !== "string") throw new Error(`${specs.join(" ")} was accepted`);
+  return result;
+}
+
+/** The rules to bind, as plain tuples: [addr text or null, ifname, first, last, target]. */
+function bindList(f: PortFwd): [number[] | null, string | null, number, number, number][] {
+  return portFwdRules(f).map((
+    r,
+  ) => [r.addr === null ? null : [...r.addr], r.ifname, r.first, r.last, r.target]);
+}
+
+Deno.test("no option at all, or 'none', forwards nothing", () => {
+  equal(parsePortFwd([]), PORT_FWD_NONE);
+  const none = fwd("none");
+  equal(none.mode, "none");
+  for (const port of [1, 22, 80, 65535]) equal(portFwdTarget(none, port), -1);
+  deepStrictEqual(portFwdRules(none), []);
+});
+
+Deno.test("'all' forwards every port to itself", () => {
+  const all = fwd("all");
+  equal(all.mode, "all");
+  for (const port of [1, 22, 8080, 65535]) equal(portFwdTarget(all, port), port);
+  equal(portFwdTarget(all, 0), -1);
+  equal(portFwdTarget(all, 65536), -1);
+  deepStrictEqual(bindList(all), [[null, null, 1, 65535, 1]]);
+});
+
+Deno.test("'auto' is a mode flag: nothing is known until run time", () => {
+  const auto = fwd("auto");
+  equal(auto.mode, "auto");
+  equal(portFwdTarget(auto, 80), -1);
+  deepStrictEqual(portFwdRules(auto), []);
+});
+
+Deno.test("single ports and ranges forward to themselves", () => {
+  const f = fwd("22,80,1000-1002");
+  equal(f.mode, "ports");
+  equal(portFwdTarget(f, 22), 22);
+  equal(portFwdTarget(f, 80), 80);
+  equal(portFwdTarget(f, 1000), 1000);
+  equal(portFwdTarget(f, 1002), 1002);
+  equal(portFwdTarget(f, 1003), -1);
+  equal(portFwdTarget(f, 23), -1);
+  deepStrictEqual(bindList(f), [
+    [null, null, 22, 22, 22],
+    [null, null, 80, 80, 80],
+    [null, null, 1000, 1002, 1000],
+  ]);
+});
+
+Deno.test("a target maps a port or shifts a range", () => {
+  const f = fwd("8080:80,1000-1010:2000-2010");
+  equal(portFwdTarget(f, 8080), 80);
+  equal(portFwdTarget(f, 80), -1);
+  equal(portFwdTarget(f, 1000), 2000);
+  equal(portFwdTarget(f, 1005), 2005);
+  equal(portFwdTarget(f, 1010), 2010);
+  equal(portFwdTarget(f, 2000), -1);
+});
+
+Deno.test("bind addresses of both families and interfaces are kept as bytes and names", () => {
+  const f = fwd("127.0.0.1/8080,::1/8080,%eth0/22,192.0.2.1%eth1/443:8443");
+  deepStrictEqual(bindList(f), [
+    [[127, 0, 0, 1], null, 8080, 8080, 8080],
+    [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], null, 8080, 8080, 8080],
+    [null, "eth0", 22, 22, 22],
+    [[192, 0, 2, 1], "eth1", 443, 443, 8443],
+  ]);
+});
+
+Deno.test("portFwdTarget with an address skips rules bound elsewhere", () => {
+  const f = fwd("127.0.0.1/80:8080,192.0.2.1/80:9090");
+  equal(portFwdTarget(f, 80, new Uint8Array([127, 0, 0, 1])), 8080);
+  equal(portFwdTarget(f, 80, new Uint8Array([192, 0, 2, 1])), 9090);
+  equal(portFwdTarget(f, 80, new Uint8Array([192, 0, 2, 2])), -1);
+  const wildcard = fwd("80:8080");
+  equal(portFwdTarget(wildcard, 80, new Uint8Array([192, 0, 2, 2])), 8080);
+});
+
+Deno.test("exclusions alone mean every other port", () => {
+  const f = fwd("~25,~137-139");
+  equal(f.mode, "all");
+  equal(portFwdTarget(f, 25), -1);
+  equal(portFwdTarget(f, 138), -1);
+  equal(portFwdTarget(f, 24), 24);
+  equal(portFwdTarget(f, 140), 140);
+  deepStrictEqual(bindList(f), [
+    [null, null, 1, 24, 1],
+    [null, null, 26, 136, 26],
+    [null, null, 140, 65535, 140],
+  ]);
+});
+
+Deno.test("exclusions cut holes in ranges, keeping the mapping in step", () => {
+  const f = fwd("1000-1010:2000-2010,~1003-1004,~1010");
+  equal(portFwdTarget(f, 1002), 2002);
+  equal(portFwdTarget(f, 1003), -1);
+  equal(portFwdTarget(f, 1004), -1);
+  equal(portFwdTarget(f, 1005), 2005);
+  equal(portFwdTarget(f, 1010), -1);
+  deepStrictEqual(bindList(f), [
+    [null, null, 1000, 1002, 2000],
+    [null, null, 1005, 1009, 2005],
+  ]);
+  // The rules as written stay whole.
+  deepStrictEqual(f.rules.map((r) => [r.first, r.last]), [[1000, 1010]]);
+});
+
+Deno.test("repeated options add up, exclusions apply to all of them", () => {
+  const f = fwd("80", "443,1000-2000", "~1500");
+  equal(f.mode, "ports");
+  equal(portFwdTarget(f, 80), 80);
+  equal(portFwdTarget(f, 443), 443);
+  equal(portFwdTarget(f, 1499), 1499);
+  equal(portFwdTarget(f, 1500), -1);
+  const excludedFirst = fwd("~1500", "1000-2000");
+  equal(excludedFirst.mode, "ports");
+  equal(portFwdTarget(excludedFirst, 1500), -1);
+  equal(portFwdTarget(excludedFirst, 999), -1);
+});
+
+Deno.test("portFwdAdd folds one occurrence at a time", () => {
+  const first = portFwdAdd(null, "80");
+  ok(typeof first !== "string");
+  const second = portFwdAdd(first, "81");
+  ok(typeof second !== "string");
+  equal(portFwdTarget(second, 80), 80);
+  equal(portFwdTarget(second, 81), 81);
+  equal(portFwdTarget(first, 81), -1, "the earlier value is unchanged");
+});
+
+Deno.test("the same port on different addresses or interfaces is not a clash", () => {
+  fwd("127.0.0.1/80,::1/80");
+  fwd("192.0.2.1/80,192.0.2.2/80");
+  fwd("%eth0/80,%eth1/80");
+  fwd("127.0.0.1/80", "::1/80");
+});
+
+Deno.test("values are frozen", () => {
+  const f = fwd("127.0.0.1/80,~90");
+  ok(Object.isFrozen(f));
+  ok(Object.isFrozen(f.rules));
+  ok(Object.isFrozen(f.rules[0]));
+  ok(Object.isFrozen(f.excluded));
+  ok(Object.isFrozen(portFwdRules(f)));
+  throws(() => (f.rules as unknown as unknown[]).push(f.rules[0]));
+});
+
+Deno.test("port numbers out of range are refused", () => {
+  equal(refused("0"), "port 0 is out of range 1-65535");
+  equal(refused("65536"), "port 65536 is out of range 1-65535");
+  equal(refused("80:70000"), "port 70000 is out of range 1-65535");
+  equal(refused("0-10"), "port 0 is out of range 1-65535");
+  equal(refused("~0"), "port 0 is out of range 1-65535");
+  equal(refused("1-99999999999999999999"), "port 99999999999999999999 is out of range 1-65535");
+});
+
+Deno.test("malformed items are refused with a message naming them", () => {
+  equal(refused("2000-1000"), "port range 2000-1000 is reversed");
+  equal(refused("80:90-91"), "target 90-91 is not the same size as 80");
+  equal(refused("1000-1010:2000-2005"), "target 2000-2005 is not the same size as 1000-1010");
+  equal(refused("1000-1010:2000"), "target 2000 is not the same size as 1000-1010");
+  equal(refused(""), "empty item");
+  equal(refused("80,,90"), "empty item in '80,,90'");
+  equal(refused("80,"), "empty item in '80,'");
+  equal(refused("80:"), "missing port number");
+  equal(refused("http"), "'http' is not a port or port range");
+  equal(refused("-80"), "'-80' is not a port or port range");
+  equal(refused("80-"), "'80-' is not a port or port range");
+  equal(refused("80:90:100"), "'90:100' is not a port or port range");
+  equal(refused("1.2.3/80"), "bad address '1.2.3' in '1.2.3/80'");
+  equal(refused("fe80::1%/80"), "interface name is empty in 'fe80::1%/80'");
+  equal(
+    refused("::1%eth0:1/80"),
+    "interface name 'eth0:1' contains '/', ':' or whitespace in '::1%eth0:1/80'",
+  );
+  equal(refused("/80"), "missing address before '/' in '/80'");
+  equal(
+    refused("~127.0.0.1/80"),
+    "exclusion '~127.0.0.1/80' takes only ports, no address or target",
+  );
+  equal(refused("~80:90"), "exclusion '~80:90' takes only ports, no address or target");
+  equal(refused("127.0.0.1/80/90"), "'80/90' is not a port or port range");
+});
+
+Deno.test("a port forwarded twice is refused, within a spec and across repeats", () => {
+  equal(refused("80,80"), "port 80 is forwarded twice");
+  equal(refused("1000-2000,1500"), "port 1500 is forwarded twice");
+  equal(refused("1000-2000", "1990-3000"), "port 1990 is forwarded twice");
+  equal(refused("127.0.0.1/80,80"), "port 80 is forwarded twice");
+  equal(refused("%eth0/80,80"), "port 80 is forwarded twice");
+  equal(refused("127.0.0.1/80,127.0.0.1/80"), "port 80 is forwarded twice");
+  equal(refused("127.0.0.1%eth0/80,127.0.0.1/80"), "port 80 is forwarded twice");
+  // Different sources mapped to one target are fine.
+  fwd("8080:80,8081:80");
+});
+
+Deno.test("keywords stand alone", () => {
+  equal(refused("all,80"), "'all' cannot be combined with other items");
+  equal(refused("80,none"), "'none' cannot be combined with other items");
+  equal(refused("~25,auto"), "'auto' cannot be combined with other items");
+  equal(refused("all", "80"), "'all' cannot be combined with other port specs");
+  equal(refused("80", "all"), "'all' cannot be combined with other port specs");
+  equal(refused("~25", "all"), "'all' cannot be combined with other port specs");
+  equal(refused("none", "none"), "'none' cannot be combined with other port specs");
+  equal(refused("auto", "~25"), "'auto' cannot be combined with other port specs");
+});

@@ -25,27 +25,24 @@ export function sipKeyRandom(): SipKey {
 }
 
 /**
- * Incremental HalfSipHash-1-3 state: {@linkcode reset} with a key, {@linkcode add}
- * words, {@linkcode finish}. Reused across calls, so hashing allocates nothing.
+ * HalfSipHash-1-3 of `n` 32-bit words of `words` from `off`, under `key`;
+ * returns an unsigned 32-bit hash. Allocation-free; the state lives in local
+ * variables, which is what makes it cheap in JavaScript.
+ *
+ * One loop does everything: words 0..n-1 are compressed with one round each,
+ * word n is the length block, and after it `v2 ^= 0xff` starts finalisation,
+ * whose three rounds are the last three iterations with a zero message
+ * (xoring 0 into v3 and v0 changes nothing).
  */
-export class HalfSipHash {
-  #v0 = 0;
-  #v1 = 0;
-  #v2 = 0;
-  #v3 = 0;
-  #words = 0;
-
-  /** Starts a new message under `key`. */
-  reset(key: SipKey): void {
-    this.#v0 = key[0] | 0;
-    this.#v1 = key[1] | 0;
-    this.#v2 = (0x6c796765 ^ key[0]) | 0;
-    this.#v3 = (0x74656462 ^ key[1]) | 0;
-    this.#words = 0;
-  }
-
-  #round(): void {
-    let v0 = this.#v0, v1 = this.#v1, v2 = this.#v2, v3 = this.#v3;
+export function halfSipHash(key: SipKey, words: ArrayLike<number>, off: number, n: number): number {
+  let v0 = key[0] | 0;
+  let v1 = key[1] | 0;
+  let v2 = (0x6c796765 ^ key[0]) | 0;
+  let v3 = (0x74656462 ^ key[1]) | 0;
+  const lengthBlock = (n * 4) << 24;
+  for (let i = 0; i < n + 4; i++) {
+    const m = i < n ? words[off + i] | 0 : i === n ? lengthBlock : 0;
+    v3 ^= m;
     v0 = (v0 + v1) | 0;
     v1 = (v1 << 5) | (v1 >>> 27);
     v1 ^= v0;
@@ -60,30 +57,8 @@ export class HalfSipHash {
     v1 = (v1 << 13) | (v1 >>> 19);
     v1 ^= v2;
     v2 = (v2 << 16) | (v2 >>> 16);
-    this.#v0 = v0;
-    this.#v1 = v1;
-    this.#v2 = v2;
-    this.#v3 = v3;
+    v0 ^= m;
+    if (i === n) v2 ^= 0xff;
   }
-
-  /** Adds one 32-bit word (little-endian in SipHash's byte view). */
-  add(word: number): void {
-    this.#v3 ^= word;
-    this.#round();
-    this.#v0 ^= word;
-    this.#words++;
-  }
-
-  /** Finishes the message and returns its 32-bit hash (unsigned). */
-  finish(): number {
-    const b = ((this.#words * 4) << 24) | 0;
-    this.#v3 ^= b;
-    this.#round();
-    this.#v0 ^= b;
-    this.#v2 ^= 0xff;
-    this.#round();
-    this.#round();
-    this.#round();
-    return (this.#v1 ^ this.#v3) >>> 0;
-  }
+  return (v1 ^ v3) >>> 0;
 }

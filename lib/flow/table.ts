@@ -11,12 +11,14 @@
  * IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one code path serves both families.
  *
  * **Storage.** The table has a fixed capacity (default 131072) chosen at
- * start-up and never grows, so memory is bounded by configuration. Fields are
- * stored column-wise in typed arrays indexed by flow number — no object per
- * flow — which keeps a full default table to a few tens of MiB and lets the
- * hot path read a field with one array access. Protocol-specific data (a TCP
- * connection's sequence numbers, a socket fd) hangs off {@linkcode data},
- * reachable only once the flow is TYPED.
+ * start-up and never grows, so memory is bounded by configuration. Fields live
+ * in typed arrays indexed by flow number — no object per flow — which keeps a
+ * full default table to a few tens of MiB. Everything a hash lookup compares
+ * for one side (its hash, pif and protocol, ports, both addresses) sits in
+ * one 64-byte record, a single cache line, because with 100 000 flows every
+ * lookup's memory accesses are cache misses and their number sets the cost.
+ * Protocol-specific data (a TCP connection's sequence numbers, a socket fd)
+ * hangs off {@linkcode FlowTable.data}, reachable only once the flow is TYPED.
  *
  * **Entries never move.** A flow's index is its identity for its whole life:
  * it is in epoll tags and hash buckets, so moving an entry would mean
@@ -68,7 +70,7 @@
 
 import { formatIp4, formatIp6 } from "../addr.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
-import { HalfSipHash, type SipKey, sipKeyRandom } from "./siphash.ts";
+import { halfSipHash, type SipKey, sipKeyRandom } from "./siphash.ts";
 
 /** Life-cycle states; see the module comment for what each allows. */
 export const FlowState = { FREE: 0, NEW: 1, INI: 2, TGT: 3, TYPED: 4, ACTIVE: 5 } as const;
@@ -105,8 +107,8 @@ export const FLOW_TYPE_NAMES: Record<FlowType, string> = {
   4: "PING6",
   5: "UDP",
 };
-/** IP protocol number of each flow type (0 for NONE). */
-export const FLOW_TYPE_PROTO: Record<FlowType, number> = { 0: 0, 1: 6, 2: 6, 3: 1, 4: 58, 5: 17 };
+/** IP protocol number of each flow type (0 for NONE), indexed by type. */
+export const FLOW_TYPE_PROTO: Readonly<Uint8Array> = new Uint8Array([0, 6, 6, 1, 58, 17]);
 const TYPE_COUNT = 6;
 
 /** Default capacity: flows tracked at once. */
@@ -237,7 +239,16 @@ export interface FlowTableOptions {
 }
 
 const HASH_EMPTY = -1;
-const WORDS_PER_SIDE = 8; // eaddr[4], oaddr[4]
+
+// One side's record: 16 words, 64 bytes. Words META..OADDR+3 are also the
+// hash input, in this order.
+const SIDE_WORDS = 16;
+const S_HASH = 0; // hash of the side, valid while hashed
+const S_META = 1; // pif | protocol << 8
+const S_PORTS = 2; // eport << 16 | oport
+const S_EADDR = 3; // 4 words
+const S_OADDR = 7; // 4 words
+const S_KEY_WORDS = 10; // META through the last OADDR word
 
 function ctz32(x: number): number {
   return 31 - Math.clz32(x & -x);
@@ -252,11 +263,8 @@ export class FlowTable {
 
   readonly #state: Uint8Array;
   readonly #type: Uint8Array;
-  readonly #pif: Uint8Array; // per side
-  readonly #addr: Uint32Array; // per side: eaddr[4], oaddr[4]
-  readonly #port: Uint16Array; // per side: eport, oport
+  readonly #side: Uint32Array; // SIDE_WORDS per side
   readonly #hashed: Uint8Array; // bit per side
-  readonly #sideHash: Uint32Array; // per side, valid while hashed
   readonly #data: unknown[];
 
   // Slot bitmap: bit set = slot not FREE; summaries by 32-slot word.
@@ -268,7 +276,7 @@ export class FlowTable {
   readonly #buckets: Int32Array;
   readonly #mask: number;
   readonly #key: SipKey;
-  readonly #hasher = new HalfSipHash();
+  readonly #keyWords = new Uint32Array(S_KEY_WORDS); // lookup scratch
 
   readonly #handlers: FlowTypeHandlers[] = [];
   readonly #pendingFlag: Uint8Array;
@@ -287,11 +295,8 @@ export class FlowTable {
     this.capacity = capacity;
     this.#state = new Uint8Array(capacity);
     this.#type = new Uint8Array(capacity);
-    this.#pif = new Uint8Array(capacity * 2);
-    this.#addr = new Uint32Array(capacity * 2 * WORDS_PER_SIDE);
-    this.#port = new Uint16Array(capacity * 2 * 2);
+    this.#side = new Uint32Array(capacity * 2 * SIDE_WORDS);
     this.#hashed = new Uint8Array(capacity);
-    this.#sideHash = new Uint32Array(capacity * 2);
     this.#data = new Array(capacity).fill(undefined);
     const words = Math.ceil(capacity / 32);
     this.#used = new Uint32Array(words);
@@ -387,6 +392,9 @@ export class FlowTable {
     this.#expect(index, FlowState.TGT, "setType");
     if (type === FlowType.NONE) throw new Error(`flow ${index}: setType NONE`);
     this.#type[index] = type;
+    const proto = FLOW_TYPE_PROTO[type] << 8;
+    this.#side[flowSidx(index, 0) * SIDE_WORDS + S_META] |= proto;
+    this.#side[flowSidx(index, 1) * SIDE_WORDS + S_META] |= proto;
     this.#byType[type]++;
     this.#data[index] = data;
     this.#setState(index, FlowState.TYPED);
@@ -497,108 +505,83 @@ export class FlowTable {
   // Sides
 
   #writeSide(sidx: number, side: FlowSide): void {
-    this.#pif[sidx] = side.pif;
-    const a = sidx * WORDS_PER_SIDE;
-    this.#addr.set(side.eaddr, a);
-    this.#addr.set(side.oaddr, a + 4);
-    this.#port[sidx * 2] = side.eport;
-    this.#port[sidx * 2 + 1] = side.oport;
+    const r = this.#side;
+    const o = sidx * SIDE_WORDS;
+    r.fill(0, o, o + SIDE_WORDS);
+    r[o + S_META] = side.pif; // protocol added by setType
+    r[o + S_PORTS] = ((side.eport << 16) | side.oport) >>> 0;
+    r.set(side.eaddr, o + S_EADDR);
+    r.set(side.oaddr, o + S_OADDR);
   }
 
   /** Copies side `sidx` into `out` and returns it. */
   readSide(sidx: number, out: FlowSide): FlowSide {
-    out.pif = this.#pif[sidx] as Pif;
-    const a = sidx * WORDS_PER_SIDE;
+    const r = this.#side;
+    const o = sidx * SIDE_WORDS;
+    out.pif = (r[o + S_META] & 0xff) as Pif;
     for (let i = 0; i < 4; i++) {
-      out.eaddr[i] = this.#addr[a + i];
-      out.oaddr[i] = this.#addr[a + 4 + i];
+      out.eaddr[i] = r[o + S_EADDR + i];
+      out.oaddr[i] = r[o + S_OADDR + i];
     }
-    out.eport = this.#port[sidx * 2];
-    out.oport = this.#port[sidx * 2 + 1];
+    out.eport = r[o + S_PORTS] >>> 16;
+    out.oport = r[o + S_PORTS] & 0xffff;
     return out;
   }
 
   /** The interface of side `sidx`. */
   pif(sidx: number): Pif {
-    return this.#pif[sidx] as Pif;
+    return (this.#side[sidx * SIDE_WORDS + S_META] & 0xff) as Pif;
   }
   /** The far end's port on side `sidx`. */
   eport(sidx: number): number {
-    return this.#port[sidx * 2];
+    return this.#side[sidx * SIDE_WORDS + S_PORTS] >>> 16;
   }
   /** Our port on side `sidx`. */
   oport(sidx: number): number {
-    return this.#port[sidx * 2 + 1];
+    return this.#side[sidx * SIDE_WORDS + S_PORTS] & 0xffff;
   }
   /** Word `i` (0-3) of the far end's address on side `sidx`. */
   eaddrWord(sidx: number, i: number): number {
-    return this.#addr[sidx * WORDS_PER_SIDE + i];
+    return this.#side[sidx * SIDE_WORDS + S_EADDR + i];
   }
   /** Word `i` (0-3) of our address on side `sidx`. */
   oaddrWord(sidx: number, i: number): number {
-    return this.#addr[sidx * WORDS_PER_SIDE + 4 + i];
+    return this.#side[sidx * SIDE_WORDS + S_OADDR + i];
   }
 
   /** Side `sidx` as text: `TAP [e]:p -> [o]:p` (for logs). */
   formatSide(sidx: number): string {
-    const a = sidx * WORDS_PER_SIDE;
-    const e = addrWordsFormat(this.#addr, a);
-    const o = addrWordsFormat(this.#addr, a + 4);
-    return `${PIF_NAMES[this.#pif[sidx] as Pif]} [${e}]:${this.eport(sidx)} -> [${o}]:${
-      this.oport(sidx)
-    }`;
+    const o = sidx * SIDE_WORDS;
+    const e = addrWordsFormat(this.#side, o + S_EADDR);
+    const us = addrWordsFormat(this.#side, o + S_OADDR);
+    return `${PIF_NAMES[this.pif(sidx)]} [${e}]:${this.eport(sidx)} -> [${us}]:${this.oport(sidx)}`;
   }
 
   // -------------------------------------------------------------------------
   // Hash
 
-  #hashKeyWords(proto: number, pif: number, eport: number, oport: number): void {
-    const h = this.#hasher;
-    h.reset(this.#key);
-    h.add((pif << 8) | proto);
-    h.add(((eport << 16) | oport) >>> 0);
-  }
-
   #hashSide(sidx: number): number {
-    const index = sidx >>> 1;
-    this.#hashKeyWords(
-      FLOW_TYPE_PROTO[this.#type[index] as FlowType],
-      this.#pif[sidx],
-      this.#port[sidx * 2],
-      this.#port[sidx * 2 + 1],
-    );
-    const a = sidx * WORDS_PER_SIDE;
-    for (let i = 0; i < WORDS_PER_SIDE; i++) this.#hasher.add(this.#addr[a + i]);
-    return this.#hasher.finish();
-  }
-
-  #hashKey(proto: number, key: FlowSide): number {
-    this.#hashKeyWords(proto, key.pif, key.eport, key.oport);
-    for (let i = 0; i < 4; i++) this.#hasher.add(key.eaddr[i]);
-    for (let i = 0; i < 4; i++) this.#hasher.add(key.oaddr[i]);
-    return this.#hasher.finish();
-  }
-
-  #sideMatches(sidx: number, proto: number, key: FlowSide): boolean {
-    if (this.#pif[sidx] !== key.pif) return false;
-    if (this.#port[sidx * 2] !== key.eport || this.#port[sidx * 2 + 1] !== key.oport) return false;
-    if (FLOW_TYPE_PROTO[this.#type[sidx >>> 1] as FlowType] !== proto) return false;
-    const a = sidx * WORDS_PER_SIDE;
-    const addr = this.#addr;
-    for (let i = 0; i < 4; i++) {
-      if (addr[a + i] !== key.eaddr[i] || addr[a + 4 + i] !== key.oaddr[i]) return false;
-    }
-    return true;
+    return halfSipHash(this.#key, this.#side, sidx * SIDE_WORDS + S_META, S_KEY_WORDS);
   }
 
   /** Finds the flow side whose endpoints and protocol equal `key`; its sidx, or -1. */
   lookup(proto: number, key: FlowSide): number {
-    const hash = this.#hashKey(proto, key);
+    const k = this.#keyWords;
+    k[0] = key.pif | (proto << 8);
+    k[1] = (key.eport << 16) | key.oport;
+    k.set(key.eaddr, 2);
+    k.set(key.oaddr, 6);
+    const hash = halfSipHash(this.#key, k, 0, S_KEY_WORDS);
     const buckets = this.#buckets;
+    const r = this.#side;
     for (let b = hash & this.#mask;; b = (b + 1) & this.#mask) {
       const sidx = buckets[b];
       if (sidx === HASH_EMPTY) return -1;
-      if (this.#sideHash[sidx] === hash && this.#sideMatches(sidx, proto, key)) return sidx;
+      const o = sidx * SIDE_WORDS;
+      if (r[o + S_HASH] !== hash) continue;
+      let i = 0;
+      while (i < S_KEY_WORDS && r[o + S_META + i] === k[i]) i++;
+      if (i === S_KEY_WORDS) return sidx;
     }
   }
 
@@ -611,7 +594,7 @@ export class FlowTable {
     }
     if (this.#hashed[index] & bit) throw new Error(`flow ${index}: side ${sidx & 1} hashed twice`);
     const hash = this.#hashSide(sidx);
-    this.#sideHash[sidx] = hash;
+    this.#side[sidx * SIDE_WORDS + S_HASH] = hash;
     const buckets = this.#buckets;
     let b = hash & this.#mask;
     while (buckets[b] !== HASH_EMPTY) b = (b + 1) & this.#mask;
@@ -627,7 +610,8 @@ export class FlowTable {
     this.#hashed[index] &= ~bit;
     const buckets = this.#buckets;
     const mask = this.#mask;
-    let i = this.#sideHash[sidx] & mask;
+    const r = this.#side;
+    let i = r[sidx * SIDE_WORDS + S_HASH] & mask;
     while (buckets[i] !== sidx) i = (i + 1) & mask;
     // Backward-shift deletion: move later members of the probe run into the
     // hole unless their home bucket lies cyclically in (hole, their slot].
@@ -638,7 +622,7 @@ export class FlowTable {
         j = (j + 1) & mask;
         const other = buckets[j];
         if (other === HASH_EMPTY) return;
-        const home = this.#sideHash[other] & mask;
+        const home = r[other * SIDE_WORDS + S_HASH] & mask;
         const stays = i <= j ? i < home && home <= j : i < home || home <= j;
         if (!stays) {
           buckets[i] = other;

@@ -76,6 +76,22 @@ export interface CommonConfig {
   readonly foreground: boolean;
   /** Threshold from `-q`, `-d`, `--trace` (default info). */
   readonly logLevel: LogLevel;
+  /** Answer DHCP (not `--no-dhcp`). */
+  readonly dhcp: boolean;
+  /** Answer NDP solicitations (not `--no-ndp`). */
+  readonly ndp: boolean;
+  /** Answer DHCPv6 (not `--no-dhcpv6`). */
+  readonly dhcpv6: boolean;
+  /** Send router advertisements (not `--no-ra`, not `--no-ndp`). */
+  readonly ra: boolean;
+  /** Map the gateway address to host loopback (not `--no-map-gw`). */
+  readonly mapGw: boolean;
+  /** `--map-host-loopback`: IPv4 address the guest uses for host loopback, or null. */
+  readonly mapHostLoopback4: Uint8Array | null;
+  /** `--map-host-loopback`: IPv6 address the guest uses for host loopback, or null. */
+  readonly mapHostLoopback6: Uint8Array | null;
+  /** `--loopback-only`: the host side may reach only loopback. */
+  readonly loopbackOnly: boolean;
   /** `-p`: pcap file to write every frame to, or null. */
   readonly pcap: string | null;
   /** `-l`: log file, or null for standard error. */
@@ -236,6 +252,23 @@ const OPTIONS: readonly OptionSpec[] = [
     help: "log to PATH instead of standard error",
   },
   { long: "pid", short: "P", value: "FILE", scope: "both", help: "write the process id to FILE" },
+  { long: "no-dhcp", scope: "both", help: "do not answer DHCP requests" },
+  { long: "no-ndp", scope: "both", help: "do not answer NDP (neighbour and router solicitations)" },
+  { long: "no-dhcpv6", scope: "both", help: "do not answer DHCPv6 requests" },
+  { long: "no-ra", scope: "both", help: "send no router advertisements" },
+  { long: "no-map-gw", scope: "both", help: "do not map the gateway address to host loopback" },
+  {
+    long: "map-host-loopback",
+    value: "ADDR",
+    repeat: true,
+    scope: "both",
+    help: "address the guest uses for host loopback (one per family)",
+  },
+  {
+    long: "loopback-only",
+    scope: "both",
+    help: "reach only the host's loopback; refuse other destinations",
+  },
   { long: "help", short: "h", scope: "both", help: "show this help and exit" },
   { long: "version", scope: "both", help: "show the version and exit" },
   {
@@ -491,6 +524,8 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let addr6: IpAddr | null = null;
   let gateway4: IpAddr | null = null;
   let gateway6: IpAddr | null = null;
+  let mapLo4: IpAddr | null = null;
+  let mapLo6: IpAddr | null = null;
   let prefix4: number | null = null;
   let mtu = MTU_MAX;
   const dns: IpAddr[] = [];
@@ -538,6 +573,16 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
         }
         if (ip.family === 4) gateway4 = ip;
         else gateway6 = ip;
+        break;
+      }
+      case "map-host-loopback": {
+        const ip = unicast(raw, value);
+        const prev = ip.family === 4 ? mapLo4 : mapLo6;
+        if (prev !== null) {
+          throw new ConfError(`${raw}: second IPv${ip.family} address, ${formatIp(prev)} is given`);
+        }
+        if (ip.family === 4) mapLo4 = ip;
+        else mapLo6 = ip;
         break;
       }
       case "netmask":
@@ -593,6 +638,14 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     search,
     ipv4,
     ipv6,
+    dhcp: !given.has("no-dhcp"),
+    ndp: !given.has("no-ndp"),
+    dhcpv6: !given.has("no-dhcpv6"),
+    ra: !given.has("no-ra") && !given.has("no-ndp"),
+    mapGw: !given.has("no-map-gw"),
+    mapHostLoopback4: mapLo4?.bytes ?? null,
+    mapHostLoopback6: mapLo6?.bytes ?? null,
+    loopbackOnly: given.has("loopback-only"),
     foreground: given.has("foreground"),
     logLevel: given.has("trace")
       ? LogLevel.trace

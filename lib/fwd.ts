@@ -33,7 +33,7 @@
  * @module
  */
 
-import { ifnameProblem, ipEqual, parseIp } from "./addr.ts";
+import { ifnameProblem, ipEqual, isIp6Loopback, parseIp } from "./addr.ts";
 
 /** An inclusive range of port numbers, 1-65535. */
 export interface PortRange {
@@ -269,4 +269,61 @@ export function portFwdRules(fwd: PortFwd): readonly PortRule[] {
     for (const rule of fwd.rules) carve(rule, fwd.excluded, out);
   }
   return Object.freeze(out);
+}
+
+// ---------------------------------------------------------------------------
+// Address mapping: what a guest's destination means on the host side.
+
+/** IPv4 loopback, 127.0.0.1, as a u32. */
+export const LOOPBACK4 = 0x7f000001;
+/** IPv6 loopback, ::1. */
+export const LOOPBACK6: Readonly<Uint8Array> = (() => {
+  const a = new Uint8Array(16);
+  a[15] = 1;
+  return a;
+})();
+
+/** The mapping rules, as {@linkcode GuestNet} carries them. */
+export interface AddrMapRules {
+  /** Guest-side IPv4 addresses that mean host loopback. */
+  readonly mapLo4: readonly number[];
+  /** Guest-side IPv6 addresses that mean host loopback. */
+  readonly mapLo6: readonly Uint8Array[];
+  /** Host side may reach only loopback. */
+  readonly loopbackOnly: boolean;
+}
+
+/**
+ * Where a guest's IPv4 packet to `dst` goes on the host: 127.0.0.1 if `dst`
+ * is mapped to host loopback (the gateway, unless `--no-map-gw`), else `dst`.
+ * Returns -1 if the destination is refused (`--loopback-only` and not loopback).
+ */
+export function natFromTap4(rules: AddrMapRules, dst: number): number {
+  for (const a of rules.mapLo4) if (a === dst) return LOOPBACK4;
+  if (rules.loopbackOnly && dst >>> 24 !== 127) return -1;
+  return dst;
+}
+
+/**
+ * Where a guest's IPv6 packet to `buf[off..off+16]` goes on the host: writes
+ * the address into `out` (::1 when mapped, else a copy) and returns true, or
+ * returns false if the destination is refused (`--loopback-only`).
+ */
+export function natFromTap6(
+  rules: AddrMapRules,
+  buf: Uint8Array,
+  off: number,
+  out: Uint8Array,
+): boolean {
+  for (const a of rules.mapLo6) {
+    let same = true;
+    for (let i = 0; i < 16 && same; i++) same = a[i] === buf[off + i];
+    if (same) {
+      out.set(LOOPBACK6);
+      return true;
+    }
+  }
+  if (rules.loopbackOnly && !isIp6Loopback(buf, off)) return false;
+  for (let i = 0; i < 16; i++) out[i] = buf[off + i];
+  return true;
 }

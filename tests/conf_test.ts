@@ -393,3 +393,30 @@ Deno.test("ConfError is an Error with its own name", () => {
   equal(err.name, "ConfError");
   equal(err.message, "x");
 });
+
+Deno.test("service switches, gateway mapping and loopback-only have pasta's defaults", () => {
+  const c = ns();
+  deepStrictEqual(
+    [c.dhcp, c.ndp, c.dhcpv6, c.ra, c.mapGw, c.loopbackOnly],
+    [true, true, true, true, true, false],
+  );
+  equal(c.mapHostLoopback4, null);
+  const off = ns("--no-dhcp", "--no-dhcpv6", "--no-ra", "--no-map-gw", "--loopback-only");
+  deepStrictEqual(
+    [off.dhcp, off.ndp, off.dhcpv6, off.ra, off.mapGw, off.loopbackOnly],
+    [false, true, false, false, false, true],
+  );
+  equal(ns("--no-ndp").ra, false, "no NDP means no router advertisements either");
+});
+
+Deno.test("--map-host-loopback takes one unicast address per family", () => {
+  const c = vm("--map-host-loopback", "192.0.2.9", "--map-host-loopback", "2001:db8::9");
+  deepStrictEqual(c.mapHostLoopback4, bytes(192, 0, 2, 9));
+  equal(c.mapHostLoopback6?.length, 16);
+  ok(
+    refused("ns", "--map-host-loopback", "192.0.2.9", "--map-host-loopback", "192.0.2.8")
+      .startsWith("--map-host-loopback: second IPv4 address"),
+  );
+  ok(refused("ns", "--map-host-loopback", "224.0.0.1").startsWith("--map-host-loopback:"));
+  ok(refused("ns", "-4", "--map-host-loopback", "::5").startsWith("--map-host-loopback:"));
+});

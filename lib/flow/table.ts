@@ -205,10 +205,20 @@ export function addrWordsIs4(words: ArrayLike<number>, at = 0): boolean {
   return words[at] === 0 && words[at + 1] === 0 && words[at + 2] === 0xffff;
 }
 
+/** Writes four address words from `words[at..]` as 16 bytes at `out[off..]`. */
+export function wordsToBytes(
+  words: ArrayLike<number>,
+  at: number,
+  out: Uint8Array,
+  off: number,
+): void {
+  for (let i = 0; i < 16; i++) out[off + i] = words[at + (i >> 2)] >>> (24 - 8 * (i & 3));
+}
+
 /** Formats address words as text (for logs). */
 export function addrWordsFormat(words: ArrayLike<number>, at = 0): string {
   const b = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) b[i] = words[at + (i >> 2)] >>> (24 - 8 * (i & 3));
+  wordsToBytes(words, at, b, 0);
   return addrWordsIs4(words, at) ? formatIp4(b, 12) : formatIp6(b, 0);
 }
 
@@ -547,6 +557,15 @@ export class FlowTable {
   /** Word `i` (0-3) of our address on side `sidx`. */
   oaddrWord(sidx: number, i: number): number {
     return this.#side[sidx * SIDE_WORDS + S_OADDR + i];
+  }
+
+  /** Copies the far end's address on side `sidx` as 16 bytes to `out[off..]` (IPv4 mapped). */
+  eaddrCopy(sidx: number, out: Uint8Array, off = 0): void {
+    wordsToBytes(this.#side, sidx * SIDE_WORDS + S_EADDR, out, off);
+  }
+  /** Copies our address on side `sidx` as 16 bytes to `out[off..]` (IPv4 mapped). */
+  oaddrCopy(sidx: number, out: Uint8Array, off = 0): void {
+    wordsToBytes(this.#side, sidx * SIDE_WORDS + S_OADDR, out, off);
   }
 
   /** Side `sidx` as text: `TAP [e]:p -> [o]:p` (for logs). */

@@ -25,7 +25,7 @@
  */
 
 import { Errno, sysCheck } from "./errno.ts";
-import { IOVEC_SIZE, MMSGHDR_SIZE } from "./structs.ts";
+import { IOVEC_SIZE, IovecArray, MMSGHDR_SIZE, MmsgHdrArray } from "./structs.ts";
 
 export * from "./consts.ts";
 export * from "./errno.ts";
@@ -334,6 +334,48 @@ export function sendmmsg(
   flags: number,
 ): number {
   return ret(C.sendmmsg(fd, hdrs.bytes, count, flags));
+}
+
+const atIov = new IovecArray(1);
+const atHdr = new MmsgHdrArray(1);
+
+/**
+ * recvmsg(2) into `buf[off..off+len)` without creating a view of it (the
+ * iovec is built from the buffer's cached address): bytes received, 0 at
+ * end of stream, or -errno.
+ */
+export function recvAt(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  flags: number,
+): number {
+  atIov.set(0, buf, off, len);
+  atHdr.setName(0, null);
+  atHdr.setIov(0, atIov, 1);
+  atHdr.setControl(0, null);
+  return ret(C.recvmsg(fd, atHdr.bytes, flags));
+}
+
+/**
+ * sendmsg(2) of `buf[off..off+len)` to the first `addrLen` bytes of `addr`
+ * (null: the connected peer), without creating a view: bytes sent or -errno.
+ */
+export function sendAt(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  flags: number,
+  addr: Uint8Array | null = null,
+  addrLen = 0,
+): number {
+  atIov.set(0, buf, off, len);
+  atHdr.setName(0, addr, addrLen);
+  atHdr.setIov(0, atIov, 1);
+  atHdr.setControl(0, null);
+  return ret(C.sendmsg(fd, atHdr.bytes, flags));
 }
 
 /** pipe2(2): fills `out[0]` (read end) and `out[1]` (write end). */

@@ -1,0 +1,186 @@
+/**
+ * The network as tapir presents it to the guest.
+ *
+ * Fixed at start-up from the command line and, where the user left a value
+ * out, from the host (as pasta does: the guest gets the host's address,
+ * prefix and gateway, so addresses look the same inside and out). Everything
+ * that answers the guest — ARP, NDP, DHCP, DHCPv6 — and the address mapping
+ * of the translation layer read this one description.
+ *
+ * The guest talks to tapir as if tapir were its gateway: every frame from
+ * tapir has source MAC {@linkcode GuestNet.ourMac}, and IPv6 router
+ * advertisements come from {@linkcode GuestNet6.ourLinkLocal}.
+ *
+ * @module
+ */
+
+import type { NsConfig, VmConfig } from "./conf.ts";
+
+/** tapir's MAC: locally administered (02), then the bytes of "Tapir". */
+export const TAPIR_MAC: Readonly<Uint8Array> = new Uint8Array([0x02, 0x54, 0x61, 0x70, 0x69, 0x72]);
+
+/** What tapir reads from the host to fill in what the user left out. */
+export interface HostFacts {
+  /** Name of the interface of the host's default route (IPv4 first), if any. */
+  readonly ifname: string | null;
+  /** Host's IPv4 address on that interface, its prefix and the default gateway. */
+  readonly addr4: Uint8Array | null;
+  /** Prefix length of {@linkcode addr4}. */
+  readonly prefix4: number | null;
+  /** IPv4 default gateway. */
+  readonly gateway4: Uint8Array | null;
+  /** Host's global IPv6 address, its prefix and the IPv6 default gateway. */
+  readonly addr6: Uint8Array | null;
+  /** Prefix length of {@linkcode addr6}. */
+  readonly prefix6: number | null;
+  /** IPv6 default gateway. */
+  readonly gateway6: Uint8Array | null;
+}
+
+/** The guest's IPv4 settings. Addresses are u32 numbers. */
+export interface GuestNet4 {
+  /** The guest's address. */
+  readonly addr: number;
+  /** Its prefix length. */
+  readonly prefixLen: number;
+  /** The default gateway: tapir itself, as far as the guest can tell. */
+  readonly gateway: number;
+  /** DNS servers offered by DHCP. */
+  readonly dns: readonly number[];
+}
+
+/** The guest's IPv6 settings. Addresses are 16-byte arrays. */
+export interface GuestNet6 {
+  /** The guest's global address (offered by DHCPv6; SLAAC derives its own from the prefix). */
+  readonly addr: Uint8Array;
+  /** Prefix length of the on-link prefix advertised (64 for SLAAC). */
+  readonly prefixLen: number;
+  /** The default gateway the guest is configured with (`--config-net`). */
+  readonly gateway: Uint8Array;
+  /** tapir's link-local address: the source of router advertisements. */
+  readonly ourLinkLocal: Uint8Array;
+  /** DNS servers offered by RA (RDNSS) and DHCPv6. */
+  readonly dns: readonly Uint8Array[];
+}
+
+/** Everything about the guest's network; see the module comment. */
+export interface GuestNet {
+  /** tapir's MAC address, the guest's gateway MAC. */
+  readonly ourMac: Uint8Array;
+  /** MTU of the guest interface. */
+  readonly mtu: number;
+  /** IPv4 settings, or null if IPv4 is off. */
+  readonly ip4: GuestNet4 | null;
+  /** IPv6 settings, or null if IPv6 is off. */
+  readonly ip6: GuestNet6 | null;
+  /** DNS search domains. */
+  readonly search: readonly string[];
+  /** Guest-side IPv4 addresses that mean the host's loopback (u32): the gateway, `--map-host-loopback`. */
+  readonly mapLo4: readonly number[];
+  /** Guest-side IPv6 addresses that mean the host's loopback. */
+  readonly mapLo6: readonly Uint8Array[];
+  /** `--loopback-only`: the host side may reach only loopback addresses. */
+  readonly loopbackOnly: boolean;
+  /** Which services tapir runs for the guest. */
+  readonly services: GuestServices;
+}
+
+/** The services switched on (all by default; `--no-dhcp` and friends turn them off). */
+export interface GuestServices {
+  /** DHCP server. */
+  readonly dhcp: boolean;
+  /** Neighbour and router solicitations answered. */
+  readonly ndp: boolean;
+  /** DHCPv6 server. */
+  readonly dhcpv6: boolean;
+  /** Router advertisements sent. */
+  readonly ra: boolean;
+}
+
+/** Reads a 4-byte IPv4 address as a u32 number. */
+export function ip4ToU32(b: Uint8Array, off = 0): number {
+  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
+}
+
+/** Writes u32 `addr` as 4 bytes at `b[off..]`. */
+export function u32ToIp4(addr: number, b: Uint8Array = new Uint8Array(4), off = 0): Uint8Array {
+  b[off] = addr >>> 24;
+  b[off + 1] = addr >>> 16;
+  b[off + 2] = addr >>> 8;
+  b[off + 3] = addr;
+  return b;
+}
+
+/** The link-local address fe80::/64 with the modified EUI-64 interface id of `mac` (RFC 4291 app. A). */
+export function linkLocalFromMac(mac: Uint8Array): Uint8Array {
+  const a = new Uint8Array(16);
+  a[0] = 0xfe;
+  a[1] = 0x80;
+  a[8] = mac[0] ^ 0x02;
+  a[9] = mac[1];
+  a[10] = mac[2];
+  a[11] = 0xff;
+  a[12] = 0xfe;
+  a[13] = mac[3];
+  a[14] = mac[4];
+  a[15] = mac[5];
+  return a;
+}
+
+/** The first address of `addr`'s subnet other than `addr` itself (a gateway of last resort). */
+function firstOtherInSubnet4(addr: number, prefixLen: number): number {
+  const mask = prefixLen === 0 ? 0 : (~0 << (32 - prefixLen)) >>> 0;
+  const first = ((addr & mask) + 1) >>> 0;
+  return first === addr ? (first + 1) >>> 0 : first;
+}
+
+/**
+ * Builds the guest's network from the configuration, filling what the user
+ * left out from `host`. A family is off when the user disabled it (`-4`,
+ * `-6`) or when neither the user nor the host gives an address for it.
+ */
+export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestNet {
+  let ip4: GuestNet4 | null = null;
+  const addr4 = conf.addr4 ?? host.addr4;
+  if (conf.ipv4 && addr4) {
+    const addr = ip4ToU32(addr4);
+    const prefixLen = conf.prefix4 ?? (conf.addr4 ? null : host.prefix4) ?? 24;
+    const gw = conf.gateway4 ?? host.gateway4;
+    ip4 = {
+      addr,
+      prefixLen,
+      gateway: gw ? ip4ToU32(gw) : firstOtherInSubnet4(addr, prefixLen),
+      dns: conf.dns.filter((d) => d.family === 4).map((d) => ip4ToU32(d.bytes)),
+    };
+  }
+  let ip6: GuestNet6 | null = null;
+  const addr6 = conf.addr6 ?? host.addr6;
+  if (conf.ipv6 && addr6) {
+    const ourLinkLocal = linkLocalFromMac(TAPIR_MAC);
+    ip6 = {
+      addr: addr6,
+      prefixLen: 64,
+      gateway: conf.gateway6 ?? host.gateway6 ?? ourLinkLocal,
+      ourLinkLocal,
+      dns: conf.dns.filter((d) => d.family === 6).map((d) => d.bytes),
+    };
+  }
+  const mapLo4: number[] = [];
+  if (ip4 && conf.mapGw) mapLo4.push(ip4.gateway);
+  if (conf.mapHostLoopback4) mapLo4.push(ip4ToU32(conf.mapHostLoopback4));
+  const mapLo6: Uint8Array[] = [];
+  if (ip6 && conf.mapGw) mapLo6.push(ip6.gateway);
+  if (ip6 && conf.mapGw && ip6.gateway !== ip6.ourLinkLocal) mapLo6.push(ip6.ourLinkLocal);
+  if (conf.mapHostLoopback6) mapLo6.push(conf.mapHostLoopback6);
+  return {
+    ourMac: TAPIR_MAC,
+    mtu: conf.mtu,
+    ip4,
+    ip6,
+    search: conf.search,
+    mapLo4,
+    mapLo6,
+    loopbackOnly: conf.loopbackOnly,
+    services: { dhcp: conf.dhcp, ndp: conf.ndp, dhcpv6: conf.dhcpv6, ra: conf.ra },
+  };
+}

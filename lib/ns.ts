@@ -89,7 +89,12 @@ export type NsRequest =
 
 /** Worker → main thread. */
 export type NsReply =
-  | { readonly op: "ready"; readonly tapFd: number; readonly ifname: string; readonly ifindex: number }
+  | {
+    readonly op: "ready";
+    readonly tapFd: number;
+    readonly ifname: string;
+    readonly ifindex: number;
+  }
   | { readonly op: "spawned"; readonly pid: number }
   | { readonly op: "exit"; readonly code: number; readonly signal: string | null }
   | { readonly op: "error"; readonly message: string };

@@ -11,6 +11,8 @@
 
 import { ConfError, parseConfig, usageText } from "./lib/conf.ts";
 import { logClose, logSetup } from "./lib/log.ts";
+import { runNs } from "./lib/modes/ns.ts";
+import { isNsWorker, nsWorkerMain } from "./lib/ns.ts";
 import { VERSION } from "./lib/version.ts";
 
 const encoder = new TextEncoder();
@@ -52,12 +54,15 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    // The modes are not built yet; say so rather than pretend to run.
-    await fail(`${conf.mode === "ns" ? "namespace" : "VM"} mode is not available yet`);
+    if (conf.mode === "ns") return await runNs(conf, import.meta.url, args);
+    // VM mode is not built yet; say so rather than pretend to run.
+    await fail("VM mode is not available yet");
     return 1;
   } finally {
     logClose();
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+// The namespace worker runs this same module on its own thread (see lib/ns.ts).
+if (isNsWorker()) nsWorkerMain();
+else if (import.meta.main) Deno.exit(await main(Deno.args));

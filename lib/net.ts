@@ -15,6 +15,7 @@
  */
 
 import type { NsConfig, VmConfig } from "./conf.ts";
+import { Netlink } from "./netlink.ts";
 
 /** tapir's MAC: locally administered (02), then the bytes of "Tapir". */
 export const TAPIR_MAC: Readonly<Uint8Array> = new Uint8Array([0x02, 0x54, 0x61, 0x70, 0x69, 0x72]);
@@ -183,4 +184,44 @@ export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestN
     loopbackOnly: conf.loopbackOnly,
     services: { dhcp: conf.dhcp, ndp: conf.ndp, dhcpv6: conf.dhcpv6, ra: conf.ra },
   };
+}
+
+/** Address flags that make an address unusable as the guest's copy. */
+const IFA_F_TENTATIVE_DEPRECATED = 0x40 | 0x20;
+
+/**
+ * Reads the host's default-route interface, its global addresses and the
+ * default gateways, from the calling thread's network namespace (call it on
+ * the main thread: the host's). Missing pieces are null.
+ */
+export function hostFacts(): HostFacts {
+  const nl = new Netlink();
+  try {
+    const pick = (family: 4 | 6) => {
+      const route = nl.defaultRoute(family);
+      if (route === null || typeof route === "number") return null;
+      const addrs = nl.addrList(family);
+      if (typeof addrs === "number") return null;
+      const own = addrs.filter((a) =>
+        a.scope === 0 && (a.flags & IFA_F_TENTATIVE_DEPRECATED) === 0
+      );
+      const addr = own.find((a) => a.index === route.index) ?? own[0] ?? null;
+      return { route, addr };
+    };
+    const v4 = pick(4);
+    const v6 = pick(6);
+    const index = v4?.route.index ?? v6?.route.index ?? 0;
+    const link = index > 0 ? nl.linkGet(index) : -1;
+    return {
+      ifname: typeof link === "number" ? null : link.name,
+      addr4: v4?.addr?.addr ?? null,
+      prefix4: v4?.addr?.prefixLen ?? null,
+      gateway4: v4?.route.gateway ?? null,
+      addr6: v6?.addr?.addr ?? null,
+      prefix6: v6?.addr?.prefixLen ?? null,
+      gateway6: v6?.route.gateway ?? null,
+    };
+  } finally {
+    nl.close();
+  }
 }

@@ -96,11 +96,7 @@ Deno.test("no mode is one line, exit 1", async () => {
   );
 });
 
-Deno.test("a valid config says the mode is not built yet, exit 1", async () => {
-  assertOneErrorLine(
-    await tapir("ns", "-t", "8080:80", "-a", "192.0.2.2", "--", "true"),
-    "tapir: namespace mode is not available yet",
-  );
+Deno.test("a valid VM config says the mode is not built yet, exit 1", async () => {
   assertOneErrorLine(
     await tapir("vm", "--socket", "/tmp/tapir-cli-test.sock"),
     "tapir: VM mode is not available yet",
@@ -111,10 +107,10 @@ Deno.test("logging is set up from the config before the mode starts", async () =
   const dir = await Deno.makeTempDir({ prefix: "tapir-cli-" });
   try {
     const log = `${dir}/tapir.log`;
-    assertOneErrorLine(await tapir("ns", "-l", log), "tapir: namespace mode is not available yet");
+    assertOneErrorLine(await tapir("vm", "-l", log), "tapir: VM mode is not available yet");
     equal((await Deno.stat(log)).isFile, true, "the log file was opened");
     const missing = `${dir}/no/such/dir/tapir.log`;
-    const run = await tapir("ns", "--log-file", missing);
+    const run = await tapir("vm", "--log-file", missing);
     equal(run.code, 1);
     const lines = run.stderr.split("\n");
     equal(lines.length, 2, "one line");

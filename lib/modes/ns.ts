@@ -1,0 +1,172 @@
+/**
+ * `tapir ns`: give a network namespace connectivity through a tap device.
+ *
+ * 1. Without root, re-execute under a new user namespace (see `lib/ns.ts`)
+ *    and pass the child's exit status through.
+ * 2. Read the host's addresses and routes; build the guest's network.
+ * 3. Start the namespace worker: enter (`--netns`, PID) or create the
+ *    namespace, create the tap, configure it (`--config-net`).
+ * 4. Run the translator until the command exits (spawn mode), the
+ *    namespace goes away (attach mode: the tap fails), or a signal.
+ *
+ * The exit status is the command's (128 + signal number if a signal ended
+ * it), 0 for an attached run that ended, 1 on a set-up error.
+ *
+ * @module
+ */
+
+import type { NsConfig } from "../conf.ts";
+import { logDebug, logError, logInfo, logWarn } from "../log.ts";
+import { guestNetFrom, hostFacts, u32ToIp4 } from "../net.ts";
+import {
+  type NsAddress,
+  type NsRoute,
+  type NsTargetSpec,
+  NsWorker,
+  REEXEC_ENV,
+  rootlessReexecArgs,
+} from "../ns.ts";
+import { pcapClose, pcapOpen } from "../pcap.ts";
+import * as sys from "../sys/mod.ts";
+import { TuntapBackend } from "../tap/tuntap.ts";
+import { Tapir } from "../tapir.ts";
+
+const PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range";
+
+/**
+ * As root, lets our group open ping sockets by widening
+ * `net.ipv4.ping_group_range` to include it (the host side's namespace).
+ */
+function allowPingSockets(): void {
+  if (Deno.uid() !== 0 || Deno.env.get(REEXEC_ENV)) return;
+  const gid = Deno.gid() ?? 0;
+  try {
+    const [lo, hi] = Deno.readTextFileSync(PING_GROUP_RANGE).trim().split(/\s+/).map(Number);
+    if (lo <= gid && gid <= hi) return;
+    const range = lo > hi ? `${gid} ${gid}` : `${Math.min(lo, gid)} ${Math.max(hi, gid)}`;
+    Deno.writeTextFileSync(PING_GROUP_RANGE, range);
+    logDebug(`ping_group_range set to ${range}`);
+  } catch (err) {
+    logDebug(`cannot widen ping_group_range: ${(err as Error).message}`);
+  }
+}
+
+/** Runs namespace mode; `mainUrl` is the main module (the worker runs it too). */
+export async function runNs(
+  conf: NsConfig,
+  mainUrl: string,
+  args: readonly string[],
+): Promise<number> {
+  const reexec = rootlessReexecArgs(args);
+  if (reexec) {
+    logDebug(`not root: re-executing as ${reexec.slice(0, 4).join(" ")} ...`);
+    const child = new Deno.Command(reexec[0], {
+      args: reexec.slice(1),
+      env: { [REEXEC_ENV]: "1" },
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    return (await child.status).code;
+  }
+
+  const host = hostFacts();
+  const net = guestNetFrom(conf, host);
+  if (!net.ip4 && !net.ip6) {
+    logError("no address for the guest: the host has none to copy; give one with -a");
+    return 1;
+  }
+  const ifname = conf.ifname ?? host.ifname ?? "tap0";
+  allowPingSockets();
+  if (conf.pcap) {
+    try {
+      pcapOpen(conf.pcap);
+    } catch (err) {
+      logError(`--pcap: cannot open ${conf.pcap}: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+
+  const addresses: NsAddress[] = [];
+  const routes: NsRoute[] = [];
+  if (net.ip4) {
+    addresses.push({ family: 4, addr: [...u32ToIp4(net.ip4.addr)], prefixLen: net.ip4.prefixLen });
+    routes.push({ family: 4, gateway: [...u32ToIp4(net.ip4.gateway)] });
+  }
+  if (net.ip6) {
+    addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: host.prefix6 ?? 64 });
+    routes.push({ family: 6, gateway: [...net.ip6.gateway] });
+  }
+  const t = conf.target;
+  const target: NsTargetSpec = t.kind === "spawn"
+    ? { kind: "new" }
+    : t.kind === "pid"
+    ? { kind: "pid", pid: t.pid }
+    : { kind: "path", path: t.path };
+
+  const worker = new NsWorker(mainUrl);
+  let tapir: Tapir | null = null;
+  let tapFd = -1;
+  try {
+    let dev;
+    try {
+      dev = await worker.setup({
+        target,
+        ifname,
+        configNet: conf.configNet,
+        mtu: conf.mtu,
+        addresses,
+        routes,
+      });
+    } catch (err) {
+      logError(`namespace set-up failed: ${(err as Error).message}`);
+      return 1;
+    }
+    tapFd = dev.tapFd;
+    logInfo(`tap ${dev.ifname} ready in the namespace`);
+    tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname));
+    tapir.start();
+    const loop = tapir.loop;
+    if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
+
+    let status = 0;
+    let childPid = 0;
+    let childRunning = false;
+    if (t.kind === "spawn") {
+      const argv = t.command.length > 0 ? t.command : [Deno.env.get("SHELL") || "/bin/sh"];
+      try {
+        childPid = await worker.spawn(argv, (code) => {
+          childRunning = false;
+          status = code;
+          loop.stop(`command exited with status ${code}`);
+        });
+        childRunning = true;
+      } catch (err) {
+        logError(`cannot run ${argv[0]}: ${(err as Error).message}`);
+        return 1;
+      }
+    }
+    const reason = await loop.run();
+    logDebug(`stopped: ${reason}`);
+    if (childRunning) {
+      // tapir was told to stop while the command still runs: it would be left
+      // without a network, so end it too.
+      try {
+        Deno.kill(childPid, "SIGTERM");
+      } catch (err) {
+        logWarn(`cannot stop the command (pid ${childPid}): ${(err as Error).message}`);
+      }
+    }
+    return tapir.backendError ? 0 : status;
+  } finally {
+    pcapClose();
+    worker.terminate();
+    tapir?.loop.close();
+    if (tapFd >= 0) sys.close(tapFd);
+    if (conf.pidFile) {
+      try {
+        Deno.removeSync(conf.pidFile);
+      } catch { /* already gone */ }
+    }
+  }
+}

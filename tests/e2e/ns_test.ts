@@ -1,0 +1,292 @@
+/**
+ * Namespace mode end to end, with real clients, inside a throwaway "host"
+ * namespace whose only uplink is a dead end (tests/helpers/netns.ts): tapir,
+ * the host-side loopback it maps the gateway to, and the guest namespace it
+ * creates all live there, so nothing can leave the machine. Every run uses
+ * `--loopback-only` as well.
+ */
+import { equal, match, ok } from "node:assert/strict";
+import { HOST_NS, nsArgs, run, type RunResult, withHostNs } from "../helpers/netns.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host`. */
+async function tapirNs(
+  host: string,
+  args: string[],
+  script: string,
+  env: Record<string, string> = {},
+): Promise<RunResult> {
+  const [cmd, argv] = nsArgs(host, Deno.execPath(), [
+    "run",
+    "-A",
+    MAIN,
+    "ns",
+    "--loopback-only",
+    ...args,
+    "--",
+    "sh",
+    "-c",
+    script,
+  ]);
+  return await run(cmd, argv, { env });
+}
+
+function explain(r: RunResult): string {
+  return `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+}
+
+Deno.test("--config-net copies the host's address, routes and MTU; the command's exit status passes through", () =>
+  withHostNs(async (host) => {
+    const r = await tapirNs(
+      host,
+      ["--config-net", "-q"],
+      "ip -br addr show; ip route show; ip -6 route show; ip link show eth0",
+    );
+    equal(r.code, 0, explain(r));
+    // A tap's operational state reads UNKNOWN; SLAAC may add an address first.
+    match(
+      r.stdout,
+      new RegExp(`^${HOST_NS.ifname}\\s+(UP|UNKNOWN)\\s+${HOST_NS.addr4}/${HOST_NS.prefix4} `, "m"),
+    );
+    match(r.stdout, new RegExp(` ${HOST_NS.addr6}/64 `));
+    match(r.stdout, /^lo\s+UNKNOWN\s+127\.0\.0\.1\/8/m);
+    match(r.stdout, new RegExp(`^default via ${HOST_NS.gw4} dev ${HOST_NS.ifname}`, "m"));
+    match(r.stdout, new RegExp(`^default via ${HOST_NS.gw6} dev ${HOST_NS.ifname}`, "m"));
+    match(r.stdout, /: eth0: <[^>]*\bUP\b[^>]*> mtu 65520 /);
+
+    const seven = await tapirNs(host, ["-q"], "exit 7");
+    equal(seven.code, 7, explain(seven));
+  }));
+
+Deno.test("ping and ping -6 to the gateway are answered through host loopback", () =>
+  withHostNs(async (host) => {
+    const r = await tapirNs(
+      host,
+      ["--config-net", "-q"],
+      `ping -c 3 -i 0.2 -W 2 ${HOST_NS.gw4} && ping -6 -c 3 -i 0.2 -W 2 ${HOST_NS.gw6}`,
+    );
+    equal(r.code, 0, explain(r));
+    match(r.stdout, /3 packets transmitted, 3 received/);
+    match(r.stdout, new RegExp(`from ${HOST_NS.gw4}: icmp_seq=1`));
+    match(r.stdout, new RegExp(`from ${HOST_NS.gw6}: icmp_seq=1`));
+  }));
+
+Deno.test("without --config-net: udhcpc gets a lease, SLAAC configures an address, dhclient -6 gets the address", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-e2e-" });
+    try {
+      const udhcpcScript = `${dir}/udhcpc.sh`;
+      await Deno.writeTextFile(
+        udhcpcScript,
+        '#!/bin/sh\n[ "$1" = bound ] && echo "LEASE ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu domain=$domain search=$search"\nexit 0\n',
+      );
+      await Deno.chmod(udhcpcScript, 0o755);
+      const script = [
+        "set -e",
+        "ip link set eth0 up",
+        `busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -s ${udhcpcScript}`,
+        // SLAAC: the kernel adds a global address from the advertised prefix.
+        "for i in $(seq 50); do ip -6 addr show dev eth0 scope global | grep -q 'inet6 2001:db8::' && break; sleep 0.1; done",
+        "ip -6 addr show dev eth0 scope global",
+        // The link-local address must be past DAD before dhclient can bind.
+        "for i in $(seq 50); do ip -6 addr show dev eth0 scope link tentative | grep -q inet6 || break; sleep 0.1; done",
+        `dhclient -6 -1 -v -sf /bin/true -lf ${dir}/lease6 -pf ${dir}/pid6 eth0`,
+        `cat ${dir}/lease6`,
+      ].join("\n");
+      const r = await tapirNs(host, [
+        "-q",
+        "-D",
+        "192.0.2.53",
+        "-D",
+        "2001:db8::53",
+        "-S",
+        "example.test",
+      ], script);
+      equal(r.code, 0, explain(r));
+      match(
+        r.stdout,
+        new RegExp(
+          `LEASE ip=${HOST_NS.addr4} mask=${HOST_NS.prefix4} router=${HOST_NS.gw4} dns=192\\.0\\.2\\.53 mtu=65520`,
+        ),
+      );
+      match(r.stdout, /search=example\.test/);
+      match(r.stdout, /inet6 2001:db8::[0-9a-f:]+\/64 scope global/);
+      match(r.stdout, new RegExp(`iaaddr ${HOST_NS.addr6} \\{`));
+      match(r.stdout, /option dhcp6\.name-servers 2001:db8::53/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-e2e-" });
+    try {
+      const pcap = `${dir}/capture.pcap`;
+      const script = [
+        "ip link set eth0 up",
+        "busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -s /bin/true",
+        "for i in $(seq 50); do ip -6 addr show dev eth0 scope link tentative | grep -q inet6 || break; sleep 0.1; done",
+        `dhclient -6 -1 -sf /bin/true -lf ${dir}/lease6 -pf ${dir}/pid6 eth0`,
+        `ip addr add ${HOST_NS.addr4}/24 dev eth0; ip route add default via ${HOST_NS.gw4}`,
+        `ping -c 1 -W 2 ${HOST_NS.gw4}`,
+        `ping -6 -c 1 -W 2 ${HOST_NS.gw6}`,
+      ].join("\n");
+      const r = await tapirNs(host, ["-q", "--pcap", pcap], script);
+      equal(r.code, 0, explain(r));
+      const dump = await run("tcpdump", ["-nn", "-r", pcap]);
+      equal(dump.code, 0, dump.stderr);
+      const shark = await run("tshark", [
+        "-r",
+        pcap,
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-e",
+        "_ws.col.Protocol",
+        "-e",
+        "_ws.col.Info",
+        "-e",
+        "_ws.expert.message",
+        "-e",
+        "ip.checksum.status",
+        "-e",
+        "udp.checksum.status",
+        "-e",
+        "icmp.checksum.status",
+        "-e",
+        "icmpv6.checksum.status",
+      ]);
+      equal(shark.code, 0, shark.stderr);
+      const text = shark.stdout;
+      const rows = text.trim().split("\n").map((l) => l.split("\t"));
+      for (const proto of ["ARP", "DHCP", "DHCPv6", "ICMP", "ICMPv6"]) {
+        ok(rows.some((r) => r[0] === proto), `${proto} in capture:\n${text}`);
+      }
+      match(text, /Neighbor Advertisement/);
+      match(text, /Router Advertisement/);
+      // Checksum status: 1 = good; 0 = bad, 2 = not checked (must not appear for ours).
+      for (const r of rows) {
+        for (const status of r.slice(3)) {
+          for (const v of status.split(",").filter((x) => x !== "")) {
+            equal(v, "1", `checksum status in: ${r.join(" | ")}`);
+          }
+        }
+      }
+      ok(!/[Mm]alformed|[Bb]ad checksum|incorrect/.test(text), text);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("--loopback-only: a ping elsewhere opens no socket and the guest gets 'prohibited'", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-e2e-" });
+    try {
+      const log = `${dir}/log`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "--log-file", log],
+        "ping -c 1 -W 2 192.0.2.77; ping -6 -c 1 -W 2 2001:db8::77; exit 0",
+      );
+      equal(r.code, 0, explain(r));
+      match(
+        r.stdout + r.stderr,
+        /Packet filtered|Administratively prohibited|Destination unreachable/i,
+      );
+      const text = await Deno.readTextFile(log);
+      match(text, /ping: \{"requests":0,"replies":0,"refused":2/, text);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("malformed frames from the guest are dropped and counted, and tapir keeps answering", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-e2e-" });
+    try {
+      const log = `${dir}/log`;
+      const ours = "02:54:61:70:69:72".replaceAll(":", "");
+      // Raw frames from inside the namespace: each is wrong in one way.
+      const frames = [
+        `${ours}0200000000010800`, // Ethernet header and nothing after it
+        `${ours}0200000000010800` + "45000054", // IPv4 header cut short
+        `${ours}0200000000010800` + "4500ffff0000400040010000c0000202c0000201" + "00".repeat(20), // total length lies
+        `${ours}0200000000010800` + "6500001c0000400040010000c0000202c0000201" + "00".repeat(8), // version 6 in an IPv4 frame
+        `${ours}02000000000181000001` + "0800" + "00".repeat(40), // 802.1Q tagged
+      ];
+      const py = [
+        "import socket, sys",
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+        "s.bind(('eth0', 0))",
+        ...frames.map((f) => `s.send(bytes.fromhex('${f}'))`),
+      ].join("; ");
+      const r = await tapirNs(
+        host,
+        ["--config-net", "--log-file", log],
+        `python3 -c "${py}" && ping -c 1 -W 2 ${HOST_NS.gw4}`,
+      );
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /1 packets transmitted, 1 received/);
+      const text = await Deno.readTextFile(log);
+      const input = text.match(/input: (\{.*\})/)?.[1] ?? "";
+      ok(/"dropped":"[^"]*truncated [2-9]/.test(input), input);
+      ok(/bad version 1/.test(input), input);
+      ok(/VLAN tagged 1/.test(input), input);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("rootless: an unprivileged user runs tapir ns --config-net and pings the gateway", () =>
+  withHostNs(async (host) => {
+    const user = "tapirtest";
+    if ((await run("id", ["-u", user])).code !== 0) {
+      const add = await run("useradd", ["-M", "-s", "/bin/sh", user]);
+      equal(add.code, 0, add.stderr);
+    }
+    const tun = await Deno.stat("/dev/net/tun");
+    await Deno.chmod("/dev/net/tun", 0o666);
+    const denoDir = await Deno.makeTempDir({ prefix: "tapir-rootless-" });
+    try {
+      await run("chown", [user, denoDir]);
+      // Ping sockets: the host namespace must allow the user's group.
+      const [sysctl, sysctlArgs] = nsArgs(host, "sysctl", [
+        "-qw",
+        "net.ipv4.ping_group_range=0 2147483647",
+      ]);
+      equal((await run(sysctl, sysctlArgs)).code, 0);
+      const [cmd, argv] = nsArgs(host, "setpriv", [
+        "--reuid",
+        user,
+        "--regid",
+        user,
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        MAIN,
+        "ns",
+        "--loopback-only",
+        "--config-net",
+        "-q",
+        "--",
+        "sh",
+        "-c",
+        `id -u; ping -c 1 -W 2 ${HOST_NS.gw4}`,
+      ]);
+      const r = await run(cmd, argv, { env: { DENO_DIR: denoDir, HOME: denoDir } });
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /^0$/m, "root inside its own user namespace");
+      match(r.stdout, /1 packets transmitted, 1 received/);
+    } finally {
+      await Deno.chmod("/dev/net/tun", tun.mode! & 0o777);
+      await Deno.remove(denoDir, { recursive: true });
+    }
+  }));

@@ -70,6 +70,7 @@
 
 import { formatIp4, formatIp6 } from "../addr.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
+import { addrOf } from "../sys/structs.ts";
 import { halfSipHash, type SipKey, sipKeyRandom } from "./siphash.ts";
 
 /** Life-cycle states; see the module comment for what each allows. */
@@ -260,6 +261,17 @@ const S_EADDR = 3; // 4 words
 const S_OADDR = 7; // 4 words
 const S_KEY_WORDS = 10; // META through the last OADDR word
 
+/**
+ * A zeroed Uint32Array of `words` whose first byte is 64-byte aligned, so
+ * each 64-byte side record is exactly one cache line (an unaligned record
+ * spans two, and a lookup pays two misses).
+ */
+function cacheAlignedWords(words: number): Uint32Array {
+  const raw = new ArrayBuffer(words * 4 + 64);
+  const pad = (64 - (addrOf(new Uint8Array(raw)) % 64)) % 64;
+  return new Uint32Array(raw, pad, words);
+}
+
 function ctz32(x: number): number {
   return 31 - Math.clz32(x & -x);
 }
@@ -305,7 +317,7 @@ export class FlowTable {
     this.capacity = capacity;
     this.#state = new Uint8Array(capacity);
     this.#type = new Uint8Array(capacity);
-    this.#side = new Uint32Array(capacity * 2 * SIDE_WORDS);
+    this.#side = cacheAlignedWords(capacity * 2 * SIDE_WORDS);
     this.#hashed = new Uint8Array(capacity);
     this.#data = new Array(capacity).fill(undefined);
     const words = Math.ceil(capacity / 32);

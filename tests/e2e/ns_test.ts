@@ -227,10 +227,13 @@ Deno.test("malformed frames from the guest are dropped and counted, and tapir ke
         "s.bind(('eth0', 0))",
         ...frames.map((f) => `s.send(bytes.fromhex('${f}'))`),
       ].join("; ");
+      // tapir's MTU is 1400; the interface is then raised to 1500 behind its
+      // back, so a 1500-byte frame reaches tapir and must count as oversize.
+      const big = `${ours}0200000000010800` + "45".padEnd(2 * 1486, "0");
       const r = await tapirNs(
         host,
-        ["--config-net", "--log-file", log],
-        `python3 -c "${py}" && ping -c 1 -W 2 ${HOST_NS.gw4}`,
+        ["--config-net", "-m", "1400", "--log-file", log],
+        `ip link set eth0 mtu 1500 && python3 -c "${py}; s.send(bytes.fromhex('${big}'))" && ping -c 1 -W 2 ${HOST_NS.gw4}`,
       );
       equal(r.code, 0, explain(r));
       match(r.stdout, /1 packets transmitted, 1 received/);
@@ -239,6 +242,7 @@ Deno.test("malformed frames from the guest are dropped and counted, and tapir ke
       ok(/"dropped":"[^"]*truncated [2-9]/.test(input), input);
       ok(/bad version 1/.test(input), input);
       ok(/VLAN tagged 1/.test(input), input);
+      ok(/"oversize":1/.test(input), input);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -288,5 +292,66 @@ Deno.test("rootless: an unprivileged user runs tapir ns --config-net and pings t
     } finally {
       await Deno.chmod("/dev/net/tun", tun.mode! & 0o777);
       await Deno.remove(denoDir, { recursive: true });
+    }
+  }));
+
+Deno.test("attach: tapir ns PID and --netns PATH serve an existing namespace until stopped", () =>
+  withHostNs(async (host) => {
+    // A process in a namespace of its own, made inside the host namespace.
+    const [sc, sa] = nsArgs(host, "unshare", ["-n", "sleep", "60"]);
+    const sleeper = new Deno.Command(sc, { args: sa, stdout: "null", stderr: "null" }).spawn();
+    try {
+      for (const how of ["pid", "path"] as const) {
+        const target = how === "pid"
+          ? [`${sleeper.pid}`]
+          : ["--netns", `/proc/${sleeper.pid}/ns/net`];
+        const ifname = `tap${how}`;
+        const [tc, ta] = nsArgs(host, Deno.execPath(), [
+          "run",
+          "-A",
+          MAIN,
+          "ns",
+          "--loopback-only",
+          "--config-net",
+          "-q",
+          "-I",
+          ifname,
+          ...target,
+        ]);
+        const tapir = new Deno.Command(tc, { args: ta, stdout: "piped", stderr: "piped" }).spawn();
+        try {
+          const inside = (cmd: string, ...args: string[]) =>
+            run("nsenter", ["-t", `${sleeper.pid}`, "-n", cmd, ...args]);
+          let up = false;
+          for (let i = 0; i < 100 && !up; i++) {
+            up = (await inside("ip", "-br", "addr", "show", ifname)).stdout.includes(HOST_NS.addr4);
+            if (!up) await new Promise((r) => setTimeout(r, 100));
+          }
+          ok(up, `${how}: the tap came up in the existing namespace`);
+          const ping = await inside("ping", "-c", "1", "-W", "2", HOST_NS.gw4);
+          equal(ping.code, 0, `${how}: ${ping.stdout}${ping.stderr}`);
+        } finally {
+          tapir.kill("SIGTERM");
+        }
+        const out = await tapir.output();
+        equal(
+          out.code,
+          0,
+          `${how}: tapir exits 0 on SIGTERM: ${new TextDecoder().decode(out.stderr)}`,
+        );
+        const gone = await run("nsenter", [
+          "-t",
+          `${sleeper.pid}`,
+          "-n",
+          "ip",
+          "link",
+          "show",
+          ifname,
+        ]);
+        ok(gone.code !== 0, `${how}: the tap is gone with tapir`);
+      }
+    } finally {
+      sleeper.kill("SIGKILL");
+      await sleeper.status;
     }
   }));

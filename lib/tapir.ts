@@ -15,7 +15,7 @@
 import { FlowTable } from "./flow/table.ts";
 import { GuestHeaders } from "./l4/ip.ts";
 import { Ping } from "./l4/icmp.ts";
-import { logInfo } from "./log.ts";
+import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
 import { WIRE_ERROR_NAMES, type WireError } from "./packet/wire.ts";
@@ -119,7 +119,7 @@ export class Tapir {
     loop.after(PCAP_FLUSH_MS, flushPcap);
     loop.onStop(() => {
       this.tap.flush();
-      logInfo(this.counters());
+      logDebug(this.counters());
     });
     loop.stopOnSignals();
     const usr1 = () => logInfo(this.counters());
@@ -142,7 +142,7 @@ export class Tapir {
     for (let i = 0; i < n; i++) this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i]);
   }
 
-  /** All counters as one line per module, for logs (`SIGUSR1`, exit). */
+  /** All counters as one line per module, for logs (`SIGUSR1` at info, exit at debug). */
   counters(): string {
     const drops: string[] = [];
     const d = this.input.stats.dropped;

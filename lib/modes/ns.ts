@@ -16,7 +16,7 @@
  */
 
 import type { NsConfig } from "../conf.ts";
-import { logDebug, logError, logInfo, logWarn } from "../log.ts";
+import { logDebug, logError, logWarn } from "../log.ts";
 import { guestNetFrom, hostFacts, u32ToIp4 } from "../net.ts";
 import {
   type NsAddress,
@@ -123,7 +123,7 @@ export async function runNs(
       return 1;
     }
     tapFd = dev.tapFd;
-    logInfo(`tap ${dev.ifname} ready in the namespace`);
+    logDebug(`tap ${dev.ifname} ready in the namespace`);
     tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname));
     tapir.start();
     const loop = tapir.loop;

@@ -192,7 +192,7 @@ Deno.test("--loopback-only: a ping elsewhere opens no socket and the guest gets 
       const log = `${dir}/log`;
       const r = await tapirNs(
         host,
-        ["--config-net", "--log-file", log],
+        ["--config-net", "-d", "--log-file", log],
         "ping -c 1 -W 2 192.0.2.77; ping -6 -c 1 -W 2 2001:db8::77; exit 0",
       );
       equal(r.code, 0, explain(r));
@@ -232,7 +232,7 @@ Deno.test("malformed frames from the guest are dropped and counted, and tapir ke
       const big = `${ours}0200000000010800` + "45".padEnd(2 * 1486, "0");
       const r = await tapirNs(
         host,
-        ["--config-net", "-m", "1400", "--log-file", log],
+        ["--config-net", "-m", "1400", "-d", "--log-file", log],
         `ip link set eth0 mtu 1500 && python3 -c "${py}; s.send(bytes.fromhex('${big}'))" && ping -c 1 -W 2 ${HOST_NS.gw4}`,
       );
       equal(r.code, 0, explain(r));

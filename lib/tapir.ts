@@ -15,6 +15,8 @@
 import { FlowTable } from "./flow/table.ts";
 import { GuestHeaders } from "./l4/ip.ts";
 import { Ping } from "./l4/icmp.ts";
+import { Tcp } from "./l4/tcp.ts";
+import { TcpListeners } from "./l4/tcp_listen.ts";
 import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
@@ -57,6 +59,10 @@ export class Tapir {
   readonly input: TapInput;
   /** ICMP echo translation. */
   readonly ping: Ping;
+  /** TCP translation. */
+  readonly tcp: Tcp;
+  /** `-t` listeners. */
+  readonly tcpListeners: TcpListeners;
   /** Services. */
   readonly arp: ArpService;
   /** NDP service. */
@@ -83,6 +89,8 @@ export class Tapir {
     this.#ctx = { net, guest: this.guest, tap: this.tap };
     const hdrs = new GuestHeaders({ ourMac: net.ourMac, guestMac: this.guest.mac });
     this.ping = new Ping(this.loop, this.flows, net, hdrs, this.tap);
+    this.tcp = new Tcp(this.loop, this.flows, net, hdrs, this.tap);
+    this.tcpListeners = new TcpListeners(this.loop, net, this.tcp);
     const s = net.services;
     this.arp = new ArpService();
     this.ndp = new NdpService({ enabled: s.ndp, routerAdvertisements: s.ra, dhcpv6: s.dhcpv6 });
@@ -95,6 +103,8 @@ export class Tapir {
       dhcpv6: (ctx, eth, ip, udp) => this.dhcpv6.input(ctx, eth, ip, udp),
       ping4: (ip, icmp) => this.ping.request4(ip, icmp),
       ping6: (ip, icmp) => this.ping.request6(ip, icmp),
+      tcp4: (ip, seg) => this.tcp.fromTap4(ip, seg),
+      tcp6: (ip, seg, upperOff) => this.tcp.fromTap6(ip, seg, upperOff),
     });
   }
 
@@ -161,6 +171,8 @@ export class Tapir {
       line("send", this.tap.stats),
       line("flows", this.flows.stats()),
       line("ping", this.ping.stats),
+      line("tcp", this.tcp.stats),
+      line("tcp-listen", this.tcpListeners.stats),
       line("arp", this.arp.stats),
       line("ndp", this.ndp.stats),
       line("dhcp", this.dhcp.stats),

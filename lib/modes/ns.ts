@@ -6,8 +6,9 @@
  * 2. Read the host's addresses and routes; build the guest's network.
  * 3. Start the namespace worker: enter (`--netns`, PID) or create the
  *    namespace, create the tap, configure it (`--config-net`).
- * 4. Run the translator until the command exits (spawn mode), the
- *    namespace goes away (attach mode: the tap fails), or a signal.
+ * 4. Run the translator until the command exits (spawn mode; then TCP
+ *    connections get {@linkcode DRAIN_MS} to finish), the namespace goes away
+ *    (attach mode: the tap fails), or a signal.
  *
  * The exit status is the command's (128 + signal number if a signal ended
  * it), 0 for an attached run that ended, 1 on a set-up error.
@@ -27,11 +28,20 @@ import {
   rootlessReexecArgs,
 } from "../ns.ts";
 import { pcapClose, pcapOpen } from "../pcap.ts";
+import { FlowType } from "../flow/table.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
 
 const PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range";
+
+/**
+ * After the command exits, keep forwarding for at most this long while TCP
+ * connections are still finishing. A client that wrote its data and closed
+ * has exited, but the namespace's kernel still holds data for the host;
+ * stopping at once would drop it.
+ */
+export const DRAIN_MS = 2000;
 
 /**
  * As root, lets our group open ping sockets by widening
@@ -126,6 +136,7 @@ export async function runNs(
     logDebug(`tap ${dev.ifname} ready in the namespace`);
     tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname));
     tapir.start();
+    tapir.tcpListeners.bind(conf.tcp);
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
 
@@ -138,7 +149,14 @@ export async function runNs(
         childPid = await worker.spawn(argv, (code) => {
           childRunning = false;
           status = code;
-          loop.stop(`command exited with status ${code}`);
+          const reason = `command exited with status ${code}`;
+          const deadline = performance.now() + DRAIN_MS;
+          const drain = () => {
+            if (tapir!.flows.countType(FlowType.TCP) === 0 || performance.now() > deadline) {
+              loop.stop(reason);
+            } else loop.after(10, drain);
+          };
+          drain();
         });
         childRunning = true;
       } catch (err) {
@@ -161,6 +179,7 @@ export async function runNs(
   } finally {
     pcapClose();
     worker.terminate();
+    tapir?.tcpListeners.close();
     tapir?.loop.close();
     if (tapFd >= 0) sys.close(tapFd);
     if (conf.pidFile) {

@@ -13,14 +13,14 @@
  * - Ethernet (802.1Q tags refused), learn the guest's MAC from the source.
  * - ARP → ARP service.
  * - IPv4: header (version, lengths), header checksum, no fragments; then
- *   ICMP (checksum; echo requests → ping), UDP (length, checksum; DHCP port
- *   → DHCP server).
+ *   ICMP (checksum; echo requests → ping), TCP (header, checksum → TCP
+ *   translation), UDP (length, checksum; DHCP port → DHCP server).
  * - IPv6: header, extension-header walk (no fragments); then ICMPv6 (NDP →
  *   NDP service, which checks its own rules and checksum; echo requests,
- *   checksum checked here → ping), UDP (DHCPv6 port → DHCPv6 server).
+ *   checksum checked here → ping), TCP, UDP (DHCPv6 port → DHCPv6 server).
  *
- * What no consumer takes is counted as `unhandled` (TCP and general UDP
- * until their translation layers exist).
+ * What no consumer takes is counted as `unhandled` (general UDP until its
+ * translation layer exists).
  *
  * @module
  */
@@ -30,6 +30,7 @@ import { IcmpPacket, IcmpType } from "../packet/icmp.ts";
 import { Icmp6Packet, Icmp6Type } from "../packet/icmp6.ts";
 import { Ip4Packet } from "../packet/ip4.ts";
 import { Ip6Packet, ip6UpperNew } from "../packet/ip6.ts";
+import { TcpPacket } from "../packet/tcp.ts";
 import { UdpPacket } from "../packet/udp.ts";
 import { IpProto, WIRE_ERROR_COUNT, WireError } from "../packet/wire.ts";
 import { DHCP_SERVER_PORT } from "../packet/dhcp.ts";
@@ -50,6 +51,10 @@ export interface TapConsumers {
   ping4(ip: Ip4Packet, icmp: IcmpPacket): void;
   /** ICMPv6 echo request (checksum verified). */
   ping6(ip: Ip6Packet, icmp: Icmp6Packet): void;
+  /** TCP segment over IPv4 (checksum verified). */
+  tcp4(ip: Ip4Packet, seg: TcpPacket): void;
+  /** TCP segment over IPv6 (checksum verified); `upperOff` is where TCP starts. */
+  tcp6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void;
 }
 
 /** Counters of the dispatcher. */
@@ -83,6 +88,7 @@ export class TapInput {
   readonly #icmp = new IcmpPacket();
   readonly #icmp6 = new Icmp6Packet();
   readonly #udp = new UdpPacket();
+  readonly #tcp = new TcpPacket();
 
   /** Dispatches to `to`; frames above the MTU (plus the Ethernet header) are refused. */
   constructor(ctx: ServiceContext, to: TapConsumers) {
@@ -137,6 +143,14 @@ export class TapInput {
         else this.stats.unhandled++;
         return;
       }
+      case IpProto.Tcp: {
+        const seg = this.#tcp;
+        const e = seg.wrap(ip.buf, l4, l4len);
+        if (e !== 0) return this.#drop(e);
+        if (!seg.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
+        this.#to.tcp4(ip, seg);
+        return;
+      }
       case IpProto.Udp: {
         const udp = this.#udp;
         const e = udp.wrap(ip.buf, l4, l4len);
@@ -178,6 +192,16 @@ export class TapInput {
           return this.#drop(WireError.BadChecksum);
         }
         this.#to.ping6(ip, icmp);
+        return;
+      }
+      case IpProto.Tcp: {
+        const seg = this.#tcp;
+        const e2 = seg.wrap(ip.buf, up.offset, up.len);
+        if (e2 !== 0) return this.#drop(e2);
+        if (!seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
+          return this.#drop(WireError.BadChecksum);
+        }
+        this.#to.tcp6(ip, seg, up.offset);
         return;
       }
       case IpProto.Udp: {

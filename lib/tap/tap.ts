@@ -149,6 +149,25 @@ export class TapSender {
     return this.#batch.slots[this.#batch.count];
   }
 
+  /**
+   * Free slots before the batch is full; flushes first if there are none, so
+   * the answer is at least 1. For callers filling several slots in one go
+   * (one `recvmsg` peeking into the payload areas of k frames).
+   */
+  room(): number {
+    if (this.#batch.count === this.#batch.capacity) this.flush();
+    return this.#batch.capacity - this.#batch.count;
+  }
+
+  /**
+   * The slot `k` places after the next one (`slotAhead(0)` is what
+   * {@linkcode next} returns). `k` must be below {@linkcode room}. Commit the
+   * slots in order: each {@linkcode commit} takes the next one.
+   */
+  slotAhead(k: number): Uint8Array {
+    return this.#batch.slots[this.#batch.count + k];
+  }
+
   /** Queues the frame just built in the slot from {@linkcode next}: `len` Ethernet bytes. */
   commit(len: number): void {
     const b = this.#batch;

@@ -6,35 +6,8 @@
  * `--loopback-only` as well.
  */
 import { equal, match, ok } from "node:assert/strict";
-import { HOST_NS, nsArgs, run, type RunResult, withHostNs } from "../helpers/netns.ts";
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-
-/** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host`. */
-async function tapirNs(
-  host: string,
-  args: string[],
-  script: string,
-  env: Record<string, string> = {},
-): Promise<RunResult> {
-  const [cmd, argv] = nsArgs(host, Deno.execPath(), [
-    "run",
-    "-A",
-    MAIN,
-    "ns",
-    "--loopback-only",
-    ...args,
-    "--",
-    "sh",
-    "-c",
-    script,
-  ]);
-  return await run(cmd, argv, { env });
-}
-
-function explain(r: RunResult): string {
-  return `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
-}
+import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
+import { explain, MAIN, tapirNs } from "../helpers/tapir.ts";
 
 Deno.test("--config-net copies the host's address, routes and MTU; the command's exit status passes through", () =>
   withHostNs(async (host) => {

@@ -1,0 +1,1073 @@
+/**
+ * TCP translation between the guest's segments and host sockets.
+ *
+ * # Theory of operation
+ *
+ * **No TCP stack of our own.** Each connection is a flow (type TCP) joining
+ * the guest's TCP endpoint, which talks to tapir's tap side, and an ordinary
+ * host socket, which the kernel runs. tapir only keeps four sequence
+ * cursors per connection and moves bytes between the two:
+ *
+ * - `seqToTap`: the next byte we send the guest;
+ * - `seqAckFromTap`: everything before it the guest has acknowledged;
+ * - `seqFromTap`: the next byte we expect from the guest;
+ * - `seqAckToTap`: what we last acknowledged to the guest.
+ *
+ * **Host → guest: data stays in the kernel until the guest has it.** We read
+ * the socket with `MSG_PEEK`, so bytes remain in its receive queue after we
+ * have sent them to the guest. `SO_PEEK_OFF` (set to 0 when the connection is
+ * established) makes each peek continue where the last one stopped, so no
+ * byte is copied twice. When the guest acknowledges bytes, a `recv` with
+ * `MSG_TRUNC` drops them from the queue without copying. To retransmit (on
+ * timeout, or after three duplicate ACKs) we *rewind*: `seqToTap =
+ * seqAckFromTap`, peek offset back to 0, peek again. Un-ACKed data is thus
+ * always recoverable and costs no buffer of ours. One `recvmsg` fills the
+ * payload areas of up to {@linkcode MAX_FRAMES_PER_READ} frame slots at once,
+ * one MSS each, so data lands where the frame is sent from; headers are then
+ * written in front. We never send more than the guest's window allows
+ * (`wndFromTap`, scaled) beyond what it has acknowledged.
+ *
+ * The socket is watched edge-triggered (`EPOLLET`): peeked bytes stay in the
+ * queue, so a level-triggered `EPOLLIN` would fire forever. Reading is
+ * driven by edges (new data), by guest ACKs and window updates (room to send
+ * more) and by the retransmission timer.
+ *
+ * **Guest → host: only what the kernel accepted is acknowledged.** Payload
+ * in order is written with one `sendmsg(MSG_DONTWAIT)` per segment; we
+ * advance `seqFromTap` by what the socket took. What it refused is simply not
+ * acknowledged, and the guest's own retransmission delivers it again. The
+ * window we advertise is the socket's real free send-buffer memory
+ * (`SO_MEMINFO`), so the guest's congestion control, not ours, paces the
+ * transfer. A segment beyond a gap is dropped and answered with a duplicate
+ * ACK (the guest's fast retransmit fills the gap); overlaps are trimmed.
+ * When the socket refuses data we watch `EPOLLOUT` and send a window update
+ * once it drains. One ACK per connection per loop turn, from the flow table's
+ * deferred pass, however many segments arrived.
+ *
+ * **State is events and flags, not RFC states.** {@linkcode TcpEv} records
+ * what has happened (SYN received, established, FIN sent/received/ACKed on
+ * each side) and {@linkcode TcpFl} duties pending (an ACK due, a blocked
+ * write). They change only through `#event` and `#flag`, which log at debug
+ * level and recompute what epoll should report for the socket.
+ *
+ * **Opening.** Guest SYN → non-blocking `connect` (gateway address mapped to
+ * host loopback); on success a SYN-ACK (MSS, window scale if the guest
+ * offered it), on refusal a RST, on an unreachable host an ICMP error.
+ * Host accept (port forwarding, {@linkcode Tcp.inbound}) → we send the guest a
+ * SYN and do not read the socket until the guest answers with SYN-ACK.
+ * Handshake segments are resent identically by the retransmission timer.
+ *
+ * **Closing.** Host EOF → after the last data, a FIN to the guest. Guest FIN
+ * in order → `shutdown(SHUT_WR)` on the socket. When both directions are
+ * finished (our FIN acknowledged), the socket is closed. A RST from either
+ * side resets the other (`SO_LINGER` 0 makes `close` send one to the host).
+ * The kernel keeps TIME_WAIT for us. A closed connection leaves epoll at once
+ * and its flow is freed by the flow table's deferred pass.
+ *
+ * **Timers.** One {@linkcode Timer} per connection: retransmission with
+ * exponential backoff from {@linkcode TCP_RTO_MS}, a RST after
+ * {@linkcode TCP_MAX_RETRIES}. The flow table's once-a-second pass enforces
+ * the handshake and idle timeouts.
+ *
+ * @module
+ */
+
+import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
+import { natFromTap4, natFromTap6 } from "../fwd.ts";
+import { log, logEnabled, LogLevel } from "../log.ts";
+import { type Loop, Timer } from "../loop.ts";
+import { type GuestNet, u32ToIp4 } from "../net.ts";
+import { checksumPseudo4, checksumPseudo6 } from "../packet/checksum.ts";
+import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
+import { Icmp6Type } from "../packet/icmp6.ts";
+import type { Ip4Packet } from "../packet/ip4.ts";
+import type { Ip6Packet } from "../packet/ip6.ts";
+import {
+  TCP_HEADER_LEN,
+  tcpEmit,
+  TcpFlag,
+  tcpHeaderLen,
+  TcpOptions,
+  tcpOptionsParse,
+  type TcpPacket,
+  tcpReprNew,
+} from "../packet/tcp.ts";
+import { IpProto } from "../packet/wire.ts";
+import { halfSipHash, sipKeyRandom } from "../flow/siphash.ts";
+import * as sys from "../sys/mod.ts";
+import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
+
+/** Window scale we offer the guest: windows up to 65535 << 8 = 16 MiB. */
+export const TCP_WS_TO_TAP = 8;
+/** Largest window we advertise to the guest. */
+export const TCP_MAX_WINDOW = 65535 << TCP_WS_TO_TAP;
+/** First retransmission timeout; doubles with each retry. */
+export const TCP_RTO_MS = 200;
+/** Retransmissions before the connection is reset. */
+export const TCP_MAX_RETRIES = 7;
+/** A handshake not finished after this long is reset. */
+export const TCP_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** A connection with no traffic either way for this long is reset. */
+export const TCP_IDLE_TIMEOUT_MS = 2 * 3600 * 1000;
+/** Frames filled by one peek. */
+export const MAX_FRAMES_PER_READ = 32;
+/** MSS assumed when the guest sends none (RFC 9293 §3.7.1). */
+const DEFAULT_MSS = 536;
+
+/** What has happened on a connection; see the module comment. */
+export const TcpEv = {
+  /** Inbound: accepted on the host, SYN sent to the guest. */
+  SOCK_ACCEPTED: 1 << 0,
+  /** Outbound: SYN from the guest, host connect in progress. */
+  TAP_SYN_RCVD: 1 << 1,
+  /** Handshake complete on both sides. */
+  ESTABLISHED: 1 << 2,
+  /** Outbound: SYN-ACK sent to the guest. */
+  TAP_SYN_ACK_SENT: 1 << 3,
+  /** The host side sent its FIN (end of its data). */
+  SOCK_FIN_RCVD: 1 << 4,
+  /** We shut down writing on the host socket (after the guest's FIN). */
+  SOCK_FIN_SENT: 1 << 5,
+  /** The guest sent its FIN. */
+  TAP_FIN_RCVD: 1 << 6,
+  /** We sent the guest a FIN. */
+  TAP_FIN_SENT: 1 << 7,
+  /** The guest acknowledged our FIN. */
+  TAP_FIN_ACKED: 1 << 8,
+  /** Finished; the flow is freed by the deferred pass. */
+  CLOSED: 1 << 9,
+} as const;
+
+const EV_NAMES = Object.keys(TcpEv);
+
+/** Duties pending on a connection. */
+export const TcpFl = {
+  /** The guest's window is full: wait for its ACK before reading more. */
+  STALLED: 1 << 0,
+  /** An ACK to the guest is due at the end of this turn. */
+  ACK_TO_TAP_DUE: 1 << 1,
+  /** The host socket refused data, or our window is closed: watch EPOLLOUT, then update it. */
+  WRITE_BLOCKED: 1 << 2,
+  /** Bytes from the guest are missing (a short write, a lost frame): ask for fast retransmit. */
+  GAP: 1 << 3,
+} as const;
+
+const FL_NAMES = Object.keys(TcpFl);
+
+/** Counters of the TCP layer. */
+export interface TcpStats {
+  /** Connections opened from the guest. */
+  outbound: number;
+  /** Connections opened from the host (port forwarding). */
+  inbound: number;
+  /** Guest connections refused: host refused, unreachable, `--loopback-only`. */
+  refused: number;
+  /** Connections refused because the flow table was full. */
+  tableFull: number;
+  /** Bytes written to host sockets. */
+  bytesToHost: number;
+  /** Guest segments the host socket took only part of (or none of). */
+  shortWrites: number;
+  /** Bytes sent to the guest (first transmissions and retransmissions). */
+  bytesToTap: number;
+  /** Retransmissions to the guest (rewinds). */
+  retransmits: number;
+  /** Segments from the guest past a gap (dropped, answered with a duplicate ACK). */
+  outOfOrder: number;
+  /** Segments from the guest that repeat bytes already taken (its retransmissions). */
+  oldData: number;
+  /** RSTs sent to the guest. */
+  rstToTap: number;
+  /** Segments for no connection. */
+  noFlow: number;
+  /** Connections closed. */
+  closed: number;
+}
+
+/** Per-connection state: the TCP flow's type-specific data. */
+class TcpConn {
+  fd: number;
+  readonly v6: boolean;
+  /** Side of the flow that faces the guest (0 outbound, 1 inbound). */
+  readonly tapSide: 0 | 1;
+  events = 0;
+  flags = 0;
+  /** Events mask currently registered with epoll (-1: not registered). */
+  epollMask = -1;
+  seqToTap = 0;
+  seqAckFromTap = 0;
+  seqFromTap = 0;
+  seqAckToTap = 0;
+  /** Sequence number of our FIN (valid with TAP_FIN_SENT). */
+  seqFinToTap = 0;
+  /** Our initial sequence number (handshake retransmissions). */
+  isn = 0;
+  /** The guest's receive window in bytes (scaled). */
+  wndFromTap = 0;
+  /** The guest's window scale shift (0 without scaling). */
+  wsFromTap = 0;
+  /** Our window scale shift (0 without scaling). */
+  wsToTap = 0;
+  /** Window we last advertised, in bytes. */
+  wndToTap = 0;
+  /** `seqFromTap` for which we last asked the guest to retransmit (see `#ackToTap`). */
+  seqGapAsked = -1;
+  /** Largest payload per segment to the guest. */
+  mss = DEFAULT_MSS;
+  retries = 0;
+  dupAcks = 0;
+  /** Last traffic either way (performance.now() ms). */
+  lastMs: number;
+  /** When the connection started (handshake timeout). */
+  readonly startMs: number;
+  /** Addresses as the guest sees them: ours (source of our frames), then the guest's. */
+  readonly addrs: Uint8Array = new Uint8Array(32);
+  /** IPv4: the same as u32 numbers. */
+  src4 = 0;
+  dst4 = 0;
+  /** Ports as the guest sees them: ours (source) and the guest's. */
+  sport = 0;
+  dport = 0;
+  readonly timer: Timer;
+
+  constructor(fd: number, v6: boolean, tapSide: 0 | 1, timer: Timer) {
+    this.fd = fd;
+    this.v6 = v6;
+    this.tapSide = tapSide;
+    this.timer = timer;
+    this.lastMs = this.startMs = performance.now();
+  }
+
+  has(ev: number): boolean {
+    return (this.events & ev) !== 0;
+  }
+}
+
+const SO_MEMINFO_WMEM_QUEUED = 5;
+const SO_MEMINFO_SNDBUF = 3;
+
+/** TCP translation for both families; see the module comment. */
+export class Tcp {
+  /** Counters. */
+  readonly stats: TcpStats = {
+    outbound: 0,
+    inbound: 0,
+    refused: 0,
+    tableFull: 0,
+    bytesToHost: 0,
+    shortWrites: 0,
+    bytesToTap: 0,
+    retransmits: 0,
+    outOfOrder: 0,
+    oldData: 0,
+    rstToTap: 0,
+    noFlow: 0,
+    closed: 0,
+  };
+  readonly #loop: Loop;
+  readonly #flows: FlowTable;
+  readonly #net: GuestNet;
+  readonly #hdrs: GuestHeaders;
+  readonly #tap: TapSender;
+  readonly #fdType: number;
+  readonly #key = new FlowSide();
+  readonly #tgt = new FlowSide();
+  readonly #opts = new TcpOptions();
+  readonly #repr = tcpReprNew();
+  readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+  readonly #target4 = new Uint8Array(4);
+  readonly #target6 = new Uint8Array(16);
+  readonly #iov = new sys.IovecArray(MAX_FRAMES_PER_READ);
+  readonly #hdr = new sys.MmsgHdrArray(1);
+  readonly #lens = new Uint32Array(MAX_FRAMES_PER_READ);
+  readonly #discard = new Uint8Array(1);
+  readonly #meminfo = new Uint8Array(9 * 4);
+  readonly #meminfoWords = new Uint32Array(this.#meminfo.buffer);
+  readonly #meminfoLen = new Uint32Array(1);
+  readonly #isnKey = sipKeyRandom();
+  readonly #isnWords = new Uint32Array(10);
+  readonly #mss4: number;
+  readonly #mss6: number;
+
+  /** Registers with the reactor and the flow table. */
+  constructor(loop: Loop, flows: FlowTable, net: GuestNet, hdrs: GuestHeaders, tap: TapSender) {
+    this.#loop = loop;
+    this.#flows = flows;
+    this.#net = net;
+    this.#hdrs = hdrs;
+    this.#tap = tap;
+    this.#fdType = loop.defineType("tcp", (index, events) => this.#sockReady(index, events));
+    flows.setHandlers(FlowType.TCP, {
+      deferred: (index) => this.#deferred(index),
+      timer: (index, now) => this.#flowTimer(index, now),
+    });
+    const maxPayload = Math.min(net.mtu, tap.maxFrame - 14);
+    this.#mss4 = Math.min(maxPayload - 40, 65535);
+    this.#mss6 = Math.min(maxPayload - 60, 65535);
+  }
+
+  // -------------------------------------------------------------------------
+  // State changes: the only two places events and flags change.
+
+  #event(index: number, c: TcpConn, ev: number): void {
+    if (c.has(ev)) return;
+    c.events |= ev;
+    if (logEnabled(LogLevel.debug)) {
+      this.#flows.log(index, LogLevel.debug, `event ${EV_NAMES[31 - Math.clz32(ev)]}`);
+    }
+    this.#updateEpoll(index, c);
+  }
+
+  #flag(index: number, c: TcpConn, fl: number, on: boolean): void {
+    if (((c.flags & fl) !== 0) === on) return;
+    c.flags = on ? c.flags | fl : c.flags & ~fl;
+    if (logEnabled(LogLevel.trace)) {
+      this.#flows.log(index, LogLevel.trace, `${on ? "" : "!"}${FL_NAMES[31 - Math.clz32(fl)]}`);
+    }
+    if (fl !== TcpFl.ACK_TO_TAP_DUE) this.#updateEpoll(index, c);
+  }
+
+  /** What epoll should report for the socket, from events and flags. */
+  #wantedMask(c: TcpConn): number {
+    if (c.has(TcpEv.CLOSED)) return 0;
+    if (!c.has(TcpEv.ESTABLISHED)) {
+      // Connecting out: wait for the connect to finish. Accepted in: do not
+      // read until the guest has answered our SYN.
+      return c.has(TcpEv.TAP_SYN_RCVD) && !c.has(TcpEv.TAP_SYN_ACK_SENT) ? sys.EPOLLOUT : 0;
+    }
+    let mask = sys.EPOLLRDHUP;
+    if (!c.has(TcpEv.SOCK_FIN_RCVD)) mask |= sys.EPOLLIN | sys.EPOLLET;
+    if (c.flags & TcpFl.WRITE_BLOCKED) mask |= sys.EPOLLOUT;
+    return mask >>> 0; // EPOLLET is bit 31: keep the mask unsigned (-1 means "not registered")
+  }
+
+  #updateEpoll(index: number, c: TcpConn): void {
+    const mask = this.#wantedMask(c);
+    if (mask === c.epollMask || c.fd < 0) return;
+    const rc = c.epollMask < 0
+      ? this.#loop.add(c.fd, mask, this.#fdType, index)
+      : this.#loop.modify(c.fd, mask, this.#fdType, index);
+    if (rc < 0) this.#flows.log(index, LogLevel.error, `epoll_ctl: ${sys.errnoName(-rc)}`);
+    c.epollMask = mask;
+  }
+
+  // -------------------------------------------------------------------------
+  // Frames to the guest
+
+  /**
+   * Writes Ethernet, IP and TCP headers in front of a payload of `len` bytes
+   * that is already in place in `slot` (or none), fills the checksum and
+   * commits the frame. `opts` adds the handshake options.
+   */
+  #emit(slot: Uint8Array, c: TcpConn, flags: number, seq: number, len: number, syn = false): void {
+    const r = this.#repr;
+    const o = r.options;
+    o.reset();
+    if (syn) {
+      o.mss = c.mss;
+      if (c.wsToTap > 0 || c.has(TcpEv.SOCK_ACCEPTED)) o.wscale = TCP_WS_TO_TAP;
+    }
+    r.srcPort = c.sport;
+    r.dstPort = c.dport;
+    r.seq = seq;
+    r.ack = flags & TcpFlag.Ack ? c.seqFromTap : 0;
+    r.flags = flags;
+    r.window = flags & TcpFlag.Syn ? Math.min(c.wndToTap, 65535) : c.wndToTap >>> c.wsToTap;
+    r.urgent = 0;
+    r.payloadLen = len;
+    const hdrLen = syn ? tcpHeaderLen(r) : TCP_HEADER_LEN;
+    const l4 = c.v6 ? L4_OFF6 : L4_OFF4;
+    const segLen = hdrLen + len;
+    let pseudo: number;
+    if (c.v6) {
+      this.#hdrs.emit6(slot, TAP_HEADROOM, c.addrs, 0, c.addrs, 16, IpProto.Tcp, segLen);
+      pseudo = checksumPseudo6(c.addrs, 0, c.addrs, 16, IpProto.Tcp, segLen);
+    } else {
+      this.#hdrs.emit4(slot, TAP_HEADROOM, c.src4, c.dst4, IpProto.Tcp, segLen);
+      pseudo = checksumPseudo4(c.src4, c.dst4, IpProto.Tcp, segLen);
+    }
+    tcpEmit(slot, l4, r, pseudo);
+    if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
+    this.#tap.commit(l4 - TAP_HEADROOM + segLen);
+  }
+
+  /** Sends a segment without payload: ACK, FIN, SYN, SYN-ACK or RST. */
+  #control(c: TcpConn, flags: number, seq = c.seqToTap): void {
+    if (flags & TcpFlag.Ack) c.wndToTap = this.#windowToTap(c);
+    this.#emit(this.#tap.next(), c, flags, seq, 0, (flags & TcpFlag.Syn) !== 0);
+  }
+
+  /**
+   * Sends the due ACK. If the window it advertises is under one segment, the
+   * guest will wait for an update: watch the socket for room (EPOLLOUT) so
+   * the update comes as soon as the socket drains.
+   */
+  #ackToTap(index: number, c: TcpConn): void {
+    this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, false);
+    this.#control(c, TcpFlag.Ack);
+    if (c.flags & TcpFl.GAP) {
+      // The guest's later segments were dropped behind missing bytes. One
+      // ACK per turn would leave it waiting for its retransmission timeout;
+      // three duplicates trigger fast retransmit (RFC 5681 §3.2). Same window
+      // on each, else they count as window updates, not duplicates. Once per
+      // hole: until seqFromTap moves, more would only repeat the request.
+      this.#flag(index, c, TcpFl.GAP, false);
+      if (c.seqGapAsked !== c.seqFromTap) {
+        c.seqGapAsked = c.seqFromTap;
+        for (let i = 0; i < 3; i++) this.#emit(this.#tap.next(), c, TcpFlag.Ack, c.seqToTap, 0);
+      }
+    }
+    if (c.wndToTap < c.mss && c.has(TcpEv.ESTABLISHED) && !c.has(TcpEv.TAP_FIN_RCVD)) {
+      this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
+    }
+  }
+
+  /**
+   * The window to advertise: the socket's free send-buffer memory, whole
+   * segments only, capped at what our scale can express. While the socket
+   * still has data queued, less than two segments of room advertises 0
+   * (receiver-side silly-window avoidance, RFC 1122 §4.2.3.3): measured, a
+   * Linux guest offered a one-segment window waits its minimum RTO (200 ms)
+   * before using it, while a closed window is reopened by our update as soon
+   * as the socket drains (EPOLLOUT).
+   */
+  #windowToTap(c: TcpConn): number {
+    if (c.fd < 0 || c.has(TcpEv.TAP_FIN_RCVD)) return c.wndToTap;
+    this.#meminfoLen[0] = this.#meminfo.length;
+    const rc = sys.getsockopt(
+      c.fd,
+      sys.SOL_SOCKET,
+      sys.SO_MEMINFO,
+      this.#meminfo,
+      this.#meminfoLen,
+    );
+    if (rc < 0) return c.wndToTap;
+    const m = this.#meminfoWords;
+    const queued = m[SO_MEMINFO_WMEM_QUEUED];
+    let free = m[SO_MEMINFO_SNDBUF] - queued;
+    if (free < 2 * c.mss && queued > 0) free = 0;
+    else if (free > c.mss) free -= free % c.mss;
+    const max = c.wsToTap > 0 ? TCP_MAX_WINDOW : 65535;
+    return Math.max(0, Math.min(free, max));
+  }
+
+  /** Answers a segment that belongs to no connection with a RST (RFC 9293 §3.10.7.1). */
+  #rstNoFlow4(ip: Ip4Packet, seg: TcpPacket): void {
+    this.#rstReply(seg, (slot, segLen) => {
+      this.#hdrs.emit4(slot, TAP_HEADROOM, ip.dst, ip.src, IpProto.Tcp, segLen);
+      return checksumPseudo4(ip.dst, ip.src, IpProto.Tcp, segLen);
+    }, L4_OFF4);
+  }
+
+  #rstNoFlow6(ip: Ip6Packet, seg: TcpPacket): void {
+    this.#rstReply(seg, (slot, segLen) => {
+      this.#hdrs.emit6(
+        slot,
+        TAP_HEADROOM,
+        ip.buf,
+        ip.dstOffset,
+        ip.buf,
+        ip.srcOffset,
+        IpProto.Tcp,
+        segLen,
+      );
+      return checksumPseudo6(ip.buf, ip.dstOffset, ip.buf, ip.srcOffset, IpProto.Tcp, segLen);
+    }, L4_OFF6);
+  }
+
+  #rstReply(
+    seg: TcpPacket,
+    headers: (slot: Uint8Array, segLen: number) => number,
+    l4: number,
+  ): void {
+    const f = seg.flags;
+    if (f & TcpFlag.Rst) return; // never answer a RST
+    const r = this.#repr;
+    r.options.reset();
+    r.srcPort = seg.dstPort;
+    r.dstPort = seg.srcPort;
+    if (f & TcpFlag.Ack) {
+      r.seq = seg.ack;
+      r.ack = 0;
+      r.flags = TcpFlag.Rst;
+    } else {
+      r.seq = 0;
+      r.ack = seqAdd(
+        seg.seq,
+        seg.payloadLen + (f & TcpFlag.Syn ? 1 : 0) + (f & TcpFlag.Fin ? 1 : 0),
+      );
+      r.flags = TcpFlag.Rst | TcpFlag.Ack;
+    }
+    r.window = 0;
+    r.urgent = 0;
+    r.payloadLen = 0;
+    const slot = this.#tap.next();
+    const pseudo = headers(slot, TCP_HEADER_LEN);
+    tcpEmit(slot, l4, r, pseudo);
+    this.#tap.commit(l4 - TAP_HEADROOM + TCP_HEADER_LEN);
+    this.stats.rstToTap++;
+  }
+
+  // -------------------------------------------------------------------------
+  // Segments from the guest
+
+  /** A TCP segment from the guest over IPv4 (checksum verified by the dispatcher). */
+  fromTap4(ip: Ip4Packet, seg: TcpPacket): void {
+    const key = this.#key.set4(Pif.TAP, ip.src, seg.srcPort, ip.dst, seg.dstPort);
+    const sidx = this.#flows.lookup(IpProto.Tcp, key);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg);
+    if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
+      this.stats.noFlow++;
+      return this.#rstNoFlow4(ip, seg);
+    }
+    const target = natFromTap4(this.#net, ip.dst);
+    if (target < 0) {
+      this.stats.refused++;
+      return this.#rstNoFlow4(ip, seg);
+    }
+    this.#tgt.set4(Pif.HOST, target, seg.dstPort, 0, 0);
+    const addrLen = sys.sockaddrIn4(this.#sa, u32ToIp4(target, this.#target4), seg.dstPort);
+    const index = this.#openOutbound(false, key, seg, addrLen);
+    if (index === -1) this.#rstNoFlow4(ip, seg);
+    else if (index === -2) {
+      icmpErrorToGuest4(
+        this.#tap,
+        this.#hdrs,
+        ip.dst,
+        ip,
+        IcmpType.DestUnreachable,
+        IcmpUnreachCode.Host,
+      );
+    }
+  }
+
+  /** A TCP segment from the guest over IPv6 (checksum verified by the dispatcher). */
+  fromTap6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void {
+    const key = this.#key.set6(
+      Pif.TAP,
+      ip.buf,
+      ip.srcOffset,
+      seg.srcPort,
+      ip.buf,
+      ip.dstOffset,
+      seg.dstPort,
+    );
+    const sidx = this.#flows.lookup(IpProto.Tcp, key);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg);
+    if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
+      this.stats.noFlow++;
+      return this.#rstNoFlow6(ip, seg);
+    }
+    if (!natFromTap6(this.#net, ip.buf, ip.dstOffset, this.#target6)) {
+      this.stats.refused++;
+      return this.#rstNoFlow6(ip, seg);
+    }
+    const tgt = this.#tgt.set6(Pif.HOST, this.#target6, 0, seg.dstPort, this.#target6, 0, 0);
+    tgt.oaddr.fill(0);
+    const addrLen = sys.sockaddrIn6(this.#sa, this.#target6, seg.dstPort);
+    const index = this.#openOutbound(true, key, seg, addrLen);
+    if (index === -1) this.#rstNoFlow6(ip, seg);
+    else if (index === -2) {
+      icmpErrorToGuest6(
+        this.#tap,
+        this.#hdrs,
+        ip.buf,
+        ip.dstOffset,
+        ip,
+        IpProto.Tcp,
+        upperOff,
+        Icmp6Type.DestUnreachable,
+        3, // address unreachable
+      );
+    }
+  }
+
+  /**
+   * A SYN from the guest for a new connection: socket, connect, flow. Returns
+   * the flow index, -1 to answer with a RST, -2 with an ICMP unreachable.
+   */
+  #openOutbound(v6: boolean, ini: FlowSide, seg: TcpPacket, addrLen: number): number {
+    if (tcpOptionsParse(seg.buf, seg.optionsOffset, seg.optionsLen, this.#opts) !== 0) return -1;
+    const flows = this.#flows;
+    const index = flows.alloc();
+    if (index < 0) {
+      this.stats.tableFull++;
+      return -1;
+    }
+    flows.setIni(index, ini);
+    flows.setTgt(index, this.#tgt);
+    const fd = sys.socket(
+      v6 ? sys.AF_INET6 : sys.AF_INET,
+      sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
+    );
+    if (fd < 0) {
+      flows.cancel(index);
+      this.stats.refused++;
+      return -1;
+    }
+    sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_NODELAY, 1);
+    const c = this.#newConn(index, fd, v6, 0);
+    const o = this.#opts;
+    c.seqFromTap = seqAdd(seg.seq, 1);
+    c.seqAckToTap = c.seqFromTap;
+    c.wsFromTap = o.wscale >= 0 ? Math.min(o.wscale, 14) : 0;
+    c.wsToTap = o.wscale >= 0 ? TCP_WS_TO_TAP : 0;
+    c.wndFromTap = seg.window; // never scaled in a SYN (RFC 7323 §2.2)
+    c.mss = Math.min(o.mss || DEFAULT_MSS, v6 ? this.#mss6 : this.#mss4);
+    c.isn = this.#makeIsn(c);
+    c.seqToTap = c.seqAckFromTap = seqAdd(c.isn, 1);
+    if (o.mss) sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_MAXSEG, o.mss);
+    flows.setType(index, FlowType.TCP, c);
+    flows.hashInsert(flowSidx(index, 0));
+    flows.activate(index);
+    this.stats.outbound++;
+    this.#event(index, c, TcpEv.TAP_SYN_RCVD);
+    const rc = sys.connect(fd, this.#sa, addrLen);
+    if (rc === 0) {
+      this.#connected(index, c);
+    } else if (rc === -sys.Errno.EINPROGRESS) {
+      this.#loop.arm(c.timer, TCP_HANDSHAKE_TIMEOUT_MS);
+    } else {
+      this.stats.refused++;
+      this.#close(index, c, false);
+      return rc === -sys.Errno.ENETUNREACH || rc === -sys.Errno.EHOSTUNREACH ? -2 : -1;
+    }
+    return index;
+  }
+
+  #newConn(index: number, fd: number, v6: boolean, tapSide: 0 | 1): TcpConn {
+    const c = new TcpConn(fd, v6, tapSide, new Timer(() => this.#rto(index)));
+    const flows = this.#flows;
+    const tap = flowSidx(index, tapSide);
+    flows.oaddrCopy(tap, c.addrs, 0);
+    flows.eaddrCopy(tap, c.addrs, 16);
+    c.src4 = flows.oaddrWord(tap, 3);
+    c.dst4 = flows.eaddrWord(tap, 3);
+    c.sport = flows.oport(tap);
+    c.dport = flows.eport(tap);
+    return c;
+  }
+
+  /** RFC 6528: a keyed hash of the connection's addresses plus a 4 µs clock. */
+  #makeIsn(c: TcpConn): number {
+    const w = this.#isnWords;
+    for (let i = 0; i < 8; i++) {
+      w[i] = (c.addrs[i * 4] << 24) | (c.addrs[i * 4 + 1] << 16) | (c.addrs[i * 4 + 2] << 8) |
+        c.addrs[i * 4 + 3];
+    }
+    w[8] = (c.sport << 16) | c.dport;
+    w[9] = 0;
+    return (halfSipHash(this.#isnKey, w, 0, 10) + Math.floor(performance.now() * 250)) >>> 0;
+  }
+
+  /** Outbound connect finished: answer the guest's SYN. */
+  #connected(index: number, c: TcpConn): void {
+    this.#event(index, c, TcpEv.TAP_SYN_ACK_SENT);
+    this.#control(c, TcpFlag.Syn | TcpFlag.Ack, c.isn);
+    this.#loop.arm(c.timer, TCP_RTO_MS);
+  }
+
+  /** A segment for connection `index`. */
+  #segment(index: number, seg: TcpPacket): void {
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED)) return;
+    const f = seg.flags;
+    c.lastMs = performance.now();
+
+    if (f & TcpFlag.Rst) {
+      // Accept a RST whose sequence number is in the window (RFC 5961 would
+      // challenge an inexact one; the guest is not an attacker of itself).
+      if (seqGe(seg.seq, c.seqFromTap) || c.has(TcpEv.SOCK_ACCEPTED)) this.#close(index, c, true);
+      return;
+    }
+    if (!c.has(TcpEv.ESTABLISHED)) return this.#handshake(index, c, seg);
+    if (f & TcpFlag.Syn) {
+      // A retransmitted SYN-ACK from the guest: our ACK was lost.
+      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
+      this.#flows.defer(index);
+      return;
+    }
+    if (!(f & TcpFlag.Ack)) return;
+    const len = seg.payloadLen;
+    this.#ackFromTap(index, c, seg.ack, seg.window, len);
+    if (c.has(TcpEv.CLOSED)) return;
+    if (len > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg);
+    else if (seg.seq !== c.seqFromTap) {
+      // An empty segment out of sequence — a zero-window probe, a keepalive:
+      // RFC 9293 §3.10.7.4 asks for an ACK, which carries our current window.
+      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
+      this.#flows.defer(index);
+    }
+  }
+
+  #handshake(index: number, c: TcpConn, seg: TcpPacket): void {
+    const f = seg.flags;
+    if (c.has(TcpEv.SOCK_ACCEPTED)) {
+      // We sent the SYN; expect SYN-ACK acknowledging it.
+      if ((f & (TcpFlag.Syn | TcpFlag.Ack)) !== (TcpFlag.Syn | TcpFlag.Ack)) return;
+      if (seg.ack !== seqAdd(c.isn, 1)) return;
+      if (tcpOptionsParse(seg.buf, seg.optionsOffset, seg.optionsLen, this.#opts) !== 0) return;
+      const o = this.#opts;
+      c.seqFromTap = seqAdd(seg.seq, 1);
+      c.wsFromTap = o.wscale >= 0 ? Math.min(o.wscale, 14) : 0;
+      c.wsToTap = o.wscale >= 0 ? TCP_WS_TO_TAP : 0;
+      c.wndFromTap = seg.window;
+      c.mss = Math.min(o.mss || DEFAULT_MSS, c.mss);
+      c.seqAckFromTap = c.seqToTap = seqAdd(c.isn, 1);
+      this.#establish(index, c);
+      this.#control(c, TcpFlag.Ack);
+      this.#sockToTap(index, c);
+      return;
+    }
+    if (f & TcpFlag.Syn) {
+      // The guest resends its SYN: resend our SYN-ACK if it went out.
+      if (c.has(TcpEv.TAP_SYN_ACK_SENT)) this.#control(c, TcpFlag.Syn | TcpFlag.Ack, c.isn);
+      return;
+    }
+    if (!c.has(TcpEv.TAP_SYN_ACK_SENT) || !(f & TcpFlag.Ack)) return;
+    if (seg.ack !== seqAdd(c.isn, 1)) return;
+    c.wndFromTap = seg.window << c.wsFromTap;
+    this.#establish(index, c);
+    if (seg.payloadLen > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg);
+    this.#sockToTap(index, c);
+  }
+
+  #establish(index: number, c: TcpConn): void {
+    c.retries = 0;
+    this.#loop.disarm(c.timer);
+    // Peeks continue where the last stopped; see the module comment.
+    sys.setsockoptInt(c.fd, sys.SOL_SOCKET, sys.SO_PEEK_OFF, 0);
+    this.#event(index, c, TcpEv.ESTABLISHED);
+  }
+
+  /** Processes the guest's acknowledgement and window. */
+  #ackFromTap(index: number, c: TcpConn, ack: number, window: number, payloadLen: number): void {
+    const wnd = window << c.wsFromTap;
+    const inFlight = seqDiff(c.seqToTap, c.seqAckFromTap);
+    if (seqGt(ack, c.seqAckFromTap) && seqLe(ack, c.seqToTap)) {
+      let acked = seqDiff(ack, c.seqAckFromTap);
+      if (c.has(TcpEv.TAP_FIN_SENT) && ack === seqAdd(c.seqFinToTap, 1)) {
+        acked--; // the FIN is not data
+        this.#event(index, c, TcpEv.TAP_FIN_ACKED);
+      }
+      if (acked > 0) {
+        const rc = sys.recv(c.fd, this.#discard, acked, sys.MSG_TRUNC | sys.MSG_DONTWAIT);
+        if (rc !== acked) {
+          this.#flows.log(index, LogLevel.debug, `consuming ${acked} acked bytes: ${rc}`);
+        }
+      }
+      c.seqAckFromTap = ack;
+      c.retries = 0;
+      c.dupAcks = 0;
+      if (c.seqAckFromTap === c.seqToTap) this.#loop.disarm(c.timer);
+      else this.#loop.arm(c.timer, TCP_RTO_MS);
+      if (c.has(TcpEv.TAP_FIN_ACKED) && c.has(TcpEv.SOCK_FIN_SENT)) {
+        return this.#close(index, c, false);
+      }
+    } else if (
+      ack === c.seqAckFromTap && payloadLen === 0 && wnd === c.wndFromTap && inFlight > 0
+    ) {
+      if (++c.dupAcks === 3) {
+        this.#rewind(index, c);
+      }
+    }
+    const opened = wnd > c.wndFromTap;
+    c.wndFromTap = wnd;
+    if (
+      opened || (c.flags & TcpFl.STALLED) !== 0 || seqDiff(c.seqToTap, c.seqAckFromTap) < inFlight
+    ) {
+      this.#sockToTap(index, c);
+    }
+  }
+
+  /** Payload and FIN from the guest: write in order to the socket. */
+  #dataFromTap(index: number, c: TcpConn, seg: TcpPacket): void {
+    let seq = seg.seq;
+    let off = seg.payloadOffset;
+    let len = seg.payloadLen;
+    let fin = (seg.flags & TcpFlag.Fin) !== 0;
+    this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
+    this.#flows.defer(index);
+    if (c.has(TcpEv.TAP_FIN_RCVD)) return; // nothing counts after the guest's FIN
+    if (seqLt(seq, c.seqFromTap)) {
+      this.stats.oldData++;
+      const skip = seqDiff(c.seqFromTap, seq);
+      if (skip > len || (skip === len && !fin)) return; // all old: the ACK re-syncs it
+      off += skip;
+      len -= skip;
+      seq = c.seqFromTap;
+    } else if (seq !== c.seqFromTap) {
+      this.stats.outOfOrder++;
+      this.#flag(index, c, TcpFl.GAP, true);
+      return; // a gap: drop; the duplicate ACKs ask for the missing bytes
+    }
+    if (len > 0) {
+      const n = sys.sendAt(c.fd, seg.buf, off, len, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
+      if (n < 0 && n !== -sys.Errno.EAGAIN) return this.#close(index, c, true);
+      const accepted = n > 0 ? n : 0;
+      c.seqFromTap = seqAdd(c.seqFromTap, accepted);
+      this.stats.bytesToHost += accepted;
+      if (accepted < len) {
+        this.stats.shortWrites++;
+        this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
+        this.#flag(index, c, TcpFl.GAP, true);
+        fin = false; // the FIN comes after bytes the socket did not take
+      }
+    }
+    if (fin) {
+      c.seqFromTap = seqAdd(c.seqFromTap, 1);
+      this.#event(index, c, TcpEv.TAP_FIN_RCVD);
+      sys.shutdown(c.fd, sys.SHUT_WR);
+      this.#event(index, c, TcpEv.SOCK_FIN_SENT);
+      if (c.has(TcpEv.TAP_FIN_ACKED)) this.#close(index, c, false);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Host socket → guest
+
+  #sockReady(index: number, events: number): void {
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED)) return;
+    if (events & sys.EPOLLERR) {
+      const err = this.#soError(c);
+      if (!c.has(TcpEv.ESTABLISHED) && !c.has(TcpEv.SOCK_ACCEPTED)) {
+        return this.#refused(index, c, err);
+      }
+      return this.#close(index, c, true);
+    }
+    if (!c.has(TcpEv.ESTABLISHED)) {
+      if (c.has(TcpEv.TAP_SYN_RCVD) && !c.has(TcpEv.TAP_SYN_ACK_SENT) && events & sys.EPOLLOUT) {
+        const err = this.#soError(c);
+        if (err !== 0) return this.#refused(index, c, err);
+        this.#connected(index, c);
+      } else if (events & sys.EPOLLHUP) {
+        this.#close(index, c, true);
+      }
+      return;
+    }
+    if (events & sys.EPOLLOUT && c.flags & TcpFl.WRITE_BLOCKED) {
+      // The socket drained: tell the guest about the room with a window update.
+      this.#flag(index, c, TcpFl.WRITE_BLOCKED, false);
+      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
+      this.#flows.defer(index);
+    }
+    if (events & (sys.EPOLLIN | sys.EPOLLRDHUP | sys.EPOLLHUP)) this.#sockToTap(index, c);
+  }
+
+  #soError(c: TcpConn): number {
+    try {
+      return sys.getsockoptInt(c.fd, sys.SOL_SOCKET, sys.SO_ERROR);
+    } catch {
+      return sys.Errno.EIO;
+    }
+  }
+
+  /** The host refused or could not reach the target: tell the guest. */
+  #refused(index: number, c: TcpConn, err: number): void {
+    this.stats.refused++;
+    if (logEnabled(LogLevel.debug)) {
+      this.#flows.log(index, LogLevel.debug, `connect: ${sys.errnoName(err)}`);
+    }
+    // Both RST and ICMP say "no"; a RST is what a closed port would send.
+    this.#close(index, c, true);
+  }
+
+  /**
+   * Peeks new socket data into frames for the guest, as far as its window
+   * and the batch allow; sends our FIN after the host's.
+   */
+  #sockToTap(index: number, c: TcpConn): void {
+    if (!c.has(TcpEv.ESTABLISHED) || c.has(TcpEv.CLOSED) || c.has(TcpEv.TAP_FIN_SENT)) return;
+    const tap = this.#tap;
+    const l4 = (c.v6 ? L4_OFF6 : L4_OFF4) + TCP_HEADER_LEN;
+    for (;;) {
+      const inFlight = seqDiff(c.seqToTap, c.seqAckFromTap);
+      const wnd = c.wndFromTap - inFlight;
+      if (wnd <= 0) {
+        this.#flag(index, c, TcpFl.STALLED, true);
+        return;
+      }
+      this.#flag(index, c, TcpFl.STALLED, false);
+      const room = Math.min(tap.room(), MAX_FRAMES_PER_READ);
+      let want = 0;
+      let k = 0;
+      for (; k < room && want < wnd; k++) {
+        const n = Math.min(c.mss, wnd - want);
+        this.#iov.set(k, tap.slotAhead(k), l4, n);
+        this.#lens[k] = n;
+        want += n;
+      }
+      this.#hdr.setName(0, null);
+      this.#hdr.setIov(0, this.#iov, k);
+      this.#hdr.setControl(0, null);
+      const got = sys.recvmsg(c.fd, this.#hdr, sys.MSG_PEEK | sys.MSG_DONTWAIT);
+      if (got === -sys.Errno.EAGAIN) return;
+      if (got < 0) return this.#close(index, c, true);
+      if (got === 0) {
+        // End of the host's data, and everything before it is sent: FIN.
+        this.#event(index, c, TcpEv.SOCK_FIN_RCVD);
+        c.seqFinToTap = c.seqToTap;
+        this.#control(c, TcpFlag.Fin | TcpFlag.Ack);
+        c.seqToTap = seqAdd(c.seqToTap, 1);
+        this.#event(index, c, TcpEv.TAP_FIN_SENT);
+        if (!c.timer.armed) this.#loop.arm(c.timer, TCP_RTO_MS);
+        return;
+      }
+      c.wndToTap = this.#windowToTap(c);
+      let left = got;
+      for (let i = 0; left > 0; i++) {
+        const n = Math.min(left, this.#lens[i]);
+        left -= n;
+        const flags = TcpFlag.Ack | (left === 0 ? TcpFlag.Psh : 0);
+        this.#emit(tap.slotAhead(0), c, flags, c.seqToTap, n);
+        c.seqToTap = seqAdd(c.seqToTap, n);
+      }
+      this.stats.bytesToTap += got;
+      c.lastMs = performance.now();
+      if (!c.timer.armed) this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
+      // Short of what we asked: peek once more, which either finds the end of
+      // the stream (FIN) or EAGAIN. Edge-triggered epoll would not tell us
+      // again about an end that arrived with this data.
+      if (got < want) continue;
+    }
+  }
+
+  /** Retransmit from the oldest unacknowledged byte. */
+  #rewind(index: number, c: TcpConn): void {
+    if (seqDiff(c.seqToTap, c.seqAckFromTap) === 0) return;
+    this.stats.retransmits++;
+    if (c.has(TcpEv.TAP_FIN_SENT) && !c.has(TcpEv.TAP_FIN_ACKED)) {
+      c.events &= ~TcpEv.TAP_FIN_SENT; // resent when the peek reaches the end again
+    }
+    c.seqToTap = c.seqAckFromTap;
+    sys.setsockoptInt(c.fd, sys.SOL_SOCKET, sys.SO_PEEK_OFF, 0);
+    this.#sockToTap(index, c);
+  }
+
+  /** The retransmission timer. */
+  #rto(index: number): void {
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED)) return;
+    if (++c.retries > TCP_MAX_RETRIES) return this.#close(index, c, true);
+    if (!c.has(TcpEv.ESTABLISHED)) {
+      if (c.has(TcpEv.SOCK_ACCEPTED)) this.#control(c, TcpFlag.Syn, c.isn);
+      else if (c.has(TcpEv.TAP_SYN_ACK_SENT)) this.#control(c, TcpFlag.Syn | TcpFlag.Ack, c.isn);
+      else return this.#refused(index, c, sys.Errno.ETIMEDOUT); // connect timed out
+      this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
+      return;
+    }
+    if (seqDiff(c.seqToTap, c.seqAckFromTap) > 0) {
+      this.#rewind(index, c);
+      this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Deferred work, timeouts, closing
+
+  /** End of turn: send a due ACK; free a closed connection. */
+  #deferred(index: number): boolean {
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED)) return true;
+    if (c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(index, c);
+    return false;
+  }
+
+  /** Once a second: handshake and idle timeouts. */
+  #flowTimer(index: number, now: number): boolean {
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED)) return true;
+    if (!c.has(TcpEv.ESTABLISHED) && now - c.startMs > TCP_HANDSHAKE_TIMEOUT_MS) {
+      this.#close(index, c, true);
+    } else if (now - c.lastMs > TCP_IDLE_TIMEOUT_MS) {
+      this.#close(index, c, true);
+    }
+    return c.has(TcpEv.CLOSED);
+  }
+
+  /**
+   * Ends a connection: with `reset`, RST to the guest (if it knows of the
+   * connection) and to the host (SO_LINGER 0). The flow is freed by the
+   * deferred pass.
+   */
+  #close(index: number, c: TcpConn, reset: boolean): void {
+    if (c.has(TcpEv.CLOSED)) return;
+    if (reset) {
+      const guestKnows = c.has(TcpEv.SOCK_ACCEPTED) || c.has(TcpEv.TAP_SYN_RCVD);
+      if (guestKnows && !c.has(TcpEv.TAP_FIN_ACKED)) {
+        const flags = c.has(TcpEv.ESTABLISHED) || c.has(TcpEv.SOCK_ACCEPTED)
+          ? TcpFlag.Rst
+          : TcpFlag.Rst | TcpFlag.Ack;
+        this.#control(
+          c,
+          flags,
+          c.has(TcpEv.SOCK_ACCEPTED) && !c.has(TcpEv.ESTABLISHED) ? seqAdd(c.isn, 1) : c.seqToTap,
+        );
+        this.stats.rstToTap++;
+      }
+      if (c.fd >= 0) {
+        const linger = new Uint8Array(8);
+        linger[0] = 1; // l_onoff = 1, l_linger = 0: close sends a RST
+        sys.setsockopt(c.fd, sys.SOL_SOCKET, sys.SO_LINGER, linger);
+      }
+    }
+    this.#loop.disarm(c.timer);
+    if (c.fd >= 0) {
+      if (c.epollMask >= 0) this.#loop.remove(c.fd);
+      sys.close(c.fd);
+      c.fd = -1;
+    }
+    c.events |= TcpEv.CLOSED;
+    if (logEnabled(LogLevel.debug)) {
+      this.#flows.log(index, LogLevel.debug, reset ? "reset" : "closed");
+    }
+    this.stats.closed++;
+    this.#flows.defer(index);
+  }
+
+  // -------------------------------------------------------------------------
+  // Inbound connections (port forwarding)
+
+  /**
+   * A connection accepted on the host for the guest: `fd` (non-blocking) from
+   * a client, `ini` the host side (client → listener), `tgt` the guest side
+   * (guest address and target port; `o` the address and port the guest sees
+   * the connection from). Sends the guest a SYN. Returns false (and closes
+   * `fd`) if no flow can be allocated.
+   */
+  inbound(fd: number, v6: boolean, ini: FlowSide, tgt: FlowSide): boolean {
+    const flows = this.#flows;
+    const index = flows.alloc();
+    if (index < 0) {
+      this.stats.tableFull++;
+      const linger = new Uint8Array(8);
+      linger[0] = 1;
+      sys.setsockopt(fd, sys.SOL_SOCKET, sys.SO_LINGER, linger);
+      sys.close(fd);
+      return false;
+    }
+    flows.setIni(index, ini);
+    flows.setTgt(index, tgt);
+    sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_NODELAY, 1);
+    const c = this.#newConn(index, fd, v6, 1);
+    c.mss = v6 ? this.#mss6 : this.#mss4;
+    c.wsToTap = TCP_WS_TO_TAP;
+    c.isn = this.#makeIsn(c);
+    c.seqToTap = c.seqAckFromTap = c.isn;
+    flows.setType(index, FlowType.TCP, c);
+    flows.hashInsert(flowSidx(index, 1));
+    flows.activate(index);
+    this.stats.inbound++;
+    this.#event(index, c, TcpEv.SOCK_ACCEPTED);
+    c.wndToTap = this.#windowToTap(c);
+    this.#control(c, TcpFlag.Syn, c.isn);
+    this.#loop.arm(c.timer, TCP_RTO_MS);
+    if (logEnabled(LogLevel.debug)) {
+      log(LogLevel.debug, `flow ${index} TCP: inbound ${flows.formatSide(flowSidx(index, 0))}`);
+    }
+    return true;
+  }
+}

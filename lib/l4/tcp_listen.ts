@@ -1,0 +1,207 @@
+/**
+ * Inbound TCP port forwarding (`-t SPEC`): listening sockets on the host
+ * whose connections are opened toward the guest.
+ *
+ * Each forwarded port gets a listening socket per family (IPv4 on 0.0.0.0,
+ * IPv6 on [::] with `IPV6_V6ONLY`), or one bound to the address or interface
+ * the spec names. A port that cannot be bound (already in use, privileged) is
+ * skipped with a debug line, as pasta does for `all`; an explicit single
+ * port that fails is a warning. With `all`, the host's ephemeral port range
+ * is left out, so tapir does not take the ports outgoing connections use.
+ *
+ * On accept, the connection becomes a TCP flow (see `tcp.ts`,
+ * `Tcp.inbound`): side 0 is the host client → our listener; side 1 is the
+ * guest's address and target port, seen from the client's address — except
+ * that a client on host loopback appears to come from the gateway address,
+ * since the guest has no route to the host's loopback.
+ *
+ * @module
+ */
+
+import { formatIp, isIp6Loopback } from "../addr.ts";
+import { FlowSide, Pif } from "../flow/table.ts";
+import { type PortFwd, portFwdRules } from "../fwd.ts";
+import { logDebug, logWarn } from "../log.ts";
+import type { Loop } from "../loop.ts";
+import { type GuestNet, ip4ToU32 } from "../net.ts";
+import * as sys from "../sys/mod.ts";
+import type { Tcp } from "./tcp.ts";
+
+/** One listening socket. */
+interface Listener {
+  readonly fd: number;
+  readonly v6: boolean;
+  /** The host port. */
+  readonly port: number;
+  /** The guest port connections go to. */
+  readonly target: number;
+}
+
+/** Counters of the listeners. */
+export interface TcpListenStats {
+  /** Listening sockets open. */
+  listening: number;
+  /** Connections accepted. */
+  accepted: number;
+  /** Accepted connections dropped (family off, no flow). */
+  refused: number;
+}
+
+const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/** The host-side listeners of `-t`; see the module comment. */
+export class TcpListeners {
+  /** Counters. */
+  readonly stats: TcpListenStats = { listening: 0, accepted: 0, refused: 0 };
+  readonly #loop: Loop;
+  readonly #net: GuestNet;
+  readonly #tcp: Tcp;
+  readonly #listeners: Listener[] = [];
+  readonly #fdType: number;
+  readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+  readonly #saLen = new Uint32Array(1);
+  readonly #ini = new FlowSide();
+  readonly #tgt = new FlowSide();
+
+  /** Registers with the reactor; {@linkcode bind} opens the sockets. */
+  constructor(loop: Loop, net: GuestNet, tcp: Tcp) {
+    this.#loop = loop;
+    this.#net = net;
+    this.#tcp = tcp;
+    this.#fdType = loop.defineType("tcp-listen", (index) => this.#accept(index));
+  }
+
+  /** Opens listening sockets for every port `fwd` forwards. */
+  bind(fwd: PortFwd): void {
+    if (fwd.mode === "none" || fwd.mode === "auto") return;
+    let skipLo = 0, skipHi = -1;
+    if (fwd.mode === "all") {
+      try {
+        [skipLo, skipHi] = Deno.readTextFileSync(EPHEMERAL_RANGE).trim().split(/\s+/).map(Number);
+      } catch { /* no range known: bind everything */ }
+    }
+    const explicit = fwd.mode === "ports";
+    for (const rule of portFwdRules(fwd)) {
+      for (let port = rule.first; port <= rule.last; port++) {
+        if (port >= skipLo && port <= skipHi) continue;
+        const target = rule.target + (port - rule.first);
+        const families: (4 | 6)[] = rule.addr ? [rule.addr.length === 4 ? 4 : 6] : [4, 6];
+        for (const family of families) {
+          if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
+          this.#listen(family, rule.addr, rule.ifname, port, target, explicit);
+        }
+      }
+    }
+  }
+
+  #listen(
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    ifname: string | null,
+    port: number,
+    target: number,
+    explicit: boolean,
+  ): void {
+    const v6 = family === 6;
+    const fd = sys.socket(
+      v6 ? sys.AF_INET6 : sys.AF_INET,
+      sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
+    );
+    if (fd < 0) return this.#failed(fd, family, port, explicit);
+    sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_REUSEADDR, 1);
+    if (v6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
+    if (ifname !== null) {
+      const name = new TextEncoder().encode(`${ifname}\0`);
+      const rc = sys.setsockopt(fd, sys.SOL_SOCKET, sys.SO_BINDTODEVICE, name);
+      if (rc < 0) {
+        sys.close(fd);
+        return this.#failed(rc, family, port, explicit);
+      }
+    }
+    const any = new Uint8Array(v6 ? 16 : 4);
+    const len = v6
+      ? sys.sockaddrIn6(this.#sa, addr ?? any, port)
+      : sys.sockaddrIn4(this.#sa, addr ?? any, port);
+    let rc = sys.bind(fd, this.#sa, len);
+    if (rc === 0) rc = sys.listen(fd, 128);
+    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, this.#listeners.length);
+    if (rc < 0) {
+      sys.close(fd);
+      return this.#failed(rc, family, port, explicit);
+    }
+    this.#listeners.push({ fd, v6, port, target });
+    this.stats.listening++;
+  }
+
+  #failed(rc: number, family: 4 | 6, port: number, explicit: boolean): void {
+    const msg = `-t: cannot listen on IPv${family} port ${port}: ${sys.errnoName(-rc)}`;
+    if (explicit) logWarn(msg);
+    else logDebug(msg);
+  }
+
+  /** Accepts every pending connection on listener `index` and opens each toward the guest. */
+  #accept(index: number): void {
+    const l = this.#listeners[index];
+    for (;;) {
+      this.#saLen[0] = this.#sa.length;
+      const fd = sys.accept4(l.fd, sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, this.#sa, this.#saLen);
+      if (fd < 0) return;
+      this.stats.accepted++;
+      if (!this.#open(fd, l)) this.stats.refused++;
+    }
+  }
+
+  #open(fd: number, l: Listener): boolean {
+    const client = sys.sockaddrDecode(this.#sa, this.#saLen[0]);
+    const net = this.#net;
+    if (client === null || client.family === "unix") {
+      sys.close(fd);
+      return false;
+    }
+    if (l.v6) {
+      const n6 = net.ip6;
+      if (n6 === null) {
+        sys.close(fd);
+        return false;
+      }
+      this.#ini.set6(Pif.HOST, client.addr, 0, client.port, this.#local(fd, 16), 0, l.port);
+      const loop = isIp6Loopback(client.addr);
+      const from = loop ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
+      this.#tgt.set6(Pif.TAP, n6.addr, 0, l.target, from, 0, client.port);
+    } else {
+      const n4 = net.ip4;
+      if (n4 === null) {
+        sys.close(fd);
+        return false;
+      }
+      const src = ip4ToU32(client.addr);
+      this.#ini.set4(Pif.HOST, src, client.port, ip4ToU32(this.#local(fd, 4)), l.port);
+      const from = src >>> 24 === 127 ? (net.mapLo4[0] ?? n4.gateway) : src;
+      this.#tgt.set4(Pif.TAP, n4.addr, l.target, from, client.port);
+    }
+    logDebug(
+      `-t: connection from ${
+        formatIp({ family: l.v6 ? 6 : 4, bytes: client.addr })
+      } to port ${l.port}`,
+    );
+    return this.#tcp.inbound(fd, l.v6, this.#ini, this.#tgt);
+  }
+
+  /** The local address of accepted socket `fd` (the address the client connected to). */
+  #local(fd: number, size: 4 | 16): Uint8Array {
+    const sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+    const len = new Uint32Array([sa.length]);
+    const local = sys.getsockname(fd, sa, len) === 0 ? sys.sockaddrDecode(sa, len[0]) : null;
+    return local !== null && local.family !== "unix" ? local.addr : new Uint8Array(size);
+  }
+
+  /** Closes every listening socket. */
+  close(): void {
+    for (const l of this.#listeners) {
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+    }
+    this.#listeners.length = 0;
+    this.stats.listening = 0;
+  }
+}

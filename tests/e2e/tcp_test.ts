@@ -3,8 +3,8 @@
  * real servers on the loopback of a throwaway host namespace (reached
  * through the gateway address), every run with `--loopback-only`.
  */
-import { equal, match } from "node:assert/strict";
-import { HOST_NS, run, withHostNs } from "../helpers/netns.ts";
+import { equal, match, ok } from "node:assert/strict";
+import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
 import {
   type Background,
   background,
@@ -99,5 +99,181 @@ Deno.test("transfers of 0 B, 1 B, 1 MiB and 1 GiB arrive intact both ways, IPv4 
     } finally {
       await stopAll(procs);
       await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
+const deno = Deno.execPath();
+
+/** `deno run -A tests/fixtures/NAME ARGS`, as one shell word list. */
+function fixture(name: string, ...args: (string | number)[]): string {
+  return [deno, "run", "-A", `${FIXTURES}${name}`, ...args].join(" ");
+}
+
+Deno.test("1000 concurrent connections each move 64 KiB both ways; no TCP flow is left", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-tcp-" });
+    const procs: Background[] = [];
+    try {
+      procs.push(
+        background(host, deno, ["run", "-A", `${FIXTURES}tcp_echo_server.ts`, "127.0.0.1", "9300"]),
+      );
+      await waitListening(host, 9300);
+      const log = `${dir}/log`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-d", "--log-file", log],
+        fixture("tcp_many_client.ts", HOST_NS.gw4, 9300, 1000, 65536),
+      );
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /^ok 1000$/m);
+      const text = await Deno.readTextFile(log);
+      match(text, /"outbound":1000,/, "a flow per connection");
+      match(text, /flows: .*"byType":\{"TCP":0,/, "no TCP flow left at exit");
+    } finally {
+      await stopAll(procs);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("half-close works both ways: each side keeps sending after the other's FIN", () =>
+  withHostNs(async (host) => {
+    for (const first of ["client", "server"]) {
+      for (const [fam, bind, gw] of [["4", "127.0.0.1", HOST_NS.gw4], ["6", "::1", HOST_NS.gw6]]) {
+        const [c, a] = nsArgs(host, deno, [
+          "run",
+          "-A",
+          `${FIXTURES}tcp_halfclose.ts`,
+          "server",
+          bind,
+          "9400",
+          first,
+          "300000",
+        ]);
+        const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
+        try {
+          await waitListening(host, 9400);
+          const r = await tapirNs(
+            host,
+            ["--config-net", "-q"],
+            fixture("tcp_halfclose.ts", "client", gw, 9400, first, 300000),
+          );
+          equal(r.code, 0, `${first} first, IPv${fam}: ${explain(r)}`);
+          match(r.stdout, /^ok client$/m);
+        } finally {
+          const out = await server.output();
+          const text = new TextDecoder();
+          match(
+            text.decode(out.stdout),
+            /^ok server$/m,
+            `server, ${first} first, IPv${fam}: ${text.decode(out.stderr)}`,
+          );
+        }
+      }
+    }
+  }));
+
+Deno.test("a reset from either side reaches the other; a refused connect is a RST within 100 ms", () =>
+  withHostNs(async (host) => {
+    const py = (code: string) => ["-c", code];
+    const linger0 = "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))";
+    // The guest resets: the host server's read fails with ECONNRESET.
+    const [c1, a1] = nsArgs(
+      host,
+      "python3",
+      py([
+        "import socket",
+        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 9500)); l.listen()",
+        "s, _ = l.accept()",
+        "try:\n  s.recv(10); print('no reset')\nexcept ConnectionResetError:\n  print('reset seen')",
+      ].join("\n")),
+    );
+    const server1 = new Deno.Command(c1, { args: a1, stdout: "piped" }).spawn();
+    await waitListening(host, 9500);
+    const g1 = await tapirNs(
+      host,
+      ["--config-net", "-q"],
+      `python3 -c "import socket, struct, time
+s = socket.create_connection(('${HOST_NS.gw4}', 9500)); time.sleep(0.2)
+${linger0}; s.close(); time.sleep(0.2)"`,
+    );
+    equal(g1.code, 0, explain(g1));
+    match(
+      new TextDecoder().decode((await server1.output()).stdout),
+      /reset seen/,
+      "host saw the guest's reset",
+    );
+
+    // The host resets: the guest's read fails with ECONNRESET.
+    const [c2, a2] = nsArgs(
+      host,
+      "python3",
+      py([
+        "import socket, struct, time",
+        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 9501)); l.listen()",
+        `s, _ = l.accept(); time.sleep(0.2); ${linger0}; s.close()`,
+      ].join("\n")),
+    );
+    const server2 = new Deno.Command(c2, { args: a2 }).spawn();
+    await waitListening(host, 9501);
+    const g2 = await tapirNs(
+      host,
+      ["--config-net", "-q"],
+      `python3 -c "import socket
+s = socket.create_connection(('${HOST_NS.gw4}', 9501))
+try:
+  s.recv(10); print('no reset')
+except ConnectionResetError:
+  print('reset seen')"`,
+    );
+    await server2.status;
+    equal(g2.code, 0, explain(g2));
+    match(g2.stdout, /reset seen/, "guest saw the host's reset");
+
+    // Nothing listens on 9502: the guest's connect is refused, fast.
+    const g3 = await tapirNs(
+      host,
+      ["--config-net", "-q"],
+      `python3 -c "import socket, time
+for addr in ('${HOST_NS.gw4}', '${HOST_NS.gw6}'):
+  t = time.monotonic()
+  try:
+    socket.create_connection((addr, 9502)); print('connected?')
+  except ConnectionRefusedError:
+    print('refused in %.1f ms' % ((time.monotonic() - t) * 1000))"`,
+    );
+    equal(g3.code, 0, explain(g3));
+    const times = [...g3.stdout.matchAll(/refused in ([0-9.]+) ms/g)].map((m) => Number(m[1]));
+    equal(times.length, 2, g3.stdout);
+    for (const t of times) ok(t < 100, `refused after ${t} ms`);
+  }));
+
+Deno.test("iperf3 runs 10 s each way without a stalled interval", () =>
+  withHostNs(async (host) => {
+    const procs: Background[] = [];
+    try {
+      procs.push(background(host, "iperf3", ["-s", "-B", "127.0.0.1", "-p", "5201"]));
+      await waitListening(host, 5201);
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q"],
+        `iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -J > /tmp/iperf-up.$$ && iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -R -J > /tmp/iperf-down.$$ && cat /tmp/iperf-up.$$ && echo '%%' && cat /tmp/iperf-down.$$; rm -f /tmp/iperf-*.$$`,
+      );
+      equal(r.code, 0, explain(r));
+      const [up, down] = r.stdout.split("%%").map((t) => JSON.parse(t));
+      for (const [name, run] of [["guest→host", up], ["host→guest", down]]) {
+        const intervals = run.intervals.map((i: { sum: { bits_per_second: number } }) =>
+          i.sum.bits_per_second
+        );
+        ok(intervals.length >= 10, `${name}: ${intervals.length} intervals`);
+        ok(
+          intervals.every((bps: number) => bps > 0),
+          `${name}: a stalled interval in ${intervals}`,
+        );
+        const gbps = run.end.sum_received.bits_per_second / 1e9;
+        console.log(`iperf3 ${name}: ${gbps.toFixed(2)} Gbit/s`);
+      }
+    } finally {
+      await stopAll(procs);
     }
   }));

@@ -92,6 +92,16 @@ export interface CommonConfig {
   readonly mapHostLoopback6: Uint8Array | null;
   /** `--loopback-only`: the host side may reach only loopback. */
   readonly loopbackOnly: boolean;
+  /** `--dns-forward`: guest-side addresses whose DNS queries are relayed (one per family). */
+  readonly dnsForward4: Uint8Array | null;
+  /** See {@linkcode dnsForward4}. */
+  readonly dnsForward6: Uint8Array | null;
+  /** `--dns-host`: where relayed queries go, per family; null: the host's resolver. */
+  readonly dnsHost4: Uint8Array | null;
+  /** See {@linkcode dnsHost4}. */
+  readonly dnsHost6: Uint8Array | null;
+  /** `--udp-timeout`: idle timeout of UDP flows, in seconds. */
+  readonly udpTimeout: number;
   /** `-p`: pcap file to write every frame to, or null. */
   readonly pcap: string | null;
   /** `-l`: log file, or null for standard error. */
@@ -252,6 +262,26 @@ const OPTIONS: readonly OptionSpec[] = [
     help: "log to PATH instead of standard error",
   },
   { long: "pid", short: "P", value: "FILE", scope: "both", help: "write the process id to FILE" },
+  {
+    long: "dns-forward",
+    value: "ADDR",
+    repeat: true,
+    scope: "both",
+    help: "relay DNS queries the guest sends to ADDR to the host's resolver",
+  },
+  {
+    long: "dns-host",
+    value: "ADDR",
+    repeat: true,
+    scope: "both",
+    help: "resolver for --dns-forward (default: the host's first nameserver)",
+  },
+  {
+    long: "udp-timeout",
+    value: "SECONDS",
+    scope: "both",
+    help: "idle timeout of UDP flows, 1-86400 (default 180; DNS flows: 10)",
+  },
   { long: "no-dhcp", scope: "both", help: "do not answer DHCP requests" },
   { long: "no-ndp", scope: "both", help: "do not answer NDP (neighbour and router solicitations)" },
   { long: "no-dhcpv6", scope: "both", help: "do not answer DHCPv6 requests" },
@@ -426,6 +456,8 @@ function deepFreeze<T>(value: T): T {
 const HELP: HelpRequest = Object.freeze({ mode: "help" });
 const VERSION_REQUEST: VersionRequest = Object.freeze({ mode: "version" });
 
+/** Default idle timeout of UDP flows, seconds. */
+const UDP_TIMEOUT_DEFAULT = 180;
 const MTU_MIN = 68;
 const MTU_MAX = 65520;
 /** PID_MAX_LIMIT on 64-bit Linux. */
@@ -526,6 +558,11 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let gateway6: IpAddr | null = null;
   let mapLo4: IpAddr | null = null;
   let mapLo6: IpAddr | null = null;
+  let dnsFwd4: IpAddr | null = null;
+  let dnsFwd6: IpAddr | null = null;
+  let dnsHost4: IpAddr | null = null;
+  let dnsHost6: IpAddr | null = null;
+  let udpTimeout = UDP_TIMEOUT_DEFAULT;
   let prefix4: number | null = null;
   let mtu = MTU_MAX;
   const dns: IpAddr[] = [];
@@ -555,36 +592,36 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
       case "udp-ns":
         udpNs = fwd(raw, udpNs, value);
         break;
-      case "address": {
-        const ip = unicast(raw, value);
-        const prev = ip.family === 4 ? addr4 : addr6;
-        if (prev !== null) {
-          throw new ConfError(`${raw}: second IPv${ip.family} address, ${formatIp(prev)} is given`);
-        }
-        if (ip.family === 4) addr4 = ip;
-        else addr6 = ip;
+      case "address":
+        [addr4, addr6] = onePerFamily(raw, unicast(raw, value), addr4, addr6);
         break;
-      }
-      case "gateway": {
-        const ip = unicast(raw, value);
-        const prev = ip.family === 4 ? gateway4 : gateway6;
-        if (prev !== null) {
-          throw new ConfError(`${raw}: second IPv${ip.family} gateway, ${formatIp(prev)} is given`);
-        }
-        if (ip.family === 4) gateway4 = ip;
-        else gateway6 = ip;
+      case "gateway":
+        [gateway4, gateway6] = onePerFamily(
+          raw,
+          unicast(raw, value),
+          gateway4,
+          gateway6,
+          "gateway",
+        );
         break;
-      }
       case "map-host-loopback": {
-        const ip = unicast(raw, value);
-        const prev = ip.family === 4 ? mapLo4 : mapLo6;
-        if (prev !== null) {
-          throw new ConfError(`${raw}: second IPv${ip.family} address, ${formatIp(prev)} is given`);
-        }
-        if (ip.family === 4) mapLo4 = ip;
-        else mapLo6 = ip;
+        [mapLo4, mapLo6] = onePerFamily(raw, unicast(raw, value), mapLo4, mapLo6);
         break;
       }
+      case "dns-forward": {
+        [dnsFwd4, dnsFwd6] = onePerFamily(raw, unicast(raw, value), dnsFwd4, dnsFwd6);
+        break;
+      }
+      case "dns-host": {
+        const ip = parseIp(value);
+        if (ip === null) throw new ConfError(`${raw}: '${value}' is not an IPv4 or IPv6 address`);
+        checkFamily(raw, ip.family, value);
+        [dnsHost4, dnsHost6] = onePerFamily(raw, ip, dnsHost4, dnsHost6);
+        break;
+      }
+      case "udp-timeout":
+        udpTimeout = parseInteger(raw, value, 1, 86400);
+        break;
       case "netmask":
         checkFamily(raw, 4, "a netmask");
         prefix4 = parseNetmask(raw, value);
@@ -646,6 +683,11 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     mapHostLoopback4: mapLo4?.bytes ?? null,
     mapHostLoopback6: mapLo6?.bytes ?? null,
     loopbackOnly: given.has("loopback-only"),
+    dnsForward4: dnsFwd4?.bytes ?? null,
+    dnsForward6: dnsFwd6?.bytes ?? null,
+    dnsHost4: dnsHost4?.bytes ?? null,
+    dnsHost6: dnsHost6?.bytes ?? null,
+    udpTimeout,
     foreground: given.has("foreground"),
     logLevel: given.has("trace")
       ? LogLevel.trace
@@ -710,6 +752,21 @@ function nsTarget(split: Split, netns: string | null, netnsRaw: string | undefin
     return { kind: "netns", path: netns };
   }
   return { kind: "spawn", command: [...rest] };
+}
+
+/** Sets the address of `ip`'s family, refusing a second one of the same family. */
+function onePerFamily(
+  raw: string,
+  ip: IpAddr,
+  v4: IpAddr | null,
+  v6: IpAddr | null,
+  what = "address",
+): [IpAddr | null, IpAddr | null] {
+  const prev = ip.family === 4 ? v4 : v6;
+  if (prev !== null) {
+    throw new ConfError(`${raw}: second IPv${ip.family} ${what}, ${formatIp(prev)} is given`);
+  }
+  return ip.family === 4 ? [ip, v6] : [v4, ip];
 }
 
 function parseInteger(raw: string, text: string, min: number, max: number): number {

@@ -283,7 +283,7 @@ export const LOOPBACK6: Readonly<Uint8Array> = (() => {
   return a;
 })();
 
-/** The mapping rules, as {@linkcode GuestNet} carries them. */
+/** The mapping rules, as `GuestNet` carries them. */
 export interface AddrMapRules {
   /** Guest-side IPv4 addresses that mean host loopback. */
   readonly mapLo4: readonly number[];
@@ -291,39 +291,67 @@ export interface AddrMapRules {
   readonly mapLo6: readonly Uint8Array[];
   /** Host side may reach only loopback. */
   readonly loopbackOnly: boolean;
+  /** `--dns-forward` (u32, 0: none): port 53 of it goes to {@linkcode dnsHost4}. */
+  readonly dnsForward4: number;
+  /** Resolver for relayed IPv4 queries (u32, 0: none). */
+  readonly dnsHost4: number;
+  /** `--dns-forward` IPv6, or null. */
+  readonly dnsForward6: Uint8Array | null;
+  /** Resolver for relayed IPv6 queries, or null. */
+  readonly dnsHost6: Uint8Array | null;
 }
 
+/** The DNS port, whose traffic to the `--dns-forward` address is relayed. */
+export const DNS_PORT = 53;
+
 /**
- * Where a guest's IPv4 packet to `dst` goes on the host: 127.0.0.1 if `dst`
- * is mapped to host loopback (the gateway, unless `--no-map-gw`), else `dst`.
- * Returns -1 if the destination is refused (`--loopback-only` and not loopback).
+ * Where a guest's IPv4 packet to `dst` (port `dport`) goes on the host:
+ * the resolver for DNS to the `--dns-forward` address; 127.0.0.1 if `dst` is
+ * mapped to host loopback (the gateway, unless `--no-map-gw`); else `dst`.
+ * Returns -1 if refused: no resolver to relay to, or `--loopback-only` and
+ * the result is not loopback.
  */
-export function natFromTap4(rules: AddrMapRules, dst: number): number {
-  for (const a of rules.mapLo4) if (a === dst) return LOOPBACK4;
-  if (rules.loopbackOnly && dst >>> 24 !== 127) return -1;
-  return dst;
+export function natFromTap4(rules: AddrMapRules, dst: number, dport = 0): number {
+  let target = dst;
+  if (dst === rules.dnsForward4 && dport === DNS_PORT) {
+    if (rules.dnsHost4 === 0) return -1;
+    target = rules.dnsHost4;
+  } else {
+    for (const a of rules.mapLo4) if (a === dst) return LOOPBACK4;
+  }
+  if (rules.loopbackOnly && target >>> 24 !== 127) return -1;
+  return target;
 }
 
 /**
- * Where a guest's IPv6 packet to `buf[off..off+16]` goes on the host: writes
- * the address into `out` (::1 when mapped, else a copy) and returns true, or
- * returns false if the destination is refused (`--loopback-only`).
+ * Where a guest's IPv6 packet to `buf[off..off+16]` (port `dport`) goes on
+ * the host, as {@linkcode natFromTap4}: writes the address into `out` and
+ * returns true, or returns false if the destination is refused.
  */
 export function natFromTap6(
   rules: AddrMapRules,
   buf: Uint8Array,
   off: number,
   out: Uint8Array,
+  dport = 0,
 ): boolean {
-  for (const a of rules.mapLo6) {
-    let same = true;
-    for (let i = 0; i < 16 && same; i++) same = a[i] === buf[off + i];
-    if (same) {
-      out.set(LOOPBACK6);
-      return true;
+  const fwd = rules.dnsForward6;
+  if (fwd !== null && dport === DNS_PORT && sameAddr6(fwd, buf, off)) {
+    if (rules.dnsHost6 === null) return false;
+    out.set(rules.dnsHost6);
+  } else {
+    for (const a of rules.mapLo6) {
+      if (sameAddr6(a, buf, off)) {
+        out.set(LOOPBACK6);
+        return true;
+      }
     }
+    for (let i = 0; i < 16; i++) out[i] = buf[off + i];
   }
-  if (rules.loopbackOnly && !isIp6Loopback(buf, off)) return false;
-  for (let i = 0; i < 16; i++) out[i] = buf[off + i];
+  return !(rules.loopbackOnly && !isIp6Loopback(out, 0));
+}
+
+function sameAddr6(a: Uint8Array, buf: Uint8Array, off: number): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== buf[off + i]) return false;
   return true;
 }

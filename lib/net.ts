@@ -15,6 +15,7 @@
  */
 
 import type { NsConfig, VmConfig } from "./conf.ts";
+import { parseIp } from "./addr.ts";
 import { Netlink } from "./netlink.ts";
 
 /** tapir's MAC: locally administered (02), then the bytes of "Tapir". */
@@ -82,6 +83,16 @@ export interface GuestNet {
   readonly mapLo6: readonly Uint8Array[];
   /** `--loopback-only`: the host side may reach only loopback addresses. */
   readonly loopbackOnly: boolean;
+  /** `--dns-forward` IPv4 address (u32), 0 for none: its port 53 goes to {@linkcode dnsHost4}. */
+  readonly dnsForward4: number;
+  /** Resolver for relayed IPv4 queries (u32), 0 for none. */
+  readonly dnsHost4: number;
+  /** `--dns-forward` IPv6 address, or null. */
+  readonly dnsForward6: Uint8Array | null;
+  /** Resolver for relayed IPv6 queries, or null. */
+  readonly dnsHost6: Uint8Array | null;
+  /** Idle timeout of UDP flows, ms. */
+  readonly udpTimeoutMs: number;
   /** Which services tapir runs for the guest. */
   readonly services: GuestServices;
 }
@@ -136,11 +147,39 @@ function firstOtherInSubnet4(addr: number, prefixLen: number): number {
 }
 
 /**
+ * The first IPv4 and IPv6 nameservers of `/etc/resolv.conf`: where
+ * `--dns-forward` relays queries when `--dns-host` is not given.
+ */
+export function hostNameservers(
+  path = "/etc/resolv.conf",
+): { v4: Uint8Array | null; v6: Uint8Array | null } {
+  const out: { v4: Uint8Array | null; v6: Uint8Array | null } = { v4: null, v6: null };
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch {
+    return out;
+  }
+  for (const line of text.split("\n")) {
+    const m = line.match(/^\s*nameserver\s+(\S+)/);
+    const ip = m ? parseIp(m[1].split("%")[0]) : null;
+    if (ip?.family === 4) out.v4 ??= ip.bytes;
+    else if (ip?.family === 6) out.v6 ??= ip.bytes;
+  }
+  return out;
+}
+
+/**
  * Builds the guest's network from the configuration, filling what the user
  * left out from `host`. A family is off when the user disabled it (`-4`,
  * `-6`) or when neither the user nor the host gives an address for it.
+ * `nameservers` is consulted only for `--dns-forward` without `--dns-host`.
  */
-export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestNet {
+export function guestNetFrom(
+  conf: NsConfig | VmConfig,
+  host: HostFacts,
+  nameservers: () => { v4: Uint8Array | null; v6: Uint8Array | null } = hostNameservers,
+): GuestNet {
   let ip4: GuestNet4 | null = null;
   const addr4 = conf.addr4 ?? host.addr4;
   if (conf.ipv4 && addr4) {
@@ -153,6 +192,10 @@ export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestN
       gateway: gw ? ip4ToU32(gw) : firstOtherInSubnet4(addr, prefixLen),
       dns: conf.dns.filter((d) => d.family === 4).map((d) => ip4ToU32(d.bytes)),
     };
+    // Offer the relay address as the guest's resolver unless -D says otherwise.
+    if (ip4.dns.length === 0 && conf.dnsForward4) {
+      ip4 = { ...ip4, dns: [ip4ToU32(conf.dnsForward4)] };
+    }
   }
   let ip6: GuestNet6 | null = null;
   const addr6 = conf.addr6 ?? host.addr6;
@@ -165,6 +208,7 @@ export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestN
       ourLinkLocal,
       dns: conf.dns.filter((d) => d.family === 6).map((d) => d.bytes),
     };
+    if (ip6.dns.length === 0 && conf.dnsForward6) ip6 = { ...ip6, dns: [conf.dnsForward6] };
   }
   const mapLo4: number[] = [];
   if (ip4 && conf.mapGw) mapLo4.push(ip4.gateway);
@@ -173,6 +217,11 @@ export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestN
   if (ip6 && conf.mapGw) mapLo6.push(ip6.gateway);
   if (ip6 && conf.mapGw && ip6.gateway !== ip6.ourLinkLocal) mapLo6.push(ip6.ourLinkLocal);
   if (conf.mapHostLoopback6) mapLo6.push(conf.mapHostLoopback6);
+  const forwarding = conf.dnsForward4 !== null || conf.dnsForward6 !== null;
+  const ns = forwarding && (!conf.dnsHost4 || !conf.dnsHost6)
+    ? nameservers()
+    : { v4: null, v6: null };
+  const dnsHost4 = conf.dnsHost4 ?? ns.v4;
   return {
     ourMac: TAPIR_MAC,
     mtu: conf.mtu,
@@ -182,6 +231,11 @@ export function guestNetFrom(conf: NsConfig | VmConfig, host: HostFacts): GuestN
     mapLo4,
     mapLo6,
     loopbackOnly: conf.loopbackOnly,
+    dnsForward4: conf.dnsForward4 ? ip4ToU32(conf.dnsForward4) : 0,
+    dnsHost4: dnsHost4 ? ip4ToU32(dnsHost4) : 0,
+    dnsForward6: conf.dnsForward6,
+    dnsHost6: conf.dnsHost6 ?? ns.v6,
+    udpTimeoutMs: conf.udpTimeout * 1000,
     services: { dhcp: conf.dhcp, ndp: conf.ndp, dhcpv6: conf.dhcpv6, ra: conf.ra },
   };
 }

@@ -17,6 +17,7 @@ import { GuestHeaders } from "./l4/ip.ts";
 import { Ping } from "./l4/icmp.ts";
 import { Tcp } from "./l4/tcp.ts";
 import { TcpListeners } from "./l4/tcp_listen.ts";
+import { Udp } from "./l4/udp.ts";
 import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
@@ -63,6 +64,8 @@ export class Tapir {
   readonly tcp: Tcp;
   /** `-t` listeners. */
   readonly tcpListeners: TcpListeners;
+  /** UDP translation and `-u` listeners. */
+  readonly udp: Udp;
   /** Services. */
   readonly arp: ArpService;
   /** NDP service. */
@@ -91,6 +94,7 @@ export class Tapir {
     this.ping = new Ping(this.loop, this.flows, net, hdrs, this.tap);
     this.tcp = new Tcp(this.loop, this.flows, net, hdrs, this.tap);
     this.tcpListeners = new TcpListeners(this.loop, net, this.tcp);
+    this.udp = new Udp(this.loop, this.flows, net, hdrs, this.tap);
     const s = net.services;
     this.arp = new ArpService();
     this.ndp = new NdpService({ enabled: s.ndp, routerAdvertisements: s.ra, dhcpv6: s.dhcpv6 });
@@ -105,6 +109,8 @@ export class Tapir {
       ping6: (ip, icmp) => this.ping.request6(ip, icmp),
       tcp4: (ip, seg) => this.tcp.fromTap4(ip, seg),
       tcp6: (ip, seg, upperOff) => this.tcp.fromTap6(ip, seg, upperOff),
+      udp4: (ip, d) => this.udp.fromTap4(ip, d),
+      udp6: (ip, d, upperOff) => this.udp.fromTap6(ip, d, upperOff),
     });
   }
 
@@ -173,6 +179,7 @@ export class Tapir {
       line("ping", this.ping.stats),
       line("tcp", this.tcp.stats),
       line("tcp-listen", this.tcpListeners.stats),
+      line("udp", this.udp.stats),
       line("arp", this.arp.stats),
       line("ndp", this.ndp.stats),
       line("dhcp", this.dhcp.stats),

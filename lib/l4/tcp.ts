@@ -522,7 +522,7 @@ export class Tcp {
       this.stats.noFlow++;
       return this.#rstNoFlow4(ip, seg);
     }
-    const target = natFromTap4(this.#net, ip.dst);
+    const target = natFromTap4(this.#net, ip.dst, seg.dstPort);
     if (target < 0) {
       this.stats.refused++;
       return this.#rstNoFlow4(ip, seg);
@@ -560,7 +560,7 @@ export class Tcp {
       this.stats.noFlow++;
       return this.#rstNoFlow6(ip, seg);
     }
-    if (!natFromTap6(this.#net, ip.buf, ip.dstOffset, this.#target6)) {
+    if (!natFromTap6(this.#net, ip.buf, ip.dstOffset, this.#target6, seg.dstPort)) {
       this.stats.refused++;
       return this.#rstNoFlow6(ip, seg);
     }

@@ -137,6 +137,7 @@ export async function runNs(
     tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname));
     tapir.start();
     tapir.tcpListeners.bind(conf.tcp);
+    tapir.udp.listen(conf.udp);
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
 
@@ -180,6 +181,7 @@ export async function runNs(
     pcapClose();
     worker.terminate();
     tapir?.tcpListeners.close();
+    tapir?.udp.close();
     tapir?.loop.close();
     if (tapFd >= 0) sys.close(tapFd);
     if (conf.pidFile) {

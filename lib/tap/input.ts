@@ -14,13 +14,15 @@
  * - ARP → ARP service.
  * - IPv4: header (version, lengths), header checksum, no fragments; then
  *   ICMP (checksum; echo requests → ping), TCP (header, checksum → TCP
- *   translation), UDP (length, checksum; DHCP port → DHCP server).
+ *   translation), UDP (length, checksum; DHCP port → DHCP server, the rest →
+ *   UDP translation).
  * - IPv6: header, extension-header walk (no fragments); then ICMPv6 (NDP →
  *   NDP service, which checks its own rules and checksum; echo requests,
- *   checksum checked here → ping), TCP, UDP (DHCPv6 port → DHCPv6 server).
+ *   checksum checked here → ping), TCP, UDP (DHCPv6 port → DHCPv6 server,
+ *   the rest → UDP translation).
  *
- * What no consumer takes is counted as `unhandled` (general UDP until its
- * translation layer exists).
+ * What no consumer takes (other protocols, ICMP types tapir does not
+ * forward) is counted as `unhandled`.
  *
  * @module
  */
@@ -55,6 +57,10 @@ export interface TapConsumers {
   tcp4(ip: Ip4Packet, seg: TcpPacket): void;
   /** TCP segment over IPv6 (checksum verified); `upperOff` is where TCP starts. */
   tcp6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void;
+  /** UDP datagram over IPv4 not taken by a service (checksum verified). */
+  udp4(ip: Ip4Packet, d: UdpPacket): void;
+  /** UDP datagram over IPv6 not taken by a service (checksum verified). */
+  udp6(ip: Ip6Packet, d: UdpPacket, upperOff: number): void;
 }
 
 /** Counters of the dispatcher. */
@@ -159,7 +165,7 @@ export class TapInput {
         if (udp.dstPort === DHCP_SERVER_PORT && this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) {
           return;
         }
-        this.stats.unhandled++;
+        this.#to.udp4(ip, udp);
         return;
       }
       default:
@@ -214,7 +220,7 @@ export class TapInput {
         if (udp.dstPort === DHCP6_SERVER_PORT && this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) {
           return;
         }
-        this.stats.unhandled++;
+        this.#to.udp6(ip, udp, up.offset);
         return;
       }
       default:

@@ -75,6 +75,11 @@ export const NET: GuestNet = {
   mapLo4: [],
   mapLo6: [],
   loopbackOnly: false,
+  dnsForward4: 0,
+  dnsHost4: 0,
+  dnsForward6: null,
+  dnsHost6: null,
+  udpTimeoutMs: 180_000,
   services: { dhcp: true, ndp: true, dhcpv6: true, ra: true },
 };
 

@@ -1,0 +1,97 @@
+/**
+ * What the TCP and UDP forwarders (`-t`, `-u`) share: which host ports a
+ * forwarding spec binds, and how a listening socket is opened.
+ *
+ * A spec's rule with an address binds that family only; without one, both
+ * families (IPv4 on 0.0.0.0, IPv6 on [::] with `IPV6_V6ONLY`, so the two are
+ * independent), each only if the guest has that family. With `all`, the
+ * host's ephemeral port range is left out, so tapir does not take the ports
+ * the host's own outgoing connections use.
+ *
+ * @module
+ */
+
+import { type PortFwd, portFwdRules } from "../fwd.ts";
+import type { GuestNet } from "../net.ts";
+import * as sys from "../sys/mod.ts";
+
+const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/**
+ * Calls `fn` for every (family, host port) that `fwd` forwards: bind address
+ * (null: any) and interface, the port, the guest port it maps to, and
+ * whether the user named the port explicitly (a failure to bind is then
+ * worth a warning rather than a debug line).
+ */
+export function forEachListenPort(
+  fwd: PortFwd,
+  net: GuestNet,
+  fn: (
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    ifname: string | null,
+    port: number,
+    target: number,
+    explicit: boolean,
+  ) => void,
+): void {
+  if (fwd.mode === "none" || fwd.mode === "auto") return;
+  let skipLo = 0, skipHi = -1;
+  if (fwd.mode === "all") {
+    try {
+      [skipLo, skipHi] = Deno.readTextFileSync(EPHEMERAL_RANGE).trim().split(/\s+/).map(Number);
+    } catch { /* no range known: bind everything */ }
+  }
+  const explicit = fwd.mode === "ports";
+  for (const rule of portFwdRules(fwd)) {
+    const families: (4 | 6)[] = rule.addr ? [rule.addr.length === 4 ? 4 : 6] : [4, 6];
+    for (let port = rule.first; port <= rule.last; port++) {
+      if (port >= skipLo && port <= skipHi) continue;
+      for (const family of families) {
+        if ((family === 4 ? net.ip4 : net.ip6) === null) continue;
+        fn(family, rule.addr, rule.ifname, port, rule.target + (port - rule.first), explicit);
+      }
+    }
+  }
+}
+
+/**
+ * Opens a non-blocking socket of `type` (SOCK_STREAM: listening; SOCK_DGRAM:
+ * bound) on `port` of `addr` (null: any) and optionally interface `ifname`.
+ * Returns the fd or -errno.
+ */
+export function listenSocket(
+  type: number,
+  family: 4 | 6,
+  addr: Uint8Array | null,
+  ifname: string | null,
+  port: number,
+): number {
+  const v6 = family === 6;
+  const fd = sys.socket(
+    v6 ? sys.AF_INET6 : sys.AF_INET,
+    type | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
+  );
+  if (fd < 0) return fd;
+  sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_REUSEADDR, 1);
+  if (v6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
+  let rc = 0;
+  if (ifname !== null) {
+    rc = sys.setsockopt(
+      fd,
+      sys.SOL_SOCKET,
+      sys.SO_BINDTODEVICE,
+      new TextEncoder().encode(`${ifname}\0`),
+    );
+  }
+  const sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+  const any = new Uint8Array(v6 ? 16 : 4);
+  const len = v6 ? sys.sockaddrIn6(sa, addr ?? any, port) : sys.sockaddrIn4(sa, addr ?? any, port);
+  if (rc === 0) rc = sys.bind(fd, sa, len);
+  if (rc === 0 && type === sys.SOCK_STREAM) rc = sys.listen(fd, 128);
+  if (rc < 0) {
+    sys.close(fd);
+    return rc;
+  }
+  return fd;
+}

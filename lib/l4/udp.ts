@@ -1,0 +1,594 @@
+/**
+ * UDP translation between the guest's datagrams and host sockets.
+ *
+ * # Theory of operation
+ *
+ * A UDP "flow" is a pair of endpoints that exchange datagrams; it lives in
+ * the flow table (type UDP) until it has been idle for its timeout
+ * (`--udp-timeout`, 180 s by default; 10 s for DNS, whose exchanges are one
+ * question and one answer).
+ *
+ * **Guest → host.** The first datagram from a guest (address, port) to a
+ * destination (address, port) creates a flow: side 0 is the guest (TAP),
+ * side 1 the host target — the destination, or host loopback for the
+ * gateway, or the resolver for DNS to the `--dns-forward` address (see
+ * `natFromTap4`). The flow gets its own socket, `connect`ed to the target, so
+ * the kernel delivers only the target's replies to it and reports ICMP
+ * errors about it (`IP_RECVERR`). Each datagram is sent with one `sendmsg`
+ * from the frame buffer it arrived in.
+ *
+ * **Host → guest.** When a flow's socket is readable, one `recvmmsg` reads
+ * up to {@linkcode MAX_DGRAMS_PER_READ} datagrams straight into the payload
+ * areas of frame slots, and the headers are written in front: from the
+ * address and port the guest sent to, to the guest. ICMP errors from the
+ * socket's error queue (`MSG_ERRQUEUE`) become ICMP errors to the guest about
+ * a datagram of the flow — a port unreachable makes the guest's
+ * `connect`ed socket see ECONNREFUSED, as it would on a real network.
+ *
+ * **Host → guest, first (`-u` forwarding).** A datagram to a forwarded host
+ * port arrives on a shared listening socket ({@linkcode Udp.listen}). The
+ * flow's side 0 is the host client, side 1 the guest at the target port,
+ * seen from the client's address (the gateway for a loopback client). The
+ * guest's replies go back through the listening socket to the client's
+ * address.
+ *
+ * Datagrams from the guest that do not fit in a socket's send buffer are
+ * dropped and counted: UDP promises no delivery, and the guest's protocol
+ * deals with loss.
+ *
+ * @module
+ */
+
+import { isIp6Loopback } from "../addr.ts";
+import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
+import { DNS_PORT, natFromTap4, natFromTap6, type PortFwd } from "../fwd.ts";
+import { logDebug, logWarn } from "../log.ts";
+import type { Loop } from "../loop.ts";
+import { type GuestNet, ip4ToU32, u32ToIp4 } from "../net.ts";
+import { checksumPseudo4, checksumPseudo6 } from "../packet/checksum.ts";
+import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
+import { Icmp6Type } from "../packet/icmp6.ts";
+import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../packet/ip4.ts";
+import { IP6_HEADER_LEN, ip6Emit, Ip6Packet, ip6ReprNew } from "../packet/ip6.ts";
+import { UDP_HEADER_LEN, udpEmit, type UdpPacket, udpReprNew } from "../packet/udp.ts";
+import { IpProto } from "../packet/wire.ts";
+import * as sys from "../sys/mod.ts";
+import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
+import { forEachListenPort, listenSocket } from "./listen.ts";
+
+/** Datagrams read by one `recvmmsg`. */
+export const MAX_DGRAMS_PER_READ = 32;
+/** Idle timeout of DNS flows. */
+export const UDP_DNS_TIMEOUT_MS = 10_000;
+
+/** Per-flow data of UDP flows. */
+interface UdpFlow {
+  /** The flow's connected socket, or the shared listening socket (inbound). */
+  readonly fd: number;
+  readonly v6: boolean;
+  /** Inbound (`-u`): `fd` is a listener shared with other flows; send to `peer`. */
+  readonly inbound: boolean;
+  /** Inbound: the client's socket address and its length. */
+  readonly peer: Uint8Array | null;
+  readonly peerLen: number;
+  /** Side of the flow facing the guest. */
+  readonly tapSide: 0 | 1;
+  /** Addresses as the guest sees them: ours (source of our frames), then the guest's. */
+  readonly addrs: Uint8Array;
+  readonly src4: number;
+  readonly dst4: number;
+  /** Ports as the guest sees them: ours (source), the guest's. */
+  readonly sport: number;
+  readonly dport: number;
+  readonly timeoutMs: number;
+  lastMs: number;
+}
+
+/** One forwarded port's listening socket (`-u`). */
+interface UdpListener {
+  readonly fd: number;
+  readonly v6: boolean;
+  readonly port: number;
+  readonly target: number;
+}
+
+/** Counters of the UDP layer. */
+export interface UdpStats {
+  /** Flows opened from the guest. */
+  outbound: number;
+  /** Flows opened from the host (`-u`). */
+  inbound: number;
+  /** Datagrams sent to host sockets. */
+  toHost: number;
+  /** Datagrams sent to the guest. */
+  toTap: number;
+  /** Datagrams from the guest dropped: send failed, refused, no flow. */
+  dropped: number;
+  /** Destinations refused (`--loopback-only`, no resolver). */
+  refused: number;
+  /** ICMP errors relayed to the guest. */
+  icmpErrors: number;
+  /** Flows that idled out. */
+  expired: number;
+  /** Listening sockets open (`-u`). */
+  listening: number;
+}
+
+/** Offsets in `struct cmsghdr` (64-bit) and `struct sock_extended_err`. */
+const CMSG_DATA = 16;
+const EE_ERRNO = 0, EE_ORIGIN = 4, EE_TYPE = 5, EE_CODE = 6, EE_INFO = 8;
+const SO_EE_ORIGIN_ICMP = 2, SO_EE_ORIGIN_ICMP6 = 3;
+
+/** UDP translation; see the module comment. */
+export class Udp {
+  /** Counters. */
+  readonly stats: UdpStats = {
+    outbound: 0,
+    inbound: 0,
+    toHost: 0,
+    toTap: 0,
+    dropped: 0,
+    refused: 0,
+    icmpErrors: 0,
+    expired: 0,
+    listening: 0,
+  };
+  readonly #loop: Loop;
+  readonly #flows: FlowTable;
+  readonly #net: GuestNet;
+  readonly #hdrs: GuestHeaders;
+  readonly #tap: TapSender;
+  readonly #fdType: number;
+  readonly #listenType: number;
+  readonly #listeners: UdpListener[] = [];
+  readonly #key = new FlowSide();
+  readonly #tgt = new FlowSide();
+  readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+  readonly #target4 = new Uint8Array(4);
+  readonly #target6 = new Uint8Array(16);
+  readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
+  readonly #iov = new sys.IovecArray(MAX_DGRAMS_PER_READ);
+  readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
+  readonly #slots: Uint8Array[] = new Array(MAX_DGRAMS_PER_READ);
+  readonly #control = new Uint8Array(256);
+  readonly #errBuf = new Uint8Array(64);
+  readonly #udpRepr = udpReprNew();
+  // Scratch for ICMP errors: a synthesized copy of the guest's datagram headers.
+  readonly #orig = new Uint8Array(IP6_HEADER_LEN + UDP_HEADER_LEN);
+  readonly #orig4 = new Ip4Packet();
+  readonly #orig6 = new Ip6Packet();
+  readonly #ip4Repr = ip4ReprNew();
+  readonly #ip6Repr = ip6ReprNew();
+
+  /** Registers with the reactor and the flow table. */
+  constructor(loop: Loop, flows: FlowTable, net: GuestNet, hdrs: GuestHeaders, tap: TapSender) {
+    this.#loop = loop;
+    this.#flows = flows;
+    this.#net = net;
+    this.#hdrs = hdrs;
+    this.#tap = tap;
+    this.#fdType = loop.defineType("udp", (index, events) => this.#sockReady(index, events));
+    this.#listenType = loop.defineType("udp-listen", (index) => this.#listenerReady(index));
+    flows.setHandlers(FlowType.UDP, { timer: (index, now) => this.#timer(index, now) });
+  }
+
+  // -------------------------------------------------------------------------
+  // Guest → host
+
+  /** A datagram from the guest over IPv4 (checksum verified). */
+  fromTap4(ip: Ip4Packet, d: UdpPacket): void {
+    const key = this.#key.set4(Pif.TAP, ip.src, d.srcPort, ip.dst, d.dstPort);
+    let sidx = this.#flows.lookup(IpProto.Udp, key);
+    if (sidx < 0) {
+      const target = natFromTap4(this.#net, ip.dst, d.dstPort);
+      if (target < 0) {
+        this.stats.refused++;
+        const code = IcmpUnreachCode.AdminProhibited;
+        icmpErrorToGuest4(this.#tap, this.#hdrs, ip.dst, ip, IcmpType.DestUnreachable, code);
+        return;
+      }
+      const len = sys.sockaddrIn4(this.#sa, u32ToIp4(target, this.#target4), d.dstPort);
+      const index = this.#open(false, key, this.#tgt.set4(Pif.HOST, target, d.dstPort, 0, 0), len);
+      if (index < 0) {
+        if (index === -2) {
+          const code = IcmpUnreachCode.Net;
+          icmpErrorToGuest4(this.#tap, this.#hdrs, ip.dst, ip, IcmpType.DestUnreachable, code);
+        }
+        return;
+      }
+      sidx = flowSidx(index, 0);
+    }
+    this.#toHost(sidxFlow(sidx), d);
+  }
+
+  /** A datagram from the guest over IPv6 (checksum verified). */
+  fromTap6(ip: Ip6Packet, d: UdpPacket, upperOff: number): void {
+    const key = this.#key.set6(
+      Pif.TAP,
+      ip.buf,
+      ip.srcOffset,
+      d.srcPort,
+      ip.buf,
+      ip.dstOffset,
+      d.dstPort,
+    );
+    let sidx = this.#flows.lookup(IpProto.Udp, key);
+    if (sidx < 0) {
+      const t6 = this.#target6;
+      const unreach = (code: number) =>
+        icmpErrorToGuest6(
+          this.#tap,
+          this.#hdrs,
+          ip.buf,
+          ip.dstOffset,
+          ip,
+          IpProto.Udp,
+          upperOff,
+          Icmp6Type.DestUnreachable,
+          code,
+        );
+      if (!natFromTap6(this.#net, ip.buf, ip.dstOffset, t6, d.dstPort)) {
+        this.stats.refused++;
+        return unreach(1); // administratively prohibited
+      }
+      const tgt = this.#tgt.set6(Pif.HOST, t6, 0, d.dstPort, t6, 0, 0);
+      tgt.oaddr.fill(0);
+      const index = this.#open(true, key, tgt, sys.sockaddrIn6(this.#sa, t6, d.dstPort));
+      if (index < 0) {
+        if (index === -2) unreach(0); // no route
+        return;
+      }
+      sidx = flowSidx(index, 0);
+    }
+    this.#toHost(sidxFlow(sidx), d);
+  }
+
+  #toHost(index: number, d: UdpPacket): void {
+    const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
+    f.lastMs = performance.now();
+    const rc = f.inbound
+      ? sys.sendAt(f.fd, d.buf, d.payloadOffset, d.payloadLen, sys.MSG_DONTWAIT, f.peer, f.peerLen)
+      : sys.sendAt(f.fd, d.buf, d.payloadOffset, d.payloadLen, sys.MSG_DONTWAIT);
+    if (rc >= 0) {
+      this.stats.toHost++;
+      return;
+    }
+    this.stats.dropped++;
+    // An error from an earlier ICMP message may surface here instead of on
+    // the error queue; the queue is read when epoll reports it.
+    if (rc === -sys.Errno.ECONNREFUSED) this.#unreachable(index, f, 3, 0);
+  }
+
+  /** Opens the flow's connected socket; returns the index, -1 (dropped) or -2 (unreachable). */
+  #open(v6: boolean, ini: FlowSide, tgt: FlowSide, saLen: number): number {
+    const flows = this.#flows;
+    const index = flows.alloc();
+    if (index < 0) {
+      this.stats.dropped++;
+      return -1;
+    }
+    flows.setIni(index, ini);
+    flows.setTgt(index, tgt);
+    const fd = sys.socket(
+      v6 ? sys.AF_INET6 : sys.AF_INET,
+      sys.SOCK_DGRAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
+    );
+    if (fd < 0) {
+      flows.cancel(index);
+      this.stats.dropped++;
+      return -1;
+    }
+    sys.setsockoptInt(
+      fd,
+      v6 ? sys.IPPROTO_IPV6 : sys.IPPROTO_IP,
+      v6 ? sys.IPV6_RECVERR : sys.IP_RECVERR,
+      1,
+    );
+    const rc = sys.connect(fd, this.#sa, saLen);
+    if (rc < 0) {
+      sys.close(fd);
+      flows.cancel(index);
+      this.stats.dropped++;
+      return rc === -sys.Errno.ENETUNREACH || rc === -sys.Errno.EHOSTUNREACH ? -2 : -1;
+    }
+    flows.setType(index, FlowType.UDP, this.#flowData(index, fd, v6, 0, null, 0));
+    flows.hashInsert(flowSidx(index, 0));
+    sys.sysCheck(this.#loop.add(fd, sys.EPOLLIN, this.#fdType, index), "epoll_ctl udp");
+    flows.activate(index);
+    this.stats.outbound++;
+    return index;
+  }
+
+  #flowData(
+    index: number,
+    fd: number,
+    v6: boolean,
+    tapSide: 0 | 1,
+    peer: Uint8Array | null,
+    peerLen: number,
+  ): UdpFlow {
+    const flows = this.#flows;
+    const tap = flowSidx(index, tapSide);
+    const addrs = new Uint8Array(32);
+    flows.oaddrCopy(tap, addrs, 0);
+    flows.eaddrCopy(tap, addrs, 16);
+    const sport = flows.oport(tap);
+    const guestPort = flows.eport(tap);
+    const dnsish = (tapSide === 0 ? sport : guestPort) === DNS_PORT;
+    return {
+      fd,
+      v6,
+      inbound: tapSide === 1,
+      peer,
+      peerLen,
+      tapSide,
+      addrs,
+      src4: flows.oaddrWord(tap, 3),
+      dst4: flows.eaddrWord(tap, 3),
+      sport,
+      dport: guestPort,
+      timeoutMs: dnsish
+        ? Math.min(UDP_DNS_TIMEOUT_MS, this.#net.udpTimeoutMs)
+        : this.#net.udpTimeoutMs,
+      lastMs: performance.now(),
+    };
+  }
+
+  // -------------------------------------------------------------------------
+  // Host → guest
+
+  #sockReady(index: number, events: number): void {
+    const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
+    if (events & sys.EPOLLERR) this.#errorQueue(index, f);
+    if (events & sys.EPOLLIN) this.#fromSocket(f, f.fd, false);
+  }
+
+  /**
+   * Reads a batch of datagrams from `fd` into frame slots and sends each to
+   * the guest as flow `f` (or, for a listener, as the flow found or made for
+   * each sender). Returns when the socket is empty.
+   */
+  #fromSocket(f: UdpFlow | null, fd: number, listener: boolean, l?: UdpListener): void {
+    const tap = this.#tap;
+    const mm = this.#mmsg;
+    for (;;) {
+      const room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
+      // Room for the largest header: IPv6 plus UDP.
+      const payloadOff = L4_OFF6 + UDP_HEADER_LEN;
+      const max = tap.maxFrame + TAP_HEADROOM - payloadOff;
+      for (let k = 0; k < room; k++) {
+        this.#iov.set(k, tap.slotAhead(k), payloadOff, max);
+        mm.setIov(k, this.#iov, 1, k);
+        if (listener) mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
+        else mm.setName(k, null);
+        mm.setControl(k, null);
+      }
+      const slots = this.#slots;
+      for (let k = 0; k < room; k++) slots[k] = tap.slotAhead(k);
+      const n = sys.recvmmsg(fd, mm, room, sys.MSG_DONTWAIT);
+      if (n <= 0) return;
+      for (let k = 0; k < n; k++) {
+        const flow = listener ? this.#inboundFlow(l!, k) : f;
+        if (flow === null) {
+          this.stats.dropped++;
+          continue;
+        }
+        // Datagram k is in slots[k]; after a dropped one, the next frame to
+        // commit is an earlier slot, so move the payload there.
+        const slot = tap.slotAhead(0);
+        const len = mm.msgLen(k);
+        if (slot !== slots[k]) {
+          slot.set(slots[k].subarray(payloadOff, payloadOff + len), payloadOff);
+        }
+        this.#emit(slot, flow, payloadOff, len);
+      }
+      if (n < room) return;
+    }
+  }
+
+  /**
+   * Moves a datagram received at `payloadOff` of `slot` so it follows this
+   * flow's headers, writes the headers and queues the frame.
+   */
+  #emit(slot: Uint8Array, f: UdpFlow, payloadOff: number, len: number): void {
+    const l4 = f.v6 ? L4_OFF6 : L4_OFF4;
+    // Payloads are read after an IPv6-sized header; IPv4's is 20 bytes
+    // shorter, so slide the payload down (memmove within the slot).
+    if (l4 + UDP_HEADER_LEN !== payloadOff) {
+      slot.copyWithin(l4 + UDP_HEADER_LEN, payloadOff, payloadOff + len);
+    }
+    const r = this.#udpRepr;
+    r.srcPort = f.sport;
+    r.dstPort = f.dport;
+    r.payloadLen = len;
+    const dgramLen = UDP_HEADER_LEN + len;
+    let pseudo: number;
+    if (f.v6) {
+      this.#hdrs.emit6(slot, TAP_HEADROOM, f.addrs, 0, f.addrs, 16, IpProto.Udp, dgramLen);
+      pseudo = checksumPseudo6(f.addrs, 0, f.addrs, 16, IpProto.Udp, dgramLen);
+    } else {
+      this.#hdrs.emit4(slot, TAP_HEADROOM, f.src4, f.dst4, IpProto.Udp, dgramLen);
+      pseudo = checksumPseudo4(f.src4, f.dst4, IpProto.Udp, dgramLen);
+    }
+    udpEmit(slot, l4, r, pseudo);
+    this.#tap.commit(l4 - TAP_HEADROOM + dgramLen);
+    this.stats.toTap++;
+    f.lastMs = performance.now();
+  }
+
+  /** Reads the socket's error queue and relays ICMP errors to the guest. */
+  #errorQueue(index: number, f: UdpFlow): void {
+    const mm = this.#mmsg;
+    for (;;) {
+      this.#iov.set(0, this.#errBuf);
+      mm.setIov(0, this.#iov, 1, 0);
+      mm.setName(0, null);
+      mm.setControl(0, this.#control);
+      const rc = sys.recvmsg(f.fd, mm, sys.MSG_ERRQUEUE | sys.MSG_DONTWAIT);
+      if (rc < 0) return;
+      const c = this.#control;
+      const clen = mm.controlLen(0);
+      if (clen < CMSG_DATA + 16) continue;
+      const dv = new DataView(c.buffer, c.byteOffset, clen);
+      const origin = c[CMSG_DATA + EE_ORIGIN];
+      if (origin !== SO_EE_ORIGIN_ICMP && origin !== SO_EE_ORIGIN_ICMP6) continue;
+      const type = c[CMSG_DATA + EE_TYPE];
+      const code = c[CMSG_DATA + EE_CODE];
+      const info = dv.getUint32(CMSG_DATA + EE_INFO, true);
+      if (dv.getUint32(CMSG_DATA + EE_ERRNO, true) === 0) continue;
+      this.#unreachable(index, f, type, code, info, origin === SO_EE_ORIGIN_ICMP6);
+    }
+  }
+
+  /**
+   * Sends the guest an ICMP error of `type`/`code` about a datagram of flow
+   * `f`: a copy of the datagram's IP and UDP headers is made up from the
+   * flow, which is all the guest needs to match it to its socket.
+   */
+  #unreachable(
+    _index: number,
+    f: UdpFlow,
+    type: number,
+    code: number,
+    info = 0,
+    icmp6 = f.v6,
+  ): void {
+    if (icmp6 !== f.v6) return;
+    const o = this.#orig;
+    const udpAt = f.v6 ? IP6_HEADER_LEN : IP4_HEADER_LEN;
+    if (f.v6) {
+      const r = this.#ip6Repr;
+      r.src.set(f.addrs.subarray(16, 32)); // the guest sent it...
+      r.dst.set(f.addrs.subarray(0, 16)); // ...to us
+      r.nextHeader = IpProto.Udp;
+      r.payloadLen = UDP_HEADER_LEN;
+      ip6Emit(o, 0, r);
+    } else {
+      const r = this.#ip4Repr;
+      r.src = f.dst4;
+      r.dst = f.src4;
+      r.proto = IpProto.Udp;
+      r.payloadLen = UDP_HEADER_LEN;
+      ip4Emit(o, 0, r);
+    }
+    const u = this.#udpRepr;
+    u.srcPort = f.dport;
+    u.dstPort = f.sport;
+    u.payloadLen = 0;
+    udpEmit(o, udpAt, u);
+    this.stats.icmpErrors++;
+    if (f.v6) {
+      this.#orig6.wrap(o, 0, IP6_HEADER_LEN + UDP_HEADER_LEN);
+      icmpErrorToGuest6(
+        this.#tap,
+        this.#hdrs,
+        f.addrs,
+        0,
+        this.#orig6,
+        IpProto.Udp,
+        udpAt,
+        type,
+        code,
+        info,
+      );
+    } else {
+      this.#orig4.wrap(o, 0, IP4_HEADER_LEN + UDP_HEADER_LEN);
+      icmpErrorToGuest4(this.#tap, this.#hdrs, f.src4, this.#orig4, type, code, info);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // -u: datagrams to forwarded host ports
+
+  /** Opens listening sockets for every port `fwd` forwards (`-u`). */
+  listen(fwd: PortFwd): void {
+    forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
+      const fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
+      if (fd < 0) {
+        const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
+        if (explicit) logWarn(msg);
+        else logDebug(msg);
+        return;
+      }
+      const index = this.#listeners.length;
+      sys.sysCheck(
+        this.#loop.add(fd, sys.EPOLLIN, this.#listenType, index),
+        "epoll_ctl udp-listen",
+      );
+      this.#listeners.push({ fd, v6: family === 6, port, target });
+      this.stats.listening++;
+    });
+  }
+
+  #listenerReady(index: number): void {
+    const l = this.#listeners[index];
+    this.#fromSocket(null, l.fd, true, l);
+  }
+
+  /** The flow for datagram `k` of the last batch on listener `l`, found or created; null to drop. */
+  #inboundFlow(l: UdpListener, k: number): UdpFlow | null {
+    const name = this.#names.subarray(k * 128, k * 128 + 128);
+    const client = sys.sockaddrDecode(name, this.#mmsg.nameLen(k));
+    const net = this.#net;
+    if (client === null || client.family === "unix") return null;
+    const key = this.#key;
+    const tgt = this.#tgt;
+    if (l.v6) {
+      const n6 = net.ip6;
+      if (n6 === null) return null;
+      key.set6(Pif.HOST, client.addr, 0, client.port, client.addr, 0, l.port);
+      key.oaddr.fill(0);
+      const from = isIp6Loopback(client.addr) ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
+      tgt.set6(Pif.TAP, n6.addr, 0, l.target, from, 0, client.port);
+    } else {
+      const n4 = net.ip4;
+      if (n4 === null) return null;
+      const src = ip4ToU32(client.addr);
+      key.set4(Pif.HOST, src, client.port, 0, l.port);
+      const from = src >>> 24 === 127 ? (net.mapLo4[0] ?? n4.gateway) : src;
+      tgt.set4(Pif.TAP, n4.addr, l.target, from, client.port);
+    }
+    const flows = this.#flows;
+    const sidx = flows.lookup(IpProto.Udp, key);
+    if (sidx >= 0) return flows.data<UdpFlow>(sidxFlow(sidx), FlowType.UDP);
+    const index = flows.alloc();
+    if (index < 0) {
+      this.stats.dropped++;
+      return null;
+    }
+    flows.setIni(index, key);
+    flows.setTgt(index, tgt);
+    const peer = name.slice(0, this.#mmsg.nameLen(k));
+    flows.setType(index, FlowType.UDP, this.#flowData(index, l.fd, l.v6, 1, peer, peer.length));
+    flows.hashInsert(flowSidx(index, 0));
+    flows.hashInsert(flowSidx(index, 1));
+    flows.activate(index);
+    this.stats.inbound++;
+    return flows.data<UdpFlow>(index, FlowType.UDP);
+  }
+
+  // -------------------------------------------------------------------------
+  // Timeouts
+
+  #timer(index: number, now: number): boolean {
+    const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
+    if (now - f.lastMs < f.timeoutMs) return false;
+    if (!f.inbound) {
+      this.#loop.remove(f.fd);
+      sys.close(f.fd);
+    }
+    this.stats.expired++;
+    return true;
+  }
+
+  /** Closes the listening sockets. */
+  close(): void {
+    for (const l of this.#listeners) {
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+    }
+    this.#listeners.length = 0;
+    this.stats.listening = 0;
+  }
+}

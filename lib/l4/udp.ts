@@ -352,24 +352,29 @@ export class Udp {
   #fromSocket(f: UdpFlow | null, fd: number, listener: boolean, l?: UdpListener): void {
     const tap = this.#tap;
     const mm = this.#mmsg;
+    const v6 = f !== null ? f.v6 : l!.v6;
+    const payloadOff = (v6 ? L4_OFF6 : L4_OFF4) + UDP_HEADER_LEN;
+    // The largest payload the guest's MTU carries; read one byte more, so a
+    // bigger datagram shows as such and is dropped rather than cut.
+    const mtuPayload = this.#net.mtu - (v6 ? IP6_HEADER_LEN : IP4_HEADER_LEN) - UDP_HEADER_LEN;
+    const readLen = Math.min(mtuPayload + 1, tap.maxFrame + TAP_HEADROOM - payloadOff);
+    const slots = this.#slots;
     for (;;) {
       const room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
-      // Room for the largest header: IPv6 plus UDP.
-      const payloadOff = L4_OFF6 + UDP_HEADER_LEN;
-      const max = tap.maxFrame + TAP_HEADROOM - payloadOff;
       for (let k = 0; k < room; k++) {
-        this.#iov.set(k, tap.slotAhead(k), payloadOff, max);
+        slots[k] = tap.slotAhead(k);
+        this.#iov.set(k, slots[k], payloadOff, readLen);
         mm.setIov(k, this.#iov, 1, k);
         if (listener) mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
         else mm.setName(k, null);
         mm.setControl(k, null);
       }
-      const slots = this.#slots;
-      for (let k = 0; k < room; k++) slots[k] = tap.slotAhead(k);
       const n = sys.recvmmsg(fd, mm, room, sys.MSG_DONTWAIT);
       if (n <= 0) return;
       for (let k = 0; k < n; k++) {
-        const flow = listener ? this.#inboundFlow(l!, k) : f;
+        const len = mm.msgLen(k);
+        const fits = len <= mtuPayload && (mm.flags(k) & sys.MSG_TRUNC) === 0;
+        const flow = !fits ? null : listener ? this.#inboundFlow(l!, k) : f;
         if (flow === null) {
           this.stats.dropped++;
           continue;
@@ -377,27 +382,18 @@ export class Udp {
         // Datagram k is in slots[k]; after a dropped one, the next frame to
         // commit is an earlier slot, so move the payload there.
         const slot = tap.slotAhead(0);
-        const len = mm.msgLen(k);
         if (slot !== slots[k]) {
           slot.set(slots[k].subarray(payloadOff, payloadOff + len), payloadOff);
         }
-        this.#emit(slot, flow, payloadOff, len);
+        this.#emit(slot, flow, len);
       }
       if (n < room) return;
     }
   }
 
-  /**
-   * Moves a datagram received at `payloadOff` of `slot` so it follows this
-   * flow's headers, writes the headers and queues the frame.
-   */
-  #emit(slot: Uint8Array, f: UdpFlow, payloadOff: number, len: number): void {
+  /** Writes the headers in front of the `len`-byte payload in place in `slot`, queues the frame. */
+  #emit(slot: Uint8Array, f: UdpFlow, len: number): void {
     const l4 = f.v6 ? L4_OFF6 : L4_OFF4;
-    // Payloads are read after an IPv6-sized header; IPv4's is 20 bytes
-    // shorter, so slide the payload down (memmove within the slot).
-    if (l4 + UDP_HEADER_LEN !== payloadOff) {
-      slot.copyWithin(l4 + UDP_HEADER_LEN, payloadOff, payloadOff + len);
-    }
     const r = this.#udpRepr;
     r.srcPort = f.sport;
     r.dstPort = f.dport;

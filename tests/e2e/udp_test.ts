@@ -1,0 +1,180 @@
+/**
+ * UDP translation end to end: real clients in a namespace served by tapir,
+ * servers on the loopback of a throwaway host namespace, every run with
+ * `--loopback-only`.
+ */
+import { equal, match, ok } from "node:assert/strict";
+import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
+import {
+  type Background,
+  background,
+  explain,
+  stopAll,
+  tapirNs,
+  tapirNsArgs,
+} from "../helpers/tapir.ts";
+
+const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
+
+/** Starts a Python fixture in namespace `ns` and waits until it prints "listening". */
+async function pyServer(ns: string, script: string, ...args: string[]): Promise<Deno.ChildProcess> {
+  const [c, a] = nsArgs(ns, "python3", ["-u", `${FIXTURES}${script}`, ...args]);
+  const p = new Deno.Command(c, { args: a, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = p.stdout.getReader();
+  const { value } = await reader.read();
+  reader.releaseLock();
+  ok(new TextDecoder().decode(value).includes("listening"), `${script} did not start`);
+  return p;
+}
+
+async function stopServers(servers: Deno.ChildProcess[]): Promise<void> {
+  for (const s of servers) {
+    s.kill("SIGKILL");
+    await s.status;
+    await s.stdout.cancel();
+  }
+}
+
+Deno.test("a DNS query to the --dns-forward address is answered by a stub on host loopback", () =>
+  withHostNs(async (host) => {
+    const stubs = [
+      await pyServer(host, "dns_stub.py", "127.0.0.1", "192.0.2.99", "2001:db8::99"),
+      await pyServer(host, "dns_stub.py", "::1", "192.0.2.99", "2001:db8::99"),
+    ];
+    try {
+      const r = await tapirNs(
+        host,
+        [
+          "--config-net",
+          "-q",
+          "--dns-forward",
+          "192.0.2.53",
+          "--dns-forward",
+          "2001:db8::53",
+          "--dns-host",
+          "127.0.0.1",
+          "--dns-host",
+          "::1",
+        ],
+        "busybox nslookup -type=a www.example.test 192.0.2.53 && busybox nslookup -type=aaaa www.example.test 2001:db8::53",
+      );
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /Address:\s+192\.0\.2\.99/);
+      match(r.stdout, /Address:\s+2001:db8::99/);
+    } finally {
+      await stopServers(stubs);
+    }
+  }));
+
+Deno.test("100 000 UDP round trips of mixed sizes up to the MTU come back intact (IPv4 and IPv6)", () =>
+  withHostNs(async (host) => {
+    const servers = [
+      await pyServer(host, "udp_echo.py", "127.0.0.1", "9600"),
+      await pyServer(host, "udp_echo.py", "::1", "9600"),
+    ];
+    try {
+      const rr = (addr: string, count: number, max: number) =>
+        `python3 ${FIXTURES}udp_rr.py ${addr} 9600 ${count} ${max}`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q"],
+        `${rr(HOST_NS.gw4, 70000, 65520 - 28)} && ${rr(HOST_NS.gw6, 30000, 65520 - 48)}`,
+      );
+      equal(r.code, 0, explain(r));
+      const lines = [...r.stdout.matchAll(/^ok (\d+) lost=(\d+)$/gm)];
+      equal(lines.length, 2, r.stdout);
+      equal(Number(lines[0][1]) + Number(lines[1][1]), 100_000);
+      console.log(`UDP round trips: lost and resent ${lines[0][2]} (IPv4), ${lines[1][2]} (IPv6)`);
+    } finally {
+      await stopServers(servers);
+    }
+  }));
+
+Deno.test("a datagram to a closed host port is ECONNREFUSED in the guest; idle flows expire", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-udp-" });
+    try {
+      const log = `${dir}/log`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-d", "--log-file", log, "--udp-timeout", "1"],
+        `python3 -c "
+import socket
+for fam, addr in ((socket.AF_INET, '${HOST_NS.gw4}'), (socket.AF_INET6, '${HOST_NS.gw6}')):
+  s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(2); s.connect((addr, 9699)); s.send(b'x')
+  try:
+    s.recv(10); print('reply?')
+  except ConnectionRefusedError:
+    print('refused')
+" && sleep 3`,
+      );
+      equal(r.code, 0, explain(r));
+      equal(r.stdout.match(/^refused$/gm)?.length, 2, r.stdout);
+      const udp = (await Deno.readTextFile(log)).match(/udp: (\{.*\})/)?.[1] ?? "";
+      const stats = JSON.parse(udp);
+      ok(stats.icmpErrors >= 2, udp);
+      equal(stats.expired, 2, `both flows idled out after --udp-timeout 1: ${udp}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("-u forwards a datagram from host loopback to a server in the namespace, and its reply back", () =>
+  withHostNs(async (host) => {
+    const [c, a] = tapirNsArgs(
+      host,
+      ["--config-net", "-q", "-u", "9700"],
+      // The IPv6 server binds the guest's configured address: bound to ::, its
+      // replies could leave from the address SLAAC adds (RFC 6724 picks the
+      // source), which is not the address the client's datagrams went to.
+      `python3 -u ${FIXTURES}udp_echo.py 0.0.0.0 9700 & python3 -u ${FIXTURES}udp_echo.py ${HOST_NS.addr6} 9700 & sleep 20`,
+    );
+    const tapir = new Deno.Command(c, { args: a, stdout: "null", stderr: "piped" }).spawn();
+    const procs: Background[] = [tapir];
+    try {
+      const client = `
+import socket, sys, time
+for fam, addr in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
+  s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(0.2)
+  for i in range(50):
+    s.sendto(b'ping-%d' % fam, (addr, 9700))
+    try:
+      data, peer = s.recvfrom(100); print(data.decode(), peer[1]); break
+    except (socket.timeout, ConnectionRefusedError):
+      time.sleep(0.1)
+  else:
+    sys.exit('no reply')`;
+      const [pc, pa] = nsArgs(host, "python3", ["-c", client]);
+      const r = await run(pc, pa);
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /^ping-2 9700$/m);
+      match(r.stdout, /^ping-10 9700$/m);
+    } finally {
+      await stopAll(procs);
+    }
+  }));
+
+Deno.test("iperf3 -u -b 1G runs 10 s; the loss is reported", () =>
+  withHostNs(async (host) => {
+    const procs: Background[] = [
+      background(host, "iperf3", ["-s", "-B", "127.0.0.1", "-p", "5202"]),
+    ];
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q"],
+        `iperf3 -c ${HOST_NS.gw4} -p 5202 -u -b 1G -t 10 -J`,
+      );
+      equal(r.code, 0, explain(r));
+      const sum = JSON.parse(r.stdout).end.sum;
+      ok(sum.packets > 0, "datagrams went through");
+      console.log(
+        `iperf3 -u -b 1G: ${(sum.bits_per_second / 1e9).toFixed(2)} Gbit/s, loss ${
+          sum.lost_percent.toFixed(2)
+        }%`,
+      );
+    } finally {
+      await stopAll(procs);
+    }
+  }));

@@ -25,13 +25,26 @@
  * --map-root-user` ({@linkcode rootlessReexecArgs}) and proceeds as root of
  * that user namespace; the network namespace it then creates belongs to it.
  *
+ * A socket's network namespace is fixed when `socket()` is called, by the
+ * calling thread's namespace; `bind`, `listen`, `connect` and `accept` then
+ * act in the socket's namespace whichever thread calls them. So the worker
+ * only *creates* sockets for the namespace, in batches
+ * ({@linkcode NsWorker.sockets}), and the main thread does the rest with
+ * the numbers. Likewise it reads the namespace's listening TCP ports for
+ * `-t auto` ({@linkcode NsWorker.scanTcp}): `/proc/thread-self/net/tcp`
+ * shows the reading thread's namespace.
+ *
  * Messages between the threads are small JSON-able objects
- * ({@linkcode NsRequest}, {@linkcode NsReply}).
+ * ({@linkcode NsRequest}, {@linkcode NsReply}). Each request carries an id
+ * that its reply repeats, so several requests (a socket refill, a port scan)
+ * can be outstanding at once; the command's exit is the one unsolicited
+ * message.
  *
  * @module
  */
 
-import { logDebug } from "./log.ts";
+import { readTcpListening, type TcpListenScan } from "./l4/tcp_scan.ts";
+import { logDebug, logTrace } from "./log.ts";
 import { Netlink } from "./netlink.ts";
 import * as sys from "./sys/mod.ts";
 import { tuntapOpen } from "./tap/tuntap.ts";
@@ -82,22 +95,34 @@ export interface NsSetup {
   readonly routes: readonly NsRoute[];
 }
 
-/** Main thread → worker. */
-export type NsRequest =
-  | { readonly op: "setup"; readonly setup: NsSetup }
-  | { readonly op: "spawn"; readonly argv: readonly string[] };
+/** Most sockets one {@linkcode NsWorker.sockets} request creates. */
+export const NS_SOCKETS_MAX = 4096;
 
-/** Worker → main thread. */
+/** Main thread → worker. `id` is repeated in the reply. */
+export type NsRequest =
+  | { readonly id: number; readonly op: "setup"; readonly setup: NsSetup }
+  | { readonly id: number; readonly op: "spawn"; readonly argv: readonly string[] }
+  /** Create `count` non-blocking TCP sockets of `family` in the namespace. */
+  | { readonly id: number; readonly op: "sockets"; readonly family: 4 | 6; readonly count: number }
+  /** Read the namespace's listening TCP sockets. */
+  | { readonly id: number; readonly op: "scanTcp" };
+
+/** Worker → main thread: the reply to request `id`, or the command's exit (no id). */
 export type NsReply =
   | {
+    readonly id: number;
     readonly op: "ready";
     readonly tapFd: number;
     readonly ifname: string;
     readonly ifindex: number;
   }
-  | { readonly op: "spawned"; readonly pid: number }
+  | { readonly id: number; readonly op: "spawned"; readonly pid: number }
+  /** The sockets created: fewer than asked if the worker ran out of descriptors. */
+  | { readonly id: number; readonly op: "sockets"; readonly fds: readonly number[] }
+  | { readonly id: number; readonly op: "scanTcp"; readonly scan: TcpListenScan }
   | { readonly op: "exit"; readonly code: number; readonly signal: string | null }
-  | { readonly op: "error"; readonly message: string };
+  /** Request `id` failed; id 0: the worker itself failed. */
+  | { readonly id: number; readonly op: "error"; readonly message: string };
 
 /** True when this module runs as the namespace worker (check at the top of the main module). */
 export function isNsWorker(): boolean {
@@ -139,7 +164,7 @@ function configure(nl: Netlink, index: number, s: NsSetup): void {
   }
 }
 
-function setup(s: NsSetup): NsReply {
+function setup(id: number, s: NsSetup): NsReply {
   enterNamespace(s.target);
   const dev = tuntapOpen(s.ifname);
   if (typeof dev === "number") throw new sys.SysError(`tap ${s.ifname}`, -dev);
@@ -150,21 +175,40 @@ function setup(s: NsSetup): NsReply {
     const index = nl.linkIndex(dev.name);
     if (index < 0) throw new sys.SysError(`netlink: find ${dev.name}`, -index);
     if (s.configNet) configure(nl, index, s);
-    return { op: "ready", tapFd: dev.fd, ifname: dev.name, ifindex: index };
+    return { id, op: "ready", tapFd: dev.fd, ifname: dev.name, ifindex: index };
   } finally {
     nl.close();
   }
 }
 
-function spawn(argv: readonly string[], post: (r: NsReply) => void): void {
+function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
-  post({ op: "spawned", pid: child.pid });
+  post({ id, op: "spawned", pid: child.pid });
   child.status.then((s) => post({ op: "exit", code: s.code, signal: s.signal }));
+}
+
+/**
+ * Creates up to `count` TCP sockets in this thread's namespace. Stops early
+ * when one fails (out of descriptors): the ones made are still useful.
+ */
+function sockets(id: number, family: 4 | 6, count: number): NsReply {
+  const domain = family === 4 ? sys.AF_INET : sys.AF_INET6;
+  const fds: number[] = [];
+  const n = Math.min(Math.max(0, Math.floor(count)), NS_SOCKETS_MAX);
+  for (let i = 0; i < n; i++) {
+    const fd = sys.socket(domain, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (fds.length > 0) break;
+      throw new sys.SysError(`socket (IPv${family}) in the namespace`, -fd);
+    }
+    fds.push(fd);
+  }
+  return { id, op: "sockets", fds };
 }
 
 /** The worker's entry point: called by the main module when {@linkcode isNsWorker}. */
@@ -175,11 +219,24 @@ export function nsWorkerMain(): void {
   };
   const post = (r: NsReply) => scope.postMessage(r);
   scope.onmessage = (e) => {
+    const req = e.data;
     try {
-      if (e.data.op === "setup") post(setup(e.data.setup));
-      else spawn(e.data.argv, post);
+      switch (req.op) {
+        case "setup":
+          post(setup(req.id, req.setup));
+          break;
+        case "spawn":
+          spawn(req.id, req.argv, post);
+          break;
+        case "sockets":
+          post(sockets(req.id, req.family, req.count));
+          break;
+        case "scanTcp":
+          post({ id: req.id, op: "scanTcp", scan: readTcpListening() });
+          break;
+      }
     } catch (err) {
-      post({ op: "error", message: err instanceof Error ? err.message : String(err) });
+      post({ id: req.id, op: "error", message: err instanceof Error ? err.message : String(err) });
     }
   };
 }
@@ -187,10 +244,15 @@ export function nsWorkerMain(): void {
 // ---------------------------------------------------------------------------
 // Main-thread side
 
+/** Distributes `Omit` over a union, so each request keeps its own fields. */
+type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
+
 /** The main thread's handle on the namespace worker. */
 export class NsWorker {
   readonly #worker: Worker;
-  #pending: ((r: NsReply) => void) | null = null;
+  readonly #pending = new Map<number, (r: NsReply) => void>();
+  #nextId = 1;
+  #terminated = false;
   #onExit: ((code: number, signal: string | null) => void) | null = null;
   #onError: ((message: string) => void) | null = null;
 
@@ -200,27 +262,36 @@ export class NsWorker {
     this.#worker.onmessage = (e: MessageEvent<NsReply>) => this.#receive(e.data);
     this.#worker.onerror = (e) => {
       e.preventDefault();
-      this.#receive({ op: "error", message: e.message });
+      this.#receive({ id: 0, op: "error", message: e.message });
     };
   }
 
   #receive(r: NsReply): void {
-    logDebug(`ns worker: ${r.op}`);
+    // Socket refills and scans come every second or so: trace, not debug.
+    if (r.op === "sockets" || r.op === "scanTcp") logTrace(`ns worker: ${r.op}`);
+    else logDebug(`ns worker: ${r.op}`);
     if (r.op === "exit") {
       this.#onExit?.(r.code, r.signal);
       return;
     }
-    const pending = this.#pending;
-    this.#pending = null;
-    if (pending) pending(r);
-    else if (r.op === "error") this.#onError?.(r.message);
+    const pending = this.#pending.get(r.id);
+    if (pending) {
+      this.#pending.delete(r.id);
+      pending(r);
+    } else if (r.op === "error") {
+      // The worker itself failed: every request waiting for it fails too.
+      for (const [id, resolve] of this.#pending) resolve({ id, op: "error", message: r.message });
+      this.#pending.clear();
+      this.#onError?.(r.message);
+    }
   }
 
-  #request(req: NsRequest): Promise<NsReply> {
-    if (this.#pending) throw new Error("namespace worker busy");
+  #request(req: WithoutId<NsRequest>): Promise<NsReply> {
+    if (this.#terminated) return Promise.reject(new Error("namespace worker terminated"));
+    const id = this.#nextId++;
     return new Promise((resolve) => {
-      this.#pending = resolve;
-      this.#worker.postMessage(req);
+      this.#pending.set(id, resolve);
+      this.#worker.postMessage({ ...req, id } as NsRequest);
     });
   }
 
@@ -247,9 +318,38 @@ export class NsWorker {
     return r.pid;
   }
 
-  /** Ends the worker thread (the namespace goes when nothing else holds it). */
+  /**
+   * Creates `count` (at most {@linkcode NS_SOCKETS_MAX}) non-blocking,
+   * close-on-exec TCP sockets of `family` in the namespace; resolves with
+   * their fds — fewer if the worker ran out of descriptors — or throws if
+   * none could be made. The caller owns and closes them.
+   */
+  async sockets(family: 4 | 6, count: number): Promise<number[]> {
+    const r = await this.#request({ op: "sockets", family, count });
+    if (r.op === "error") throw new Error(r.message);
+    if (r.op !== "sockets") throw new Error(`namespace worker: unexpected ${r.op}`);
+    return [...r.fds];
+  }
+
+  /** The namespace's listening TCP sockets, per family. */
+  async scanTcp(): Promise<TcpListenScan> {
+    const r = await this.#request({ op: "scanTcp" });
+    if (r.op === "error") throw new Error(r.message);
+    if (r.op !== "scanTcp") throw new Error(`namespace worker: unexpected ${r.op}`);
+    return r.scan;
+  }
+
+  /**
+   * Ends the worker thread (the namespace goes when nothing else holds it).
+   * Requests still waiting fail.
+   */
   terminate(): void {
+    this.#terminated = true;
     this.#worker.terminate();
+    for (const [id, resolve] of this.#pending) {
+      resolve({ id, op: "error", message: "namespace worker terminated" });
+    }
+    this.#pending.clear();
   }
 }
 

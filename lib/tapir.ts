@@ -17,6 +17,7 @@ import { GuestHeaders } from "./l4/ip.ts";
 import { Ping } from "./l4/icmp.ts";
 import { Tcp } from "./l4/tcp.ts";
 import { TcpListeners } from "./l4/tcp_listen.ts";
+import { TcpSplice } from "./l4/tcp_splice.ts";
 import { Udp } from "./l4/udp.ts";
 import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
@@ -64,6 +65,8 @@ export class Tapir {
   readonly tcp: Tcp;
   /** `-t` listeners. */
   readonly tcpListeners: TcpListeners;
+  /** Spliced TCP (namespace mode: loopback to loopback, never through the tap). */
+  readonly splice: TcpSplice;
   /** UDP translation and `-u` listeners. */
   readonly udp: Udp;
   /** Services. */
@@ -79,6 +82,7 @@ export class Tapir {
   readonly #backend: TapBackend;
   readonly #rx: FrameBatch;
   readonly #ctx: ServiceContext;
+  readonly #counterSources: [string, () => object][] = [];
   /** Set when the backend reports the guest gone. */
   backendError = 0;
 
@@ -94,6 +98,7 @@ export class Tapir {
     this.ping = new Ping(this.loop, this.flows, net, hdrs, this.tap);
     this.tcp = new Tcp(this.loop, this.flows, net, hdrs, this.tap);
     this.tcpListeners = new TcpListeners(this.loop, net, this.tcp);
+    this.splice = new TcpSplice(this.loop, this.flows);
     this.udp = new Udp(this.loop, this.flows, net, hdrs, this.tap);
     const s = net.services;
     this.arp = new ArpService();
@@ -158,6 +163,11 @@ export class Tapir {
     for (let i = 0; i < n; i++) this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i]);
   }
 
+  /** Adds a line `name: {...}` to {@linkcode counters} (for parts a mode adds). */
+  addCounters(name: string, read: () => object): void {
+    this.#counterSources.push([name, read]);
+  }
+
   /** All counters as one line per module, for logs (`SIGUSR1` at info, exit at debug). */
   counters(): string {
     const drops: string[] = [];
@@ -179,6 +189,8 @@ export class Tapir {
       line("ping", this.ping.stats),
       line("tcp", this.tcp.stats),
       line("tcp-listen", this.tcpListeners.stats),
+      line("tcp-splice", { ...this.splice.stats, pipes: this.splice.pipes.stats }),
+      ...this.#counterSources.map(([name, read]) => line(name, read())),
       line("udp", this.udp.stats),
       line("arp", this.arp.stats),
       line("ndp", this.ndp.stats),

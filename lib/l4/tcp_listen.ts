@@ -13,12 +13,24 @@
  * `Tcp.inbound`): side 0 is the host client → our listener; side 1 is the
  * guest's address and target port, seen from the client's address — except
  * that a client on host loopback appears to come from the gateway address,
- * since the guest has no route to the host's loopback.
+ * since the guest has no route to the host's loopback. So does a client
+ * using the guest's own address (the guest copies the host's address by
+ * default): the guest's kernel would drop a segment "from itself".
+ *
+ * A loopback client can instead be handed to a hook
+ * ({@linkcode TcpListeners.setLoopbackHook}): in namespace mode it is
+ * spliced to the namespace's own loopback (`tcp_splice.ts`), as pasta does.
+ * If the hook declines, the connection takes the tap path as above.
+ *
+ * `-t auto` opens and closes listeners one port at a time at run time
+ * ({@linkcode TcpListeners.listenAuto}, {@linkcode TcpListeners.closePort});
+ * slots of closed listeners are reused, and a late event for a closed
+ * listener finds an empty slot and is ignored.
  *
  * @module
  */
 
-import { formatIp, isIp6Loopback } from "../addr.ts";
+import { formatIp, ipEqual, isIp6Loopback } from "../addr.ts";
 import { FlowSide, Pif } from "../flow/table.ts";
 import { type PortFwd, portFwdRules } from "../fwd.ts";
 import { logDebug, logWarn } from "../log.ts";
@@ -37,6 +49,31 @@ interface Listener {
   readonly target: number;
 }
 
+/** An accepted connection offered to the loopback hook. */
+export interface AcceptedConn {
+  /** The accepted socket (non-blocking). Whoever takes the connection owns it. */
+  readonly fd: number;
+  /** IPv6 (else IPv4). */
+  readonly v6: boolean;
+  /** The client's address (4 or 16 bytes). */
+  readonly clientAddr: Uint8Array;
+  /** The client's port. */
+  readonly clientPort: number;
+  /** The address the client connected to (4 or 16 bytes). */
+  readonly localAddr: Uint8Array;
+  /** The port the client connected to. */
+  readonly port: number;
+  /** The guest port the connection is forwarded to. */
+  readonly target: number;
+}
+
+/**
+ * Takes a connection from a client on host loopback instead of the tap path.
+ * Returns true if it took it (and owns `conn.fd`), false to leave it to the
+ * tap path.
+ */
+export type LoopbackHook = (conn: AcceptedConn) => boolean;
+
 /** Counters of the listeners. */
 export interface TcpListenStats {
   /** Listening sockets open. */
@@ -45,6 +82,8 @@ export interface TcpListenStats {
   accepted: number;
   /** Accepted connections dropped (family off, no flow). */
   refused: number;
+  /** Loopback connections taken by the loopback hook (spliced). */
+  hooked: number;
 }
 
 const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -52,11 +91,14 @@ const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
 /** The host-side listeners of `-t`; see the module comment. */
 export class TcpListeners {
   /** Counters. */
-  readonly stats: TcpListenStats = { listening: 0, accepted: 0, refused: 0 };
+  readonly stats: TcpListenStats = { listening: 0, accepted: 0, refused: 0, hooked: 0 };
   readonly #loop: Loop;
   readonly #net: GuestNet;
   readonly #tcp: Tcp;
-  readonly #listeners: Listener[] = [];
+  /** Indexed by epoll tag; null: a closed listener's slot, reused by the next. */
+  readonly #listeners: (Listener | null)[] = [];
+  readonly #freeSlots: number[] = [];
+  #loopbackHook: LoopbackHook | null = null;
   readonly #fdType: number;
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
   readonly #saLen = new Uint32Array(1);
@@ -69,6 +111,11 @@ export class TcpListeners {
     this.#net = net;
     this.#tcp = tcp;
     this.#fdType = loop.defineType("tcp-listen", (index) => this.#accept(index));
+  }
+
+  /** Offers connections from host loopback clients to `hook` first (see the module comment). */
+  setLoopbackHook(hook: LoopbackHook | null): void {
+    this.#loopbackHook = hook;
   }
 
   /** Opens listening sockets for every port `fwd` forwards. */
@@ -101,13 +148,16 @@ export class TcpListeners {
     port: number,
     target: number,
     explicit: boolean,
-  ): void {
+  ): boolean {
     const v6 = family === 6;
     const fd = sys.socket(
       v6 ? sys.AF_INET6 : sys.AF_INET,
       sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
     );
-    if (fd < 0) return this.#failed(fd, family, port, explicit);
+    if (fd < 0) {
+      this.#failed(fd, family, port, explicit);
+      return false;
+    }
     sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_REUSEADDR, 1);
     if (v6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
     if (ifname !== null) {
@@ -115,22 +165,27 @@ export class TcpListeners {
       const rc = sys.setsockopt(fd, sys.SOL_SOCKET, sys.SO_BINDTODEVICE, name);
       if (rc < 0) {
         sys.close(fd);
-        return this.#failed(rc, family, port, explicit);
+        this.#failed(rc, family, port, explicit);
+        return false;
       }
     }
     const any = new Uint8Array(v6 ? 16 : 4);
     const len = v6
       ? sys.sockaddrIn6(this.#sa, addr ?? any, port)
       : sys.sockaddrIn4(this.#sa, addr ?? any, port);
+    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#listeners.length;
     let rc = sys.bind(fd, this.#sa, len);
     if (rc === 0) rc = sys.listen(fd, 128);
-    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, this.#listeners.length);
+    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, slot);
     if (rc < 0) {
+      if (slot < this.#listeners.length) this.#freeSlots.push(slot);
       sys.close(fd);
-      return this.#failed(rc, family, port, explicit);
+      this.#failed(rc, family, port, explicit);
+      return false;
     }
-    this.#listeners.push({ fd, v6, port, target });
+    this.#listeners[slot] = { fd, v6, port, target };
     this.stats.listening++;
+    return true;
   }
 
   #failed(rc: number, family: 4 | 6, port: number, explicit: boolean): void {
@@ -139,9 +194,45 @@ export class TcpListeners {
     else logDebug(msg);
   }
 
+  /**
+   * Listens on host `port` of both families (wildcard address), forwarding
+   * to the same guest port, as `-t auto` does for a port found in the
+   * namespace. Failures are debug lines. Returns the number of sockets opened.
+   */
+  listenAuto(port: number): number {
+    let opened = 0;
+    for (const family of [4, 6] as const) {
+      if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
+      if (this.#listen(family, null, null, port, port, false)) opened++;
+    }
+    return opened;
+  }
+
+  /** Closes every listening socket on host `port`. */
+  closePort(port: number): void {
+    const ls = this.#listeners;
+    for (let i = 0; i < ls.length; i++) {
+      const l = ls[i];
+      if (l === null || l.port !== port) continue;
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+      ls[i] = null;
+      this.#freeSlots.push(i);
+      this.stats.listening--;
+    }
+  }
+
+  /** The host ports with an open listening socket. */
+  ports(): Set<number> {
+    const out = new Set<number>();
+    for (const l of this.#listeners) if (l !== null) out.add(l.port);
+    return out;
+  }
+
   /** Accepts every pending connection on listener `index` and opens each toward the guest. */
   #accept(index: number): void {
     const l = this.#listeners[index];
+    if (!l) return; // closed earlier in this turn
     for (;;) {
       this.#saLen[0] = this.#sa.length;
       const fd = sys.accept4(l.fd, sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, this.#sa, this.#saLen);
@@ -158,6 +249,24 @@ export class TcpListeners {
       sys.close(fd);
       return false;
     }
+    const hook = this.#loopbackHook;
+    if (
+      hook !== null && (client.family === 4 ? client.addr[0] === 127 : isIp6Loopback(client.addr))
+    ) {
+      const conn: AcceptedConn = {
+        fd,
+        v6: l.v6,
+        clientAddr: client.addr,
+        clientPort: client.port,
+        localAddr: this.#local(fd, l.v6 ? 16 : 4),
+        port: l.port,
+        target: l.target,
+      };
+      if (hook(conn)) {
+        this.stats.hooked++;
+        return true;
+      }
+    }
     if (l.v6) {
       const n6 = net.ip6;
       if (n6 === null) {
@@ -165,8 +274,8 @@ export class TcpListeners {
         return false;
       }
       this.#ini.set6(Pif.HOST, client.addr, 0, client.port, this.#local(fd, 16), 0, l.port);
-      const loop = isIp6Loopback(client.addr);
-      const from = loop ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
+      const local = isIp6Loopback(client.addr) || ipEqual(client.addr, n6.addr);
+      const from = local ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
       this.#tgt.set6(Pif.TAP, n6.addr, 0, l.target, from, 0, client.port);
     } else {
       const n4 = net.ip4;
@@ -176,7 +285,8 @@ export class TcpListeners {
       }
       const src = ip4ToU32(client.addr);
       this.#ini.set4(Pif.HOST, src, client.port, ip4ToU32(this.#local(fd, 4)), l.port);
-      const from = src >>> 24 === 127 ? (net.mapLo4[0] ?? n4.gateway) : src;
+      const local = src >>> 24 === 127 || src === n4.addr;
+      const from = local ? (net.mapLo4[0] ?? n4.gateway) : src;
       this.#tgt.set4(Pif.TAP, n4.addr, l.target, from, client.port);
     }
     logDebug(
@@ -198,10 +308,12 @@ export class TcpListeners {
   /** Closes every listening socket. */
   close(): void {
     for (const l of this.#listeners) {
+      if (l === null) continue;
       this.#loop.remove(l.fd);
       sys.close(l.fd);
     }
     this.#listeners.length = 0;
+    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

@@ -29,6 +29,7 @@ import {
 } from "../ns.ts";
 import { pcapClose, pcapOpen } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
+import { TcpNsForward } from "../l4/tcp_ns.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
@@ -116,6 +117,7 @@ export async function runNs(
 
   const worker = new NsWorker(mainUrl);
   let tapir: Tapir | null = null;
+  let nsFwd: TcpNsForward | null = null;
   let tapFd = -1;
   try {
     let dev;
@@ -138,6 +140,17 @@ export async function runNs(
     tapir.start();
     tapir.tcpListeners.bind(conf.tcp);
     tapir.udp.listen(conf.udp);
+    // Spliced -t (loopback clients), -T and auto: before the command starts,
+    // so its -T ports are there from the first moment.
+    nsFwd = new TcpNsForward(tapir.loop, tapir.splice, tapir.tcpListeners, worker, {
+      tcp: conf.tcp,
+      tcpNs: conf.tcpNs,
+      ipv4: net.ip4 !== null,
+      ipv6: net.ip6 !== null,
+    });
+    const fwd = nsFwd;
+    tapir.addCounters("tcp-ns", () => ({ ...fwd.stats, pool: fwd.pool.stats }));
+    await nsFwd.start();
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
 
@@ -153,7 +166,9 @@ export async function runNs(
           const reason = `command exited with status ${code}`;
           const deadline = performance.now() + DRAIN_MS;
           const drain = () => {
-            if (tapir!.flows.countType(FlowType.TCP) === 0 || performance.now() > deadline) {
+            const flows = tapir!.flows;
+            const open = flows.countType(FlowType.TCP) + flows.countType(FlowType.TCP_SPLICE);
+            if (open === 0 || performance.now() > deadline) {
               loop.stop(reason);
             } else loop.after(10, drain);
           };
@@ -180,7 +195,9 @@ export async function runNs(
   } finally {
     pcapClose();
     worker.terminate();
+    nsFwd?.close();
     tapir?.tcpListeners.close();
+    tapir?.splice.close();
     tapir?.udp.close();
     tapir?.loop.close();
     if (tapFd >= 0) sys.close(tapFd);

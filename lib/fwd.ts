@@ -178,16 +178,24 @@ function clashPort(a: PortRule, b: PortRule): number {
  * that the caller prefixes with the option name.
  */
 export function portFwdAdd(prev: PortFwd | null, spec: string): PortFwd | string {
-  if (KEYWORDS.has(spec)) {
+  if (spec === "none" || spec === "all") {
     if (prev !== null) return `'${spec}' cannot be combined with other port specs`;
-    return makeFwd(spec as PortFwdMode, [], []);
+    return makeFwd(spec, [], []);
   }
-  if (prev !== null && isKeyword(prev)) {
+  if (prev !== null && isKeyword(prev) && prev.mode !== "auto") {
     return `'${prev.mode}' cannot be combined with other port specs`;
   }
+  // `auto` takes exclusions (`auto,~22`, or `-t auto -t ~22` in either
+  // order), never explicit ports: those would be forwarded whatever the scan
+  // finds, which is a different spec.
+  let auto = prev?.mode === "auto";
   const rules: PortRule[] = prev === null ? [] : [...prev.rules];
   const excluded: PortRange[] = prev === null ? [] : [...prev.excluded];
   for (const text of spec.split(",")) {
+    if (text === "auto") {
+      auto = true;
+      continue;
+    }
     if (KEYWORDS.has(text)) return `'${text}' cannot be combined with other items`;
     const item = parseItem(text);
     if (typeof item === "string") return spec.includes(",") ? `${item} in '${spec}'` : item;
@@ -200,6 +208,12 @@ export function portFwdAdd(prev: PortFwd | null, spec: string): PortFwd | string
       if (port >= 0) return `port ${port} is forwarded twice`;
     }
     rules.push(item.rule);
+  }
+  if (auto) {
+    if (rules.length > 0) {
+      return "'auto' cannot be combined with forwarded ports, only with ~exclusions";
+    }
+    return makeFwd("auto", [], excluded);
   }
   return makeFwd(rules.length > 0 ? "ports" : "all", rules, excluded);
 }

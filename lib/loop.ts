@@ -23,8 +23,9 @@
  * - **Idle**: one nonblocking `epoll_wait` with the time to the next timer as
  *   its timeout (~25 µs of overhead, paid only when there is nothing to do).
  *   While it is pending the JavaScript thread is free, so a child's exit
- *   status or a signal listener runs as usual. {@linkcode Loop.stop} writes
- *   to an eventfd in the same epoll set to cut such a wait short.
+ *   status or a signal listener runs as usual. {@linkcode Loop.stop} and
+ *   {@linkcode Loop.post} write to an eventfd in the same epoll set to cut
+ *   such a wait short.
  *
  * Timers are kept in a binary min-heap ordered by deadline, ties broken by
  * arming order. A {@linkcode Timer} is an object its owner keeps (e.g. one
@@ -275,6 +276,23 @@ export class Loop {
     this.#deferred.push(fn);
   }
 
+  /**
+   * Runs `fn` in the loop's next turn, from anywhere — typically a promise
+   * callback (a Worker's reply) that runs between turns, while the loop may
+   * be waiting idle: the wake-up eventfd cuts that wait short.
+   */
+  post(fn: () => void): void {
+    this.#deferred.push(fn);
+    this.#wake();
+  }
+
+  #wake(): void {
+    const one = this.#wakeBuf;
+    one.fill(0);
+    one[0] = 1;
+    sys.write(this.#wakeFd, one, 8);
+  }
+
   /** Runs `hook` when the loop stops, for flushing what the user asked to keep. Newest first. */
   onStop(hook: () => void): void {
     this.#stopHooks.push(hook);
@@ -285,10 +303,7 @@ export class Loop {
     if (this.#stopRequested) return;
     this.#stopRequested = true;
     this.stopReason = reason;
-    const one = this.#wakeBuf;
-    one.fill(0);
-    one[0] = 1;
-    sys.write(this.#wakeFd, one, 8);
+    this.#wake();
   }
 
   /** Stops the loop on SIGINT and SIGTERM (listeners are removed when it ends). */

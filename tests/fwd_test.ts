@@ -219,10 +219,24 @@ Deno.test("a port forwarded twice is refused, within a spec and across repeats",
 Deno.test("keywords stand alone", () => {
   equal(refused("all,80"), "'all' cannot be combined with other items");
   equal(refused("80,none"), "'none' cannot be combined with other items");
-  equal(refused("~25,auto"), "'auto' cannot be combined with other items");
+  equal(
+    refused("22,auto"),
+    "'auto' cannot be combined with forwarded ports, only with ~exclusions",
+  );
   equal(refused("all", "80"), "'all' cannot be combined with other port specs");
   equal(refused("80", "all"), "'all' cannot be combined with other port specs");
   equal(refused("~25", "all"), "'all' cannot be combined with other port specs");
   equal(refused("none", "none"), "'none' cannot be combined with other port specs");
-  equal(refused("auto", "~25"), "'auto' cannot be combined with other port specs");
+  equal(
+    refused("auto", "80"),
+    "'auto' cannot be combined with forwarded ports, only with ~exclusions",
+  );
+});
+
+Deno.test("'auto' takes exclusions, in one spec or repeated, in either order", () => {
+  for (const specs of [["auto,~22"], ["~22,auto"], ["auto", "~22"], ["~22", "auto"]]) {
+    const f = fwd(...specs);
+    equal(f.mode, "auto", specs.join(" "));
+    deepStrictEqual(f.excluded, [{ first: 22, last: 22 }], specs.join(" "));
+  }
 });

@@ -191,3 +191,24 @@ Deno.test("SIGTERM stops the loop and runs the flush hooks before the process ex
   equal(await Deno.readTextFile(out), "flushed after SIGTERM\n");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("post() from a promise callback wakes an idle loop and runs in its next turn", () =>
+  withLoop(async (loop) => {
+    const order: string[] = [];
+    loop.onTurn(() => order.push("turn"));
+    // Nothing else would wake the loop for an hour.
+    const hour = loop.after(3_600_000, () => order.push("timer"));
+    setTimeout(() =>
+      loop.post(() => {
+        order.push("posted");
+        loop.stop();
+      }), 20);
+    const t0 = performance.now();
+    await loop.run();
+    ok(performance.now() - t0 < 1000, "woken at once");
+    const at = order.indexOf("posted");
+    ok(at > 0, `posted work ran: ${order}`);
+    equal(order[at - 1], "turn", "inside a turn: right after that turn's hooks");
+    ok(!order.includes("timer"));
+    loop.disarm(hour);
+  }));

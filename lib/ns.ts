@@ -103,7 +103,14 @@ export type NsRequest =
   | { readonly id: number; readonly op: "setup"; readonly setup: NsSetup }
   | { readonly id: number; readonly op: "spawn"; readonly argv: readonly string[] }
   /** Create `count` non-blocking TCP sockets of `family` in the namespace. */
-  | { readonly id: number; readonly op: "sockets"; readonly family: 4 | 6; readonly count: number }
+  | {
+    readonly id: number;
+    readonly op: "sockets";
+    readonly family: 4 | 6;
+    readonly count: number;
+    /** Datagram sockets instead of stream ones. */
+    readonly udp?: boolean;
+  }
   /** Read the namespace's listening TCP sockets. */
   | { readonly id: number; readonly op: "scanTcp" };
 
@@ -193,15 +200,17 @@ function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void):
 }
 
 /**
- * Creates up to `count` TCP sockets in this thread's namespace. Stops early
- * when one fails (out of descriptors): the ones made are still useful.
+ * Creates up to `count` TCP (or UDP) sockets in this thread's namespace.
+ * Stops early when one fails (out of descriptors): the ones made are still
+ * useful.
  */
-function sockets(id: number, family: 4 | 6, count: number): NsReply {
+function sockets(id: number, family: 4 | 6, count: number, udp = false): NsReply {
   const domain = family === 4 ? sys.AF_INET : sys.AF_INET6;
+  const type = udp ? sys.SOCK_DGRAM : sys.SOCK_STREAM;
   const fds: number[] = [];
   const n = Math.min(Math.max(0, Math.floor(count)), NS_SOCKETS_MAX);
   for (let i = 0; i < n; i++) {
-    const fd = sys.socket(domain, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
+    const fd = sys.socket(domain, type | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
     if (fd < 0) {
       if (fds.length > 0) break;
       throw new sys.SysError(`socket (IPv${family}) in the namespace`, -fd);
@@ -229,7 +238,7 @@ export function nsWorkerMain(): void {
           spawn(req.id, req.argv, post);
           break;
         case "sockets":
-          post(sockets(req.id, req.family, req.count));
+          post(sockets(req.id, req.family, req.count, req.udp));
           break;
         case "scanTcp":
           post({ id: req.id, op: "scanTcp", scan: readTcpListening() });
@@ -320,12 +329,12 @@ export class NsWorker {
 
   /**
    * Creates `count` (at most {@linkcode NS_SOCKETS_MAX}) non-blocking,
-   * close-on-exec TCP sockets of `family` in the namespace; resolves with
-   * their fds — fewer if the worker ran out of descriptors — or throws if
-   * none could be made. The caller owns and closes them.
+   * close-on-exec TCP (`udp`: UDP) sockets of `family` in the namespace;
+   * resolves with their fds — fewer if the worker ran out of descriptors — or
+   * throws if none could be made. The caller owns and closes them.
    */
-  async sockets(family: 4 | 6, count: number): Promise<number[]> {
-    const r = await this.#request({ op: "sockets", family, count });
+  async sockets(family: 4 | 6, count: number, udp = false): Promise<number[]> {
+    const r = await this.#request({ op: "sockets", family, count, udp });
     if (r.op === "error") throw new Error(r.message);
     if (r.op !== "sockets") throw new Error(`namespace worker: unexpected ${r.op}`);
     return [...r.fds];

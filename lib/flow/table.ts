@@ -96,7 +96,15 @@ export type Pif = (typeof Pif)[keyof typeof Pif];
 export const PIF_NAMES: Record<Pif, string> = { 0: "NONE", 1: "TAP", 2: "HOST", 3: "SPLICE" };
 
 /** Kinds of flow. The type fixes the IP protocol ({@linkcode FLOW_TYPE_PROTO}). */
-export const FlowType = { NONE: 0, TCP: 1, TCP_SPLICE: 2, PING4: 3, PING6: 4, UDP: 5 } as const;
+export const FlowType = {
+  NONE: 0,
+  TCP: 1,
+  TCP_SPLICE: 2,
+  PING4: 3,
+  PING6: 4,
+  UDP: 5,
+  UDP_SPLICE: 6,
+} as const;
 /** One of the {@linkcode FlowType} values. */
 export type FlowType = (typeof FlowType)[keyof typeof FlowType];
 /** Type names for logs and counters. */
@@ -107,10 +115,11 @@ export const FLOW_TYPE_NAMES: Record<FlowType, string> = {
   3: "PING4",
   4: "PING6",
   5: "UDP",
+  6: "UDP_SPLICE",
 };
 /** IP protocol number of each flow type (0 for NONE), indexed by type. */
-export const FLOW_TYPE_PROTO: Readonly<Uint8Array> = new Uint8Array([0, 6, 6, 1, 58, 17]);
-const TYPE_COUNT = 6;
+export const FLOW_TYPE_PROTO: Readonly<Uint8Array> = new Uint8Array([0, 6, 6, 1, 58, 17, 17]);
+const TYPE_COUNT = 7;
 
 /** Default capacity: flows tracked at once. */
 export const FLOW_DEFAULT_CAPACITY = 131072;

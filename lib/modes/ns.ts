@@ -30,6 +30,7 @@ import {
 import { pcapClose, pcapOpen } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
+import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
@@ -118,6 +119,7 @@ export async function runNs(
   const worker = new NsWorker(mainUrl);
   let tapir: Tapir | null = null;
   let nsFwd: TcpNsForward | null = null;
+  let udpNs: UdpSplice | null = null;
   let tapFd = -1;
   try {
     let dev;
@@ -151,6 +153,10 @@ export async function runNs(
     const fwd = nsFwd;
     tapir.addCounters("tcp-ns", () => ({ ...fwd.stats, pool: fwd.pool.stats }));
     await nsFwd.start();
+    udpNs = new UdpSplice(tapir.loop, tapir.flows, net);
+    const udpSplice = udpNs;
+    tapir.addCounters("udp-splice", () => udpSplice.stats);
+    await udpNs.listen(conf.udpNs, worker);
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
 
@@ -196,6 +202,7 @@ export async function runNs(
     pcapClose();
     worker.terminate();
     nsFwd?.close();
+    udpNs?.close();
     tapir?.tcpListeners.close();
     tapir?.splice.close();
     tapir?.udp.close();

@@ -178,3 +178,33 @@ Deno.test("iperf3 -u -b 1G runs 10 s; the loss is reported", () =>
       await stopAll(procs);
     }
   }));
+
+Deno.test("-U forwards datagrams from the namespace's loopback to host loopback, replies back", () =>
+  withHostNs(async (host) => {
+    const servers = [
+      await pyServer(host, "udp_echo.py", "127.0.0.1", "9800"),
+      await pyServer(host, "udp_echo.py", "::1", "9800"),
+    ];
+    try {
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q", "-U", "9800"],
+        `python3 -c "
+import socket
+for fam, addr in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
+  s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(2)
+  for size in (1, 1000, 60000):
+    msg = bytes(range(256)) * (size // 256) + b'x' * (size % 256)
+    s.sendto(msg, (addr, 9800))
+    data, peer = s.recvfrom(65535)
+    assert data == msg and peer[1] == 9800, (len(data), peer)
+  print('ok', fam)
+"`,
+      );
+      equal(r.code, 0, explain(r));
+      match(r.stdout, /^ok 2$/m);
+      match(r.stdout, /^ok 10$/m);
+    } finally {
+      await stopServers(servers);
+    }
+  }));

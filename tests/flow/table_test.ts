@@ -54,7 +54,7 @@ Deno.test("a flow walks FREE → NEW → INI → TGT → TYPED → ACTIVE and th
   equal(table.state(i), FlowState.ACTIVE);
   deepEqual(table.stats(), {
     byState: { NEW: 0, INI: 0, TGT: 0, TYPED: 0, ACTIVE: 1 },
-    byType: { TCP: 1, TCP_SPLICE: 0, PING4: 0, PING6: 0, UDP: 0 },
+    byType: { TCP: 1, TCP_SPLICE: 0, PING4: 0, PING6: 0, UDP: 0, UDP_SPLICE: 0 },
     allocFailures: 0,
     live: 1,
   });

@@ -1,0 +1,285 @@
+/**
+ * UDP from the namespace's loopback to the host's loopback (`-U`), never
+ * through the tap.
+ *
+ * # Theory of operation
+ *
+ * For each forwarded port, a UDP socket bound to the namespace's loopback
+ * (127.0.0.1 and ::1, or the address the spec names). A socket's network
+ * namespace is fixed when it is created, so these come from the namespace
+ * worker (`NsWorker.sockets`); binding and all I/O then happen here, on the
+ * main thread.
+ *
+ * A datagram from a namespace client (address, port) to such a socket opens
+ * a flow of type UDP_SPLICE: side 0 is the client → our namespace socket,
+ * side 1 a host socket `connect`ed to host loopback at the target port. The
+ * datagram goes out on the host socket; what comes back on it is sent from
+ * the namespace socket to the client. The flow idles out like any UDP flow.
+ *
+ * Datagrams are read in batches (`recvmmsg`) into a preallocated pool and
+ * written with one `sendmsg` each; nothing is copied in between.
+ *
+ * @module
+ */
+
+import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
+import { LOOPBACK4, LOOPBACK6, type PortFwd } from "../fwd.ts";
+import { logDebug, logWarn } from "../log.ts";
+import type { Loop } from "../loop.ts";
+import { type GuestNet, ip4ToU32 } from "../net.ts";
+import { IpProto } from "../packet/wire.ts";
+import * as sys from "../sys/mod.ts";
+import { forEachListenPort } from "./listen.ts";
+import { MAX_DGRAMS_PER_READ } from "./udp.ts";
+
+/** What makes sockets inside the namespace (the worker). */
+export interface UdpNsSocketSource {
+  /** `count` non-blocking sockets of `family`; `udp` for datagram sockets. */
+  sockets(family: 4 | 6, count: number, udp: boolean): Promise<number[]>;
+}
+
+/** Per-flow data of UDP_SPLICE flows. */
+interface SpliceFlow {
+  /** Host socket, connected to host loopback at the target port. */
+  readonly hostFd: number;
+  /** The namespace socket the client sent to. */
+  readonly nsFd: number;
+  /** The client's socket address (in the namespace) and its length. */
+  readonly peer: Uint8Array;
+  lastMs: number;
+}
+
+interface NsSocket {
+  readonly fd: number;
+  readonly v6: boolean;
+  readonly port: number;
+  readonly target: number;
+}
+
+/** Counters of the UDP splice path. */
+export interface UdpSpliceStats {
+  /** Flows opened. */
+  flows: number;
+  /** Datagrams namespace → host. */
+  toHost: number;
+  /** Datagrams host → namespace. */
+  toNs: number;
+  /** Datagrams dropped (no flow, send failed). */
+  dropped: number;
+  /** Flows that idled out. */
+  expired: number;
+  /** Namespace sockets bound. */
+  listening: number;
+}
+
+/** Largest UDP payload. */
+const MAX_DATAGRAM = 65535;
+const LOOP4_BYTES = new Uint8Array([127, 0, 0, 1]);
+const LOOP6 = LOOPBACK6 as Uint8Array;
+
+/** The `-U` forwarder; see the module comment. */
+export class UdpSplice {
+  /** Counters. */
+  readonly stats: UdpSpliceStats = {
+    flows: 0,
+    toHost: 0,
+    toNs: 0,
+    dropped: 0,
+    expired: 0,
+    listening: 0,
+  };
+  readonly #loop: Loop;
+  readonly #flows: FlowTable;
+  readonly #net: GuestNet;
+  readonly #nsType: number;
+  readonly #hostType: number;
+  readonly #sockets: NsSocket[] = [];
+  readonly #pool = new Uint8Array(MAX_DGRAMS_PER_READ * MAX_DATAGRAM);
+  readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
+  readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
+  readonly #iov = new sys.IovecArray(MAX_DGRAMS_PER_READ);
+  readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
+  readonly #key = new FlowSide();
+  readonly #tgt = new FlowSide();
+
+  /** Registers with the reactor and the flow table. */
+  constructor(loop: Loop, flows: FlowTable, net: GuestNet) {
+    this.#loop = loop;
+    this.#flows = flows;
+    this.#net = net;
+    this.#nsType = loop.defineType("udp-ns", (index) => this.#nsReady(index));
+    this.#hostType = loop.defineType("udp-splice", (index) => this.#hostReady(index));
+    flows.setHandlers(FlowType.UDP_SPLICE, { timer: (index, now) => this.#timer(index, now) });
+    for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) {
+      this.#iov.set(k, this.#pool, k * MAX_DATAGRAM, MAX_DATAGRAM);
+      this.#mmsg.setIov(k, this.#iov, 1, k);
+      this.#mmsg.setControl(k, null);
+    }
+  }
+
+  /** Binds a namespace socket for every port `fwd` forwards (`-U`). */
+  async listen(fwd: PortFwd, source: UdpNsSocketSource): Promise<void> {
+    const wanted: [4 | 6, Uint8Array | null, number, number, boolean][] = [];
+    forEachListenPort(fwd, this.#net, (family, addr, _ifname, port, target, explicit) => {
+      wanted.push([family, addr, port, target, explicit]);
+    });
+    for (const family of [4, 6] as const) {
+      const mine = wanted.filter((w) => w[0] === family);
+      if (mine.length === 0) continue;
+      let fds: number[];
+      try {
+        fds = await source.sockets(family, mine.length, true);
+      } catch (err) {
+        logWarn(`-U: no IPv${family} sockets in the namespace: ${(err as Error).message}`);
+        continue;
+      }
+      mine.forEach(([, addr, port, target, explicit], i) => {
+        const fd = fds[i];
+        if (fd === undefined) return;
+        const bindAddr = addr ?? (family === 4 ? LOOP4_BYTES : LOOP6);
+        const len = family === 4
+          ? sys.sockaddrIn4(this.#sa, bindAddr, port)
+          : sys.sockaddrIn6(this.#sa, bindAddr, port);
+        if (family === 6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
+        let rc = sys.bind(fd, this.#sa, len);
+        if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, this.#sockets.length);
+        if (rc < 0) {
+          sys.close(fd);
+          const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
+            sys.errnoName(-rc)
+          }`;
+          if (explicit) logWarn(msg);
+          else logDebug(msg);
+          return;
+        }
+        this.#sockets.push({ fd, v6: family === 6, port, target });
+        this.stats.listening++;
+      });
+      for (const fd of fds.slice(mine.length)) sys.close(fd);
+    }
+  }
+
+  /** Datagrams from namespace clients: to the host, each through its flow. */
+  #nsReady(index: number): void {
+    const s = this.#sockets[index];
+    const mm = this.#mmsg;
+    for (;;) {
+      for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) {
+        mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
+      }
+      const n = sys.recvmmsg(s.fd, mm, MAX_DGRAMS_PER_READ, sys.MSG_DONTWAIT);
+      if (n <= 0) return;
+      for (let k = 0; k < n; k++) {
+        const f = this.#flowFor(s, k);
+        if (f === null) {
+          this.stats.dropped++;
+          continue;
+        }
+        f.lastMs = performance.now();
+        const rc = sys.sendAt(
+          f.hostFd,
+          this.#pool,
+          k * MAX_DATAGRAM,
+          mm.msgLen(k),
+          sys.MSG_DONTWAIT,
+        );
+        if (rc < 0) this.stats.dropped++;
+        else this.stats.toHost++;
+      }
+      if (n < MAX_DGRAMS_PER_READ) return;
+    }
+  }
+
+  /** The flow for datagram `k` of the last batch on namespace socket `s`: found or opened. */
+  #flowFor(s: NsSocket, k: number): SpliceFlow | null {
+    const nameLen = this.#mmsg.nameLen(k);
+    const name = this.#names.subarray(k * 128, k * 128 + 128);
+    const client = sys.sockaddrDecode(name, nameLen);
+    if (client === null || client.family === "unix") return null;
+    const key = this.#key;
+    const tgt = this.#tgt;
+    if (s.v6) {
+      key.set6(Pif.SPLICE, client.addr, 0, client.port, LOOP6, 0, s.port);
+      tgt.set6(Pif.HOST, LOOP6, 0, s.target, LOOP6, 0, 0);
+    } else {
+      key.set4(Pif.SPLICE, ip4ToU32(client.addr), client.port, LOOPBACK4, s.port);
+      tgt.set4(Pif.HOST, LOOPBACK4, s.target, LOOPBACK4, 0);
+    }
+    const flows = this.#flows;
+    const sidx = flows.lookup(IpProto.Udp, key);
+    if (sidx >= 0) return flows.data<SpliceFlow>(sidxFlow(sidx), FlowType.UDP_SPLICE);
+    const index = flows.alloc();
+    if (index < 0) return null;
+    flows.setIni(index, key);
+    flows.setTgt(index, tgt);
+    const fd = sys.socket(
+      s.v6 ? sys.AF_INET6 : sys.AF_INET,
+      sys.SOCK_DGRAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
+    );
+    const len = s.v6
+      ? sys.sockaddrIn6(this.#sa, LOOP6, s.target)
+      : sys.sockaddrIn4(this.#sa, LOOP4_BYTES, s.target);
+    if (fd < 0 || sys.connect(fd, this.#sa, len) < 0) {
+      if (fd >= 0) sys.close(fd);
+      flows.cancel(index);
+      return null;
+    }
+    const f: SpliceFlow = {
+      hostFd: fd,
+      nsFd: s.fd,
+      peer: name.slice(0, nameLen),
+      lastMs: performance.now(),
+    };
+    flows.setType(index, FlowType.UDP_SPLICE, f);
+    flows.hashInsert(flowSidx(index, 0));
+    sys.sysCheck(this.#loop.add(fd, sys.EPOLLIN, this.#hostType, index), "epoll_ctl udp-splice");
+    flows.activate(index);
+    this.stats.flows++;
+    return f;
+  }
+
+  /** Replies from the host: back to the namespace client. */
+  #hostReady(index: number): void {
+    const f = this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE);
+    const mm = this.#mmsg;
+    for (;;) {
+      for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) mm.setName(k, null);
+      const n = sys.recvmmsg(f.hostFd, mm, MAX_DGRAMS_PER_READ, sys.MSG_DONTWAIT);
+      if (n <= 0) return;
+      f.lastMs = performance.now();
+      for (let k = 0; k < n; k++) {
+        const rc = sys.sendAt(
+          f.nsFd,
+          this.#pool,
+          k * MAX_DATAGRAM,
+          mm.msgLen(k),
+          sys.MSG_DONTWAIT,
+          f.peer,
+          f.peer.length,
+        );
+        if (rc < 0) this.stats.dropped++;
+        else this.stats.toNs++;
+      }
+      if (n < MAX_DGRAMS_PER_READ) return;
+    }
+  }
+
+  #timer(index: number, now: number): boolean {
+    const f = this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE);
+    if (now - f.lastMs < this.#net.udpTimeoutMs) return false;
+    this.#loop.remove(f.hostFd);
+    sys.close(f.hostFd);
+    this.stats.expired++;
+    return true;
+  }
+
+  /** Closes the namespace sockets. */
+  close(): void {
+    for (const s of this.#sockets) {
+      this.#loop.remove(s.fd);
+      sys.close(s.fd);
+    }
+    this.#sockets.length = 0;
+    this.stats.listening = 0;
+  }
+}

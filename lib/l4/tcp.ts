@@ -67,7 +67,16 @@
  * **Timers.** One {@linkcode Timer} per connection: retransmission with
  * exponential backoff from {@linkcode TCP_RTO_MS}, a RST after
  * {@linkcode TCP_MAX_RETRIES}. The flow table's once-a-second pass enforces
- * the handshake and idle timeouts.
+ * the handshake and idle timeouts. Host sockets have `SO_KEEPALIVE`, so a
+ * host peer that disappears silently ends in an error, which resets the
+ * guest's side; the guest's own keepalives are answered like any old
+ * segment, with an ACK.
+ *
+ * **Bounds.** Per connection tapir holds no data at all: host → guest bytes
+ * wait in the socket's receive queue, guest → host bytes are either taken
+ * by the socket or not acknowledged. While the guest's window is full the
+ * socket is not read (STALLED), so the kernel's own flow control pushes back
+ * on the host peer.
  *
  * @module
  */
@@ -607,7 +616,7 @@ export class Tcp {
       this.stats.refused++;
       return -1;
     }
-    sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_NODELAY, 1);
+    this.#hostSocketOptions(fd);
     const c = this.#newConn(index, fd, v6, 0);
     const o = this.#opts;
     c.seqFromTap = seqAdd(seg.seq, 1);
@@ -635,6 +644,17 @@ export class Tcp {
       return rc === -sys.Errno.ENETUNREACH || rc === -sys.Errno.EHOSTUNREACH ? -2 : -1;
     }
     return index;
+  }
+
+  /**
+   * No Nagle delay (the guest's own stack already decided when to send), and
+   * keepalives, so a host peer that vanishes without a FIN or RST is found
+   * by the kernel and the guest gets a reset instead of a connection open
+   * forever.
+   */
+  #hostSocketOptions(fd: number): void {
+    sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_NODELAY, 1);
+    sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_KEEPALIVE, 1);
   }
 
   #newConn(index: number, fd: number, v6: boolean, tapSide: 0 | 1): TcpConn {
@@ -1051,7 +1071,7 @@ export class Tcp {
     }
     flows.setIni(index, ini);
     flows.setTgt(index, tgt);
-    sys.setsockoptInt(fd, sys.IPPROTO_TCP, sys.TCP_NODELAY, 1);
+    this.#hostSocketOptions(fd);
     const c = this.#newConn(index, fd, v6, 1);
     c.mss = v6 ? this.#mss6 : this.#mss4;
     c.wsToTap = TCP_WS_TO_TAP;

@@ -20,8 +20,9 @@
  *   starve signals and child-process notifications, so at least every
  *   {@linkcode YIELD_INTERVAL_MS} one poll is made with the nonblocking
  *   variant instead: it awaits, and Deno's own work runs meanwhile.
- * - **Idle**: one nonblocking `epoll_wait` with the time to the next timer as
- *   its timeout (~25 µs of overhead, paid only when there is nothing to do).
+ * - **Idle**: after {@linkcode SPIN_MS} without events, one nonblocking
+ *   `epoll_wait` with the time to the next timer as its timeout (~25 µs of
+ *   overhead, paid only when there is nothing to do).
  *   While it is pending the JavaScript thread is free, so a child's exit
  *   status or a signal listener runs as usual. {@linkcode Loop.stop} and
  *   {@linkcode Loop.post} write to an eventfd in the same epoll set to cut
@@ -46,6 +47,15 @@ import { logDebug } from "./log.ts";
 
 /** How often a busy loop yields to Deno's event loop, in milliseconds. */
 export const YIELD_INTERVAL_MS = 10;
+
+/**
+ * After the last event, keep polling synchronously this long (ms) before
+ * handing the wait to another thread. A request-response exchange through
+ * tapir is two wake-ups (the request, then the reply); the reply usually
+ * comes within tens of microseconds, and catching it here saves the idle
+ * wait's thread hop on the latency path.
+ */
+export const SPIN_MS = 0.1;
 
 /** Most events collected by one epoll_wait. */
 const MAX_EVENTS = 256;
@@ -328,12 +338,13 @@ export class Loop {
     if (this.#closed) throw new Error("loop closed");
     this.#running = true;
     let lastYield = performance.now();
+    let lastActivity = lastYield;
     let busy = true;
     try {
       while (!this.#stopRequested) {
         let n: number;
         const now = performance.now();
-        if (busy && now - lastYield < YIELD_INTERVAL_MS) {
+        if ((busy || now - lastActivity < SPIN_MS) && now - lastYield < YIELD_INTERVAL_MS) {
           n = sys.epollWait(this.#epfd, this.#ready, 0);
         } else {
           this.stats.asyncWaits++;
@@ -346,6 +357,7 @@ export class Loop {
         for (const hook of this.#turnHooks) hook();
         const hadDeferred = this.#runDeferred();
         busy = n > 0 || hadDeferred || this.#deferred.length > 0;
+        if (busy) lastActivity = performance.now();
       }
       return this.stopReason;
     } finally {

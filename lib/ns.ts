@@ -31,8 +31,9 @@
  * only *creates* sockets for the namespace, in batches
  * ({@linkcode NsWorker.sockets}), and the main thread does the rest with
  * the numbers. Likewise it reads the namespace's listening TCP ports for
- * `-t auto` ({@linkcode NsWorker.scanTcp}): `/proc/thread-self/net/tcp`
- * shows the reading thread's namespace.
+ * `-t auto` ({@linkcode NsWorker.scanTcp}) and its bound UDP ports for
+ * `-u auto` ({@linkcode NsWorker.scanUdp}): `/proc/thread-self/net/tcp`
+ * and `udp` show the reading thread's namespace.
  *
  * Messages between the threads are small JSON-able objects
  * ({@linkcode NsRequest}, {@linkcode NsReply}). Each request carries an id
@@ -43,7 +44,12 @@
  * @module
  */
 
-import { readTcpListening, type TcpListenScan } from "./l4/tcp_scan.ts";
+import {
+  type PortScan,
+  readTcpListening,
+  readUdpBound,
+  type TcpListenScan,
+} from "./l4/tcp_scan.ts";
 import { logDebug, logTrace } from "./log.ts";
 import { Netlink } from "./netlink.ts";
 import * as sys from "./sys/mod.ts";
@@ -112,7 +118,9 @@ export type NsRequest =
     readonly udp?: boolean;
   }
   /** Read the namespace's listening TCP sockets. */
-  | { readonly id: number; readonly op: "scanTcp" };
+  | { readonly id: number; readonly op: "scanTcp" }
+  /** Read the namespace's bound, unconnected UDP sockets (ephemeral ports left out). */
+  | { readonly id: number; readonly op: "scanUdp" };
 
 /** Worker → main thread: the reply to request `id`, or the command's exit (no id). */
 export type NsReply =
@@ -127,6 +135,7 @@ export type NsReply =
   /** The sockets created: fewer than asked if the worker ran out of descriptors. */
   | { readonly id: number; readonly op: "sockets"; readonly fds: readonly number[] }
   | { readonly id: number; readonly op: "scanTcp"; readonly scan: TcpListenScan }
+  | { readonly id: number; readonly op: "scanUdp"; readonly scan: PortScan }
   | { readonly op: "exit"; readonly code: number; readonly signal: string | null }
   /** Request `id` failed; id 0: the worker itself failed. */
   | { readonly id: number; readonly op: "error"; readonly message: string };
@@ -243,6 +252,9 @@ export function nsWorkerMain(): void {
         case "scanTcp":
           post({ id: req.id, op: "scanTcp", scan: readTcpListening() });
           break;
+        case "scanUdp":
+          post({ id: req.id, op: "scanUdp", scan: readUdpBound() });
+          break;
       }
     } catch (err) {
       post({ id: req.id, op: "error", message: err instanceof Error ? err.message : String(err) });
@@ -277,8 +289,9 @@ export class NsWorker {
 
   #receive(r: NsReply): void {
     // Socket refills and scans come every second or so: trace, not debug.
-    if (r.op === "sockets" || r.op === "scanTcp") logTrace(`ns worker: ${r.op}`);
-    else logDebug(`ns worker: ${r.op}`);
+    if (r.op === "sockets" || r.op === "scanTcp" || r.op === "scanUdp") {
+      logTrace(`ns worker: ${r.op}`);
+    } else logDebug(`ns worker: ${r.op}`);
     if (r.op === "exit") {
       this.#onExit?.(r.code, r.signal);
       return;
@@ -345,6 +358,17 @@ export class NsWorker {
     const r = await this.#request({ op: "scanTcp" });
     if (r.op === "error") throw new Error(r.message);
     if (r.op !== "scanTcp") throw new Error(`namespace worker: unexpected ${r.op}`);
+    return r.scan;
+  }
+
+  /**
+   * The namespace's bound, unconnected UDP sockets, per family, leaving out
+   * ports in the namespace's ephemeral range (see `readUdpBound`).
+   */
+  async scanUdp(): Promise<PortScan> {
+    const r = await this.#request({ op: "scanUdp" });
+    if (r.op === "error") throw new Error(r.message);
+    if (r.op !== "scanUdp") throw new Error(`namespace worker: unexpected ${r.op}`);
     return r.scan;
   }
 

@@ -32,6 +32,13 @@
  * guest's replies go back through the listening socket to the client's
  * address.
  *
+ * `-u auto` opens and closes listeners one port at a time at run time
+ * ({@linkcode Udp.listenAuto}, {@linkcode Udp.closePort}). A listener's slot
+ * is its epoll tag; a closed one's slot is reused by the next, and a late
+ * event for it finds the slot empty. The flows of a closed listener send
+ * through its socket, so they end with it: each is marked closed (nothing
+ * more goes out on it) and freed by the flow table's deferred pass.
+ *
  * Datagrams from the guest that do not fit in a socket's send buffer are
  * dropped and counted: UDP promises no delivery, and the guest's protocol
  * deals with loss.
@@ -69,6 +76,10 @@ interface UdpFlow {
   readonly v6: boolean;
   /** Inbound (`-u`): `fd` is a listener shared with other flows; send to `peer`. */
   readonly inbound: boolean;
+  /** Inbound: the listener `fd` belongs to (its flows end when it closes). */
+  readonly listener: UdpListener | null;
+  /** Inbound: the listener closed; the flow is freed at the end of the turn. */
+  closed: boolean;
   /** Inbound: the client's socket address and its length. */
   readonly peer: Uint8Array | null;
   readonly peerLen: number;
@@ -91,6 +102,8 @@ interface UdpListener {
   readonly v6: boolean;
   readonly port: number;
   readonly target: number;
+  /** Indices of the inbound flows using this socket. */
+  readonly flows: Set<number>;
 }
 
 /** Counters of the UDP layer. */
@@ -141,7 +154,9 @@ export class Udp {
   readonly #tap: TapSender;
   readonly #fdType: number;
   readonly #listenType: number;
-  readonly #listeners: UdpListener[] = [];
+  /** Indexed by epoll tag; null: a closed listener's slot, reused by the next. */
+  readonly #listeners: (UdpListener | null)[] = [];
+  readonly #freeSlots: number[] = [];
   readonly #key = new FlowSide();
   readonly #tgt = new FlowSide();
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
@@ -170,7 +185,10 @@ export class Udp {
     this.#tap = tap;
     this.#fdType = loop.defineType("udp", (index, events) => this.#sockReady(index, events));
     this.#listenType = loop.defineType("udp-listen", (index) => this.#listenerReady(index));
-    flows.setHandlers(FlowType.UDP, { timer: (index, now) => this.#timer(index, now) });
+    flows.setHandlers(FlowType.UDP, {
+      timer: (index, now) => this.#timer(index, now),
+      deferred: (index) => this.#flows.data<UdpFlow>(index, FlowType.UDP).closed,
+    });
   }
 
   // -------------------------------------------------------------------------
@@ -246,6 +264,10 @@ export class Udp {
 
   #toHost(index: number, d: UdpPacket): void {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
+    if (f.closed) {
+      this.stats.dropped++;
+      return;
+    }
     f.lastMs = performance.now();
     const rc = f.inbound
       ? sys.sendAt(f.fd, d.buf, d.payloadOffset, d.payloadLen, sys.MSG_DONTWAIT, f.peer, f.peerLen)
@@ -292,7 +314,7 @@ export class Udp {
       this.stats.dropped++;
       return rc === -sys.Errno.ENETUNREACH || rc === -sys.Errno.EHOSTUNREACH ? -2 : -1;
     }
-    flows.setType(index, FlowType.UDP, this.#flowData(index, fd, v6, 0, null, 0));
+    flows.setType(index, FlowType.UDP, this.#flowData(index, fd, v6, null, null, 0));
     flows.hashInsert(flowSidx(index, 0));
     sys.sysCheck(this.#loop.add(fd, sys.EPOLLIN, this.#fdType, index), "epoll_ctl udp");
     flows.activate(index);
@@ -304,10 +326,11 @@ export class Udp {
     index: number,
     fd: number,
     v6: boolean,
-    tapSide: 0 | 1,
+    listener: UdpListener | null,
     peer: Uint8Array | null,
     peerLen: number,
   ): UdpFlow {
+    const tapSide = listener === null ? 0 : 1;
     const flows = this.#flows;
     const tap = flowSidx(index, tapSide);
     const addrs = new Uint8Array(32);
@@ -320,6 +343,8 @@ export class Udp {
       fd,
       v6,
       inbound: tapSide === 1,
+      listener,
+      closed: false,
       peer,
       peerLen,
       tapSide,
@@ -500,25 +525,83 @@ export class Udp {
   /** Opens listening sockets for every port `fwd` forwards (`-u`). */
   listen(fwd: PortFwd): void {
     forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
-      const fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
-      if (fd < 0) {
-        const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
-        if (explicit) logWarn(msg);
-        else logDebug(msg);
-        return;
-      }
-      const index = this.#listeners.length;
-      sys.sysCheck(
-        this.#loop.add(fd, sys.EPOLLIN, this.#listenType, index),
-        "epoll_ctl udp-listen",
-      );
-      this.#listeners.push({ fd, v6: family === 6, port, target });
-      this.stats.listening++;
+      this.#listen(family, addr, ifname, port, target, explicit);
     });
+  }
+
+  #listen(
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    ifname: string | null,
+    port: number,
+    target: number,
+    explicit: boolean,
+  ): boolean {
+    let fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
+    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#listeners.length;
+    if (fd >= 0) {
+      const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, slot);
+      if (rc < 0) {
+        sys.close(fd);
+        fd = rc;
+      }
+    }
+    if (fd < 0) {
+      if (slot < this.#listeners.length) this.#freeSlots.push(slot);
+      const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
+      if (explicit) logWarn(msg);
+      else logDebug(msg);
+      return false;
+    }
+    this.#listeners[slot] = { fd, v6: family === 6, port, target, flows: new Set() };
+    this.stats.listening++;
+    return true;
+  }
+
+  /**
+   * Binds host `port` of both families (wildcard address, each if the guest
+   * has it), forwarding to the same guest port, as `-u auto` does for a port
+   * found in the namespace. Failures are debug lines. Returns the number of
+   * sockets opened.
+   */
+  listenAuto(port: number): number {
+    let opened = 0;
+    for (const family of [4, 6] as const) {
+      if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
+      if (this.#listen(family, null, null, port, port, false)) opened++;
+    }
+    return opened;
+  }
+
+  /** Closes every listening socket on host `port`; their flows end (see the module comment). */
+  closePort(port: number): void {
+    const ls = this.#listeners;
+    for (let i = 0; i < ls.length; i++) {
+      const l = ls[i];
+      if (l === null || l.port !== port) continue;
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+      ls[i] = null;
+      this.#freeSlots.push(i);
+      this.stats.listening--;
+      for (const index of l.flows) {
+        this.#flows.data<UdpFlow>(index, FlowType.UDP).closed = true;
+        this.#flows.defer(index);
+      }
+      l.flows.clear();
+    }
+  }
+
+  /** The host ports with an open listening socket. */
+  ports(): Set<number> {
+    const out = new Set<number>();
+    for (const l of this.#listeners) if (l !== null) out.add(l.port);
+    return out;
   }
 
   #listenerReady(index: number): void {
     const l = this.#listeners[index];
+    if (!l) return; // closed earlier in this turn
     this.#fromSocket(null, l.fd, true, l);
   }
 
@@ -547,19 +630,20 @@ export class Udp {
     }
     const flows = this.#flows;
     const sidx = flows.lookup(IpProto.Udp, key);
-    if (sidx >= 0) return flows.data<UdpFlow>(sidxFlow(sidx), FlowType.UDP);
-    const index = flows.alloc();
-    if (index < 0) {
-      this.stats.dropped++;
-      return null;
+    if (sidx >= 0) {
+      const f = flows.data<UdpFlow>(sidxFlow(sidx), FlowType.UDP);
+      return f.closed ? null : f; // a closed listener's flow, freed at the end of this turn
     }
+    const index = flows.alloc();
+    if (index < 0) return null; // the caller counts the datagram as dropped
     flows.setIni(index, key);
     flows.setTgt(index, tgt);
     const peer = name.slice(0, this.#mmsg.nameLen(k));
-    flows.setType(index, FlowType.UDP, this.#flowData(index, l.fd, l.v6, 1, peer, peer.length));
+    flows.setType(index, FlowType.UDP, this.#flowData(index, l.fd, l.v6, l, peer, peer.length));
     flows.hashInsert(flowSidx(index, 0));
     flows.hashInsert(flowSidx(index, 1));
     flows.activate(index);
+    l.flows.add(index);
     this.stats.inbound++;
     return flows.data<UdpFlow>(index, FlowType.UDP);
   }
@@ -570,7 +654,8 @@ export class Udp {
   #timer(index: number, now: number): boolean {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
     if (now - f.lastMs < f.timeoutMs) return false;
-    if (!f.inbound) {
+    if (f.listener !== null) f.listener.flows.delete(index);
+    else {
       this.#loop.remove(f.fd);
       sys.close(f.fd);
     }
@@ -581,10 +666,12 @@ export class Udp {
   /** Closes the listening sockets. */
   close(): void {
     for (const l of this.#listeners) {
+      if (l === null) continue;
       this.#loop.remove(l.fd);
       sys.close(l.fd);
     }
     this.#listeners.length = 0;
+    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

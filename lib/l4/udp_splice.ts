@@ -19,6 +19,14 @@
  * Datagrams are read in batches (`recvmmsg`) into a preallocated pool and
  * written with one `sendmsg` each; nothing is copied in between.
  *
+ * `-U auto` binds and closes namespace sockets one port at a time at run
+ * time ({@linkcode UdpSplice.bindAuto}, {@linkcode UdpSplice.closePort}).
+ * A socket's slot is its epoll tag; a closed one's slot is reused by the
+ * next, and a late event for it finds the slot empty. The flows of a closed
+ * socket answer their clients through it, so they end with it: each is
+ * marked closed and freed (its host socket closed) by the flow table's
+ * deferred pass.
+ *
  * @module
  */
 
@@ -44,9 +52,13 @@ interface SpliceFlow {
   readonly hostFd: number;
   /** The namespace socket the client sent to. */
   readonly nsFd: number;
+  /** The namespace socket's record (its flows end when it closes). */
+  readonly sock: NsSocket;
   /** The client's socket address (in the namespace) and its length. */
   readonly peer: Uint8Array;
   lastMs: number;
+  /** The namespace socket closed; the flow is freed at the end of the turn. */
+  closed: boolean;
 }
 
 interface NsSocket {
@@ -54,6 +66,8 @@ interface NsSocket {
   readonly v6: boolean;
   readonly port: number;
   readonly target: number;
+  /** Indices of the flows using this socket. */
+  readonly flows: Set<number>;
 }
 
 /** Counters of the UDP splice path. */
@@ -93,7 +107,9 @@ export class UdpSplice {
   readonly #net: GuestNet;
   readonly #nsType: number;
   readonly #hostType: number;
-  readonly #sockets: NsSocket[] = [];
+  /** Indexed by epoll tag; null: a closed socket's slot, reused by the next. */
+  readonly #sockets: (NsSocket | null)[] = [];
+  readonly #freeSlots: number[] = [];
   readonly #pool = new Uint8Array(MAX_DGRAMS_PER_READ * MAX_DATAGRAM);
   readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
   readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
@@ -109,7 +125,10 @@ export class UdpSplice {
     this.#net = net;
     this.#nsType = loop.defineType("udp-ns", (index) => this.#nsReady(index));
     this.#hostType = loop.defineType("udp-splice", (index) => this.#hostReady(index));
-    flows.setHandlers(FlowType.UDP_SPLICE, { timer: (index, now) => this.#timer(index, now) });
+    flows.setHandlers(FlowType.UDP_SPLICE, {
+      timer: (index, now) => this.#timer(index, now),
+      deferred: (index) => this.#reapClosed(index),
+    });
     for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) {
       this.#iov.set(k, this.#pool, k * MAX_DATAGRAM, MAX_DATAGRAM);
       this.#mmsg.setIov(k, this.#iov, 1, k);
@@ -135,33 +154,84 @@ export class UdpSplice {
       }
       mine.forEach(([, addr, port, target, explicit], i) => {
         const fd = fds[i];
-        if (fd === undefined) return;
-        const bindAddr = addr ?? (family === 4 ? LOOP4_BYTES : LOOP6);
-        const len = family === 4
-          ? sys.sockaddrIn4(this.#sa, bindAddr, port)
-          : sys.sockaddrIn6(this.#sa, bindAddr, port);
-        if (family === 6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
-        let rc = sys.bind(fd, this.#sa, len);
-        if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, this.#sockets.length);
-        if (rc < 0) {
-          sys.close(fd);
-          const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
-            sys.errnoName(-rc)
-          }`;
-          if (explicit) logWarn(msg);
-          else logDebug(msg);
-          return;
-        }
-        this.#sockets.push({ fd, v6: family === 6, port, target });
-        this.stats.listening++;
+        if (fd !== undefined) this.#bind(fd, family, addr, port, target, explicit);
       });
       for (const fd of fds.slice(mine.length)) sys.close(fd);
     }
   }
 
+  /** Binds namespace socket `fd` and watches it; on failure closes it and says why. */
+  #bind(
+    fd: number,
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    port: number,
+    target: number,
+    explicit: boolean,
+  ): boolean {
+    const bindAddr = addr ?? (family === 4 ? LOOP4_BYTES : LOOP6);
+    const len = family === 4
+      ? sys.sockaddrIn4(this.#sa, bindAddr, port)
+      : sys.sockaddrIn6(this.#sa, bindAddr, port);
+    if (family === 6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
+    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#sockets.length;
+    let rc = sys.bind(fd, this.#sa, len);
+    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, slot);
+    if (rc < 0) {
+      if (slot < this.#sockets.length) this.#freeSlots.push(slot);
+      sys.close(fd);
+      const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
+        sys.errnoName(-rc)
+      }`;
+      if (explicit) logWarn(msg);
+      else logDebug(msg);
+      return false;
+    }
+    this.#sockets[slot] = { fd, v6: family === 6, port, target, flows: new Set() };
+    this.stats.listening++;
+    return true;
+  }
+
+  /**
+   * Binds `fd`, a UDP socket of `family` the worker made in the namespace,
+   * to the namespace's loopback at `port`, forwarding to the same port on
+   * host loopback, as `-U auto` does for a port found on the host. Takes
+   * `fd` over: on failure (a debug line) it is closed. Returns true if bound.
+   */
+  bindAuto(fd: number, family: 4 | 6, port: number): boolean {
+    return this.#bind(fd, family, null, port, port, false);
+  }
+
+  /** Closes every namespace socket on `port`; their flows end (see the module comment). */
+  closePort(port: number): void {
+    const socks = this.#sockets;
+    for (let i = 0; i < socks.length; i++) {
+      const s = socks[i];
+      if (s === null || s.port !== port) continue;
+      this.#loop.remove(s.fd);
+      sys.close(s.fd);
+      socks[i] = null;
+      this.#freeSlots.push(i);
+      this.stats.listening--;
+      for (const index of s.flows) {
+        this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE).closed = true;
+        this.#flows.defer(index);
+      }
+      s.flows.clear();
+    }
+  }
+
+  /** The namespace ports with a bound socket. */
+  ports(): Set<number> {
+    const out = new Set<number>();
+    for (const s of this.#sockets) if (s !== null) out.add(s.port);
+    return out;
+  }
+
   /** Datagrams from namespace clients: to the host, each through its flow. */
   #nsReady(index: number): void {
     const s = this.#sockets[index];
+    if (!s) return; // closed earlier in this turn
     const mm = this.#mmsg;
     for (;;) {
       for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) {
@@ -207,7 +277,10 @@ export class UdpSplice {
     }
     const flows = this.#flows;
     const sidx = flows.lookup(IpProto.Udp, key);
-    if (sidx >= 0) return flows.data<SpliceFlow>(sidxFlow(sidx), FlowType.UDP_SPLICE);
+    if (sidx >= 0) {
+      const f = flows.data<SpliceFlow>(sidxFlow(sidx), FlowType.UDP_SPLICE);
+      return f.closed ? null : f; // a closed socket's flow, freed at the end of this turn
+    }
     const index = flows.alloc();
     if (index < 0) return null;
     flows.setIni(index, key);
@@ -227,13 +300,16 @@ export class UdpSplice {
     const f: SpliceFlow = {
       hostFd: fd,
       nsFd: s.fd,
+      sock: s,
       peer: name.slice(0, nameLen),
       lastMs: performance.now(),
+      closed: false,
     };
     flows.setType(index, FlowType.UDP_SPLICE, f);
     flows.hashInsert(flowSidx(index, 0));
     sys.sysCheck(this.#loop.add(fd, sys.EPOLLIN, this.#hostType, index), "epoll_ctl udp-splice");
     flows.activate(index);
+    s.flows.add(index);
     this.stats.flows++;
     return f;
   }
@@ -241,6 +317,7 @@ export class UdpSplice {
   /** Replies from the host: back to the namespace client. */
   #hostReady(index: number): void {
     const f = this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE);
+    if (f.closed) return; // nowhere to send: freed at the end of this turn
     const mm = this.#mmsg;
     for (;;) {
       for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) mm.setName(k, null);
@@ -267,19 +344,31 @@ export class UdpSplice {
   #timer(index: number, now: number): boolean {
     const f = this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE);
     if (now - f.lastMs < this.#net.udpTimeoutMs) return false;
+    f.sock.flows.delete(index);
     this.#loop.remove(f.hostFd);
     sys.close(f.hostFd);
     this.stats.expired++;
     return true;
   }
 
+  /** The deferred handler: frees a flow whose namespace socket closed. */
+  #reapClosed(index: number): boolean {
+    const f = this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE);
+    if (!f.closed) return false;
+    this.#loop.remove(f.hostFd);
+    sys.close(f.hostFd);
+    return true;
+  }
+
   /** Closes the namespace sockets. */
   close(): void {
     for (const s of this.#sockets) {
+      if (s === null) continue;
       this.#loop.remove(s.fd);
       sys.close(s.fd);
     }
     this.#sockets.length = 0;
+    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

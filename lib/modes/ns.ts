@@ -30,6 +30,7 @@ import {
 import { pcapClose, pcapOpen } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
+import { UdpNsForward } from "../l4/udp_ns.ts";
 import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
@@ -120,6 +121,7 @@ export async function runNs(
   let tapir: Tapir | null = null;
   let nsFwd: TcpNsForward | null = null;
   let udpNs: UdpSplice | null = null;
+  let udpAuto: UdpNsForward | null = null;
   let tapFd = -1;
   try {
     let dev;
@@ -157,6 +159,15 @@ export async function runNs(
     const udpSplice = udpNs;
     tapir.addCounters("udp-splice", () => udpSplice.stats);
     await udpNs.listen(conf.udpNs, worker);
+    udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, worker, {
+      udp: conf.udp,
+      udpNs: conf.udpNs,
+      ipv4: net.ip4 !== null,
+      ipv6: net.ip6 !== null,
+    });
+    const autoUdp = udpAuto;
+    tapir.addCounters("udp-ns", () => autoUdp.stats);
+    udpAuto.start();
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
 
@@ -202,6 +213,7 @@ export async function runNs(
     pcapClose();
     worker.terminate();
     nsFwd?.close();
+    udpAuto?.close();
     udpNs?.close();
     tapir?.tcpListeners.close();
     tapir?.splice.close();

@@ -3,8 +3,8 @@
  * servers on the loopback of a throwaway host namespace, every run with
  * `--loopback-only`.
  */
-import { equal, match, ok } from "node:assert/strict";
-import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { HOST_NS, nsArgs, nsRun, run, withHostNs } from "../helpers/netns.ts";
 import {
   type Background,
   background,
@@ -206,5 +206,141 @@ for fam, addr in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
       match(r.stdout, /^ok 10$/m);
     } finally {
       await stopServers(servers);
+    }
+  }));
+
+/**
+ * A UDP client: `client.py ADDR PORT SECONDS` sends "ping" until an answer
+ * comes (printing it) or SECONDS pass (exit status 1). Its socket sends
+ * without binding first, so its port is an ephemeral one: `auto` must not
+ * take it for a server.
+ */
+const UDP_CLIENT = `
+import socket, sys, time
+addr, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.1)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+  s.sendto(b"ping %d" % port, (addr, port))
+  try:
+    print(s.recvfrom(100)[0].decode()); sys.exit(0)
+  except (socket.timeout, ConnectionRefusedError):
+    time.sleep(0.05)
+sys.exit("no reply from %s port %d" % (addr, port))
+`;
+
+async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end;) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out: ${what}`);
+}
+
+const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+
+/** The counters line `name: {...}` of a log, parsed. */
+function counters(log: string, name: string): Record<string, unknown> {
+  const m = log.match(new RegExp(`^\\s*${name}: (\\{.*\\})$`, "m"));
+  ok(m, `no '${name}:' counters in the log`);
+  return JSON.parse(m[1]);
+}
+
+Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never forward their own sockets", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-udp-" });
+    const servers: Deno.ChildProcess[] = [];
+    let tapir: Background | null = null;
+    try {
+      const client = `${dir}/client.py`;
+      await Deno.writeTextFile(client, UDP_CLIENT);
+      const echo = (addr: string, port: number) =>
+        `python3 -u ${FIXTURES}udp_echo.py ${addr} ${port} > /dev/null`;
+      // The namespace starts its servers once tapir runs. 9900: the wildcard
+      // (IPv6: the guest's address, as in the -u test above). 9901: the
+      // guest's IPv4 address only, which leaves the namespace's loopback
+      // free: only the "own ports" rule keeps -U auto from binding
+      // 127.0.0.1:9901 for tapir's own -u auto listener on the host. 9902:
+      // loopback, which -u (through the tap) cannot reach: never forwarded.
+      // Then it asks the host's 5150 (started after "ready") through -U
+      // auto, and once the host's server is gone, waits for that to close.
+      const script = [
+        `${echo("0.0.0.0", 9900)} & a=$!`,
+        `${echo(HOST_NS.addr6, 9900)} & b=$!`,
+        `${echo(HOST_NS.addr4, 9901)} & c=$!`,
+        `${echo("127.0.0.1", 9902)} & d=$!`,
+        `until [ "$(ss -Hlun '( sport = :9900 or sport = :9901 or sport = :9902 )' | wc -l)" -ge 4 ]; do sleep 0.05; done`,
+        `touch ${dir}/ready`,
+        `python3 ${client} 127.0.0.1 5150 5 > ${dir}/from-host 2>&1`,
+        `touch ${dir}/asked`,
+        `while [ ! -e ${dir}/kill ]; do sleep 0.05; done`,
+        `kill $a $b $c $d`,
+        `until [ -z "$(ss -Hlun 'sport = :5150')" ]; do sleep 0.05; done`,
+        `touch ${dir}/ns-closed`,
+        `while [ ! -e ${dir}/stop ]; do sleep 0.05; done`,
+      ].join("\n");
+      const [c, a] = tapirNsArgs(
+        host,
+        ["--config-net", "-d", "--log-file", `${dir}/log`, "-u", "auto", "-U", "auto"],
+        script,
+      );
+      tapir = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
+      await waitFor("the namespace's servers", () => exists(`${dir}/ready`), 10_000);
+      servers.push(await pyServer(host, "udp_echo.py", "127.0.0.1", "5150"));
+
+      // -u auto: from the host's loopback to servers bound after tapir started.
+      const ask = (addr: string, port: number) =>
+        nsRun(host, "python3", [client, addr, `${port}`, "3"]);
+      const targets: [string, number][] = [["127.0.0.1", 9900], ["::1", 9900], ["127.0.0.1", 9901]];
+      for (const [addr, port] of targets) {
+        const r = await ask(addr, port);
+        equal(r.code, 0, `-u auto, ${addr} port ${port}: ${explain(r)}`);
+        equal(r.stdout.trim(), `ping ${port}`);
+      }
+
+      // The servers go away on both sides (once the namespace has had its
+      // answer from the host's): so do the sockets forwarding them.
+      await waitFor("the namespace's client", () => exists(`${dir}/asked`), 6000);
+      await Deno.writeTextFile(`${dir}/kill`, "");
+      await stopServers(servers.splice(0));
+      const hostBound = async (port: number) =>
+        (await nsRun(host, "ss", ["-Hlun", `sport = :${port}`])).stdout.trim() !== "";
+      await waitFor(
+        "-u auto closing 9900 and 9901 on the host",
+        async () => !(await hostBound(9900)) && !(await hostBound(9901)),
+        3000,
+      );
+      await waitFor(
+        "-U auto closing 5150 in the namespace",
+        () => exists(`${dir}/ns-closed`),
+        3000,
+      );
+
+      await Deno.writeTextFile(`${dir}/stop`, "");
+      const out = await tapir.output();
+      tapir = null;
+      const result = {
+        code: out.code,
+        stdout: new TextDecoder().decode(out.stdout),
+        stderr: new TextDecoder().decode(out.stderr),
+      };
+      equal(result.code, 0, explain(result));
+      equal(await Deno.readTextFile(`${dir}/from-host`), "ping 5150\n", "-U auto");
+      const log = await Deno.readTextFile(`${dir}/log`);
+      // Each side forwarded exactly the other's servers: not tapir's own
+      // sockets seen by the other side's scan, not clients' ephemeral ports.
+      const forwarded = [...log.matchAll(/-(u|U) auto: forwarding (?:host|namespace) port (\d+)/g)]
+        .map((m) => `-${m[1]} ${m[2]}`);
+      deepEqual([...new Set(forwarded)].sort(), ["-U 5150", "-u 9900", "-u 9901"]);
+      // The flows of closed sockets ended with them.
+      const byType = counters(log, "flows").byType as Record<string, number>;
+      deepEqual([byType.UDP, byType.UDP_SPLICE], [0, 0], `flows left: ${JSON.stringify(byType)}`);
+      equal(counters(log, "udp").inbound, 3, "one -u flow per client");
+      equal(counters(log, "udp-splice").flows, 1, "one -U flow");
+    } finally {
+      await stopServers(servers);
+      if (tapir !== null) await stopAll([tapir]);
+      await Deno.remove(dir, { recursive: true });
     }
   }));

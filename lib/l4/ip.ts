@@ -15,7 +15,12 @@
  * @module
  */
 
-import { icmp4ChecksumFill, icmp6ChecksumFill } from "../packet/checksum.ts";
+import {
+  checksumPseudo4,
+  checksumPseudo6,
+  icmp4ChecksumFill,
+  icmp6ChecksumFill,
+} from "../packet/checksum.ts";
 import { ETH_HEADER_LEN, ethEmit, EtherType } from "../packet/eth.ts";
 import { icmpEmit, icmpReprNew } from "../packet/icmp.ts";
 import { icmp6Emit, icmp6ReprNew } from "../packet/icmp6.ts";
@@ -31,6 +36,17 @@ export interface GuestL2 {
   readonly ourMac: Uint8Array;
   /** The guest's MAC (broadcast until learned). */
   readonly guestMac: Uint8Array;
+}
+
+/** A flow's addresses toward the guest, as a flow keeps them for {@linkcode GuestHeaders.emitFor}. */
+export interface GuestEndpoints {
+  /** IPv6 (else IPv4). */
+  readonly v6: boolean;
+  /** Source (ours, as the guest sees it) at 0, destination (the guest) at 16; IPv4 mapped. */
+  readonly addrs: Uint8Array;
+  /** IPv4 source and destination as u32 numbers. */
+  readonly src4: number;
+  readonly dst4: number;
 }
 
 /** Writes Ethernet + IP headers toward the guest; see the module comment. */
@@ -66,6 +82,20 @@ export class GuestHeaders {
     r.ttl = 64;
     r.dontFragment = true;
     return l3 + ip4Emit(buf, l3, r);
+  }
+
+  /**
+   * Writes Ethernet + IP headers for a layer-4 message of `proto` and `len`
+   * bytes from flow endpoints `ep`, at {@linkcode TAP_HEADROOM} of `slot`;
+   * returns the pseudo-header sum the message's checksum starts from.
+   */
+  emitFor(slot: Uint8Array, ep: GuestEndpoints, proto: number, len: number): number {
+    if (ep.v6) {
+      this.emit6(slot, TAP_HEADROOM, ep.addrs, 0, ep.addrs, 16, proto, len);
+      return checksumPseudo6(ep.addrs, 0, ep.addrs, 16, proto, len);
+    }
+    this.emit4(slot, TAP_HEADROOM, ep.src4, ep.dst4, proto, len);
+    return checksumPseudo4(ep.src4, ep.dst4, proto, len);
   }
 
   /**

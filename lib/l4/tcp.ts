@@ -389,15 +389,7 @@ export class Tcp {
     const hdrLen = syn ? tcpHeaderLen(r) : TCP_HEADER_LEN;
     const l4 = c.v6 ? L4_OFF6 : L4_OFF4;
     const segLen = hdrLen + len;
-    let pseudo: number;
-    if (c.v6) {
-      this.#hdrs.emit6(slot, TAP_HEADROOM, c.addrs, 0, c.addrs, 16, IpProto.Tcp, segLen);
-      pseudo = checksumPseudo6(c.addrs, 0, c.addrs, 16, IpProto.Tcp, segLen);
-    } else {
-      this.#hdrs.emit4(slot, TAP_HEADROOM, c.src4, c.dst4, IpProto.Tcp, segLen);
-      pseudo = checksumPseudo4(c.src4, c.dst4, IpProto.Tcp, segLen);
-    }
-    tcpEmit(slot, l4, r, pseudo);
+    tcpEmit(slot, l4, r, this.#hdrs.emitFor(slot, c, IpProto.Tcp, segLen));
     if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
     this.#tap.commit(l4 - TAP_HEADROOM + segLen);
   }

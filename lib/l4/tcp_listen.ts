@@ -32,11 +32,12 @@
 
 import { formatIp, ipEqual, isIp6Loopback } from "../addr.ts";
 import { FlowSide, Pif } from "../flow/table.ts";
-import { type PortFwd, portFwdRules } from "../fwd.ts";
+import type { PortFwd } from "../fwd.ts";
 import { logDebug, logWarn } from "../log.ts";
 import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import * as sys from "../sys/mod.ts";
+import { forEachListenPort, listenSocket } from "./listen.ts";
 import type { Tcp } from "./tcp.ts";
 
 /** One listening socket. */
@@ -86,8 +87,6 @@ export interface TcpListenStats {
   hooked: number;
 }
 
-const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
-
 /** The host-side listeners of `-t`; see the module comment. */
 export class TcpListeners {
   /** Counters. */
@@ -120,25 +119,9 @@ export class TcpListeners {
 
   /** Opens listening sockets for every port `fwd` forwards. */
   bind(fwd: PortFwd): void {
-    if (fwd.mode === "none" || fwd.mode === "auto") return;
-    let skipLo = 0, skipHi = -1;
-    if (fwd.mode === "all") {
-      try {
-        [skipLo, skipHi] = Deno.readTextFileSync(EPHEMERAL_RANGE).trim().split(/\s+/).map(Number);
-      } catch { /* no range known: bind everything */ }
-    }
-    const explicit = fwd.mode === "ports";
-    for (const rule of portFwdRules(fwd)) {
-      for (let port = rule.first; port <= rule.last; port++) {
-        if (port >= skipLo && port <= skipHi) continue;
-        const target = rule.target + (port - rule.first);
-        const families: (4 | 6)[] = rule.addr ? [rule.addr.length === 4 ? 4 : 6] : [4, 6];
-        for (const family of families) {
-          if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
-          this.#listen(family, rule.addr, rule.ifname, port, target, explicit);
-        }
-      }
-    }
+    forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
+      this.#listen(family, addr, ifname, port, target, explicit);
+    });
   }
 
   #listen(
@@ -150,33 +133,13 @@ export class TcpListeners {
     explicit: boolean,
   ): boolean {
     const v6 = family === 6;
-    const fd = sys.socket(
-      v6 ? sys.AF_INET6 : sys.AF_INET,
-      sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
-    );
+    const fd = listenSocket(sys.SOCK_STREAM, family, addr, ifname, port);
     if (fd < 0) {
       this.#failed(fd, family, port, explicit);
       return false;
     }
-    sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_REUSEADDR, 1);
-    if (v6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
-    if (ifname !== null) {
-      const name = new TextEncoder().encode(`${ifname}\0`);
-      const rc = sys.setsockopt(fd, sys.SOL_SOCKET, sys.SO_BINDTODEVICE, name);
-      if (rc < 0) {
-        sys.close(fd);
-        this.#failed(rc, family, port, explicit);
-        return false;
-      }
-    }
-    const any = new Uint8Array(v6 ? 16 : 4);
-    const len = v6
-      ? sys.sockaddrIn6(this.#sa, addr ?? any, port)
-      : sys.sockaddrIn4(this.#sa, addr ?? any, port);
     const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#listeners.length;
-    let rc = sys.bind(fd, this.#sa, len);
-    if (rc === 0) rc = sys.listen(fd, 128);
-    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, slot);
+    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, slot);
     if (rc < 0) {
       if (slot < this.#listeners.length) this.#freeSlots.push(slot);
       sys.close(fd);

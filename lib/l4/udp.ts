@@ -52,7 +52,6 @@ import { DNS_PORT, natFromTap4, natFromTap6, type PortFwd } from "../fwd.ts";
 import { logDebug, logWarn } from "../log.ts";
 import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32, u32ToIp4 } from "../net.ts";
-import { checksumPseudo4, checksumPseudo6 } from "../packet/checksum.ts";
 import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
 import { Icmp6Type } from "../packet/icmp6.ts";
 import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../packet/ip4.ts";
@@ -424,15 +423,7 @@ export class Udp {
     r.dstPort = f.dport;
     r.payloadLen = len;
     const dgramLen = UDP_HEADER_LEN + len;
-    let pseudo: number;
-    if (f.v6) {
-      this.#hdrs.emit6(slot, TAP_HEADROOM, f.addrs, 0, f.addrs, 16, IpProto.Udp, dgramLen);
-      pseudo = checksumPseudo6(f.addrs, 0, f.addrs, 16, IpProto.Udp, dgramLen);
-    } else {
-      this.#hdrs.emit4(slot, TAP_HEADROOM, f.src4, f.dst4, IpProto.Udp, dgramLen);
-      pseudo = checksumPseudo4(f.src4, f.dst4, IpProto.Udp, dgramLen);
-    }
-    udpEmit(slot, l4, r, pseudo);
+    udpEmit(slot, l4, r, this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen));
     this.#tap.commit(l4 - TAP_HEADROOM + dgramLen);
     this.stats.toTap++;
     f.lastMs = performance.now();

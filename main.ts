@@ -12,6 +12,7 @@
 import { ConfError, parseConfig, usageText } from "./lib/conf.ts";
 import { logClose, logSetup } from "./lib/log.ts";
 import { runNs } from "./lib/modes/ns.ts";
+import { runVm } from "./lib/modes/vm.ts";
 import { isNsWorker, nsWorkerMain } from "./lib/ns.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -55,9 +56,7 @@ export async function main(args: string[]): Promise<number> {
   }
   try {
     if (conf.mode === "ns") return await runNs(conf, import.meta.url, args);
-    // VM mode is not built yet; say so rather than pretend to run.
-    await fail("VM mode is not available yet");
-    return 1;
+    return await runVm(conf);
   } finally {
     logClose();
   }

@@ -62,8 +62,6 @@ const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 /** Error acknowledgements carry the kernel's explanation as a text attribute. */
 const NETLINK_EXT_ACK = 11;
-/** `SO_RCVTIMEO` (the "old" number, a `struct timeval`; 64-bit on both architectures). */
-const SO_RCVTIMEO = 20;
 /** `sizeof(struct timeval)` on LP64: two `long`s, seconds then microseconds. */
 const TIMEVAL_SIZE = 16;
 
@@ -974,7 +972,10 @@ export class Netlink {
       const tvView = dataViewOf(tv);
       tvView.setUint32(0, Math.floor(this.#timeoutMs / 1000), true);
       tvView.setUint32(8, (this.#timeoutMs % 1000) * 1000, true);
-      sys.sysCheck(sys.setsockopt(fd, sys.SOL_SOCKET, SO_RCVTIMEO, tv), "setsockopt(SO_RCVTIMEO)");
+      sys.sysCheck(
+        sys.setsockopt(fd, sys.SOL_SOCKET, sys.SO_RCVTIMEO, tv),
+        "setsockopt(SO_RCVTIMEO)",
+      );
       // Both are optional comforts (smaller acks, error text); old kernels lack them.
       sys.setsockoptInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
       sys.setsockoptInt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);

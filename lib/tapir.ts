@@ -45,6 +45,8 @@ export interface TapirOptions {
   readonly flowCapacity?: number;
   /** Frames read from the guest per batch. */
   readonly rxBatch?: number;
+  /** What to do when the backend reports the guest gone (default: stop the loop). */
+  readonly onBackendError?: (errno: number) => void;
 }
 
 /** One guest's translator; see the module comment. */
@@ -85,6 +87,8 @@ export class Tapir {
   readonly #counterSources: [string, () => object][] = [];
   /** Set when the backend reports the guest gone. */
   backendError = 0;
+  #tapType = -1;
+  readonly #onBackendError: (errno: number) => void;
 
   /** Builds everything for `net` behind `backend`; call {@linkcode start}, then `loop.run()`. */
   constructor(net: GuestNet, backend: TapBackend, opts: TapirOptions = {}) {
@@ -93,6 +97,8 @@ export class Tapir {
     this.flows = new FlowTable(opts.flowCapacity);
     this.tap = new TapSender(backend);
     this.#rx = new FrameBatch(opts.rxBatch ?? 64);
+    this.#onBackendError = opts.onBackendError ??
+      ((errno) => this.loop.stop(`${backend.name}: ${sys.errnoName(errno)}`));
     this.#ctx = { net, guest: this.guest, tap: this.tap };
     const hdrs = new GuestHeaders({ ourMac: net.ourMac, guestMac: this.guest.mac });
     this.ping = new Ping(this.loop, this.flows, net, hdrs, this.tap);
@@ -122,8 +128,8 @@ export class Tapir {
   /** Registers the backend, the per-turn work, timers and signal handling. */
   start(): void {
     const loop = this.loop;
-    const tapType = loop.defineType("tap", () => this.#readGuest());
-    sys.sysCheck(loop.add(this.#backend.fd, sys.EPOLLIN, tapType, 0), "epoll_ctl tap");
+    this.#tapType = loop.defineType("tap", () => this.#readGuest());
+    if (this.#backend.fd >= 0) this.watchBackend();
     loop.onTurn(() => {
       this.flows.deferredPass(performance.now());
       this.tap.flush();
@@ -148,19 +154,35 @@ export class Tapir {
     loop.onStop(() => Deno.removeSignalListener("SIGUSR1", usr1));
   }
 
+  /**
+   * Reads and dispatches batches of guest frames while batches come back
+   * full: a stream backend may hold frames it has already read, which epoll
+   * cannot report.
+   */
   #readGuest(): void {
     const rx = this.#rx;
-    const n = this.#backend.receive(rx);
-    if (n < 0) {
-      this.backendError = -n;
-      this.loop.stop(`${this.#backend.name}: ${sys.errnoName(-n)}`);
-      return;
+    for (;;) {
+      const n = this.#backend.receive(rx);
+      if (n < 0) {
+        this.backendError = -n;
+        this.#onBackendError(-n);
+        return;
+      }
+      if (pcapActive()) {
+        const ts = pcapNow();
+        for (let i = 0; i < n; i++) pcapFrame(rx.slots[i], rx.lens[i], ts, TAP_HEADROOM);
+      }
+      for (let i = 0; i < n; i++) this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i]);
+      if (n < rx.capacity) return;
     }
-    if (pcapActive()) {
-      const ts = pcapNow();
-      for (let i = 0; i < n; i++) pcapFrame(rx.slots[i], rx.lens[i], ts, TAP_HEADROOM);
-    }
-    for (let i = 0; i < n; i++) this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i]);
+  }
+
+  /**
+   * Watches the backend's fd for guest frames (the tap in namespace mode;
+   * each new guest connection in VM mode). Call after {@linkcode start}.
+   */
+  watchBackend(): void {
+    sys.sysCheck(this.loop.add(this.#backend.fd, sys.EPOLLIN, this.#tapType, 0), "epoll_ctl tap");
   }
 
   /** Adds a line `name: {...}` to {@linkcode counters} (for parts a mode adds). */

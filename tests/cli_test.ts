@@ -5,7 +5,7 @@
  * @module
  */
 
-import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { VERSION } from "../lib/version.ts";
 
@@ -96,19 +96,25 @@ Deno.test("no mode is one line, exit 1", async () => {
   );
 });
 
-Deno.test("a valid VM config says the mode is not built yet, exit 1", async () => {
-  assertOneErrorLine(
-    await tapir("vm", "--socket", "/tmp/tapir-cli-test.sock"),
-    "tapir: VM mode is not available yet",
-  );
+Deno.test("a VM socket that cannot be created is one line naming --socket, exit 1", async () => {
+  const run = await tapir("vm", "--socket", "/nonexistent-dir/tapir.sock");
+  equal(run.code, 1);
+  const lines = run.stderr.trimEnd().split("\n");
+  equal(lines.length, 1, run.stderr);
+  match(lines[0], /error: --socket: cannot listen on \/nonexistent-dir\/tapir\.sock: ENOENT$/);
 });
 
 Deno.test("logging is set up from the config before the mode starts", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tapir-cli-" });
   try {
     const log = `${dir}/tapir.log`;
-    assertOneErrorLine(await tapir("vm", "-l", log), "tapir: VM mode is not available yet");
-    equal((await Deno.stat(log)).isFile, true, "the log file was opened");
+    const failed = await tapir("vm", "-l", log, "--socket", `${dir}/no/such/dir/s.sock`);
+    equal(failed.code, 1);
+    match(
+      await Deno.readTextFile(log),
+      /error: --socket: cannot listen on /,
+      "the error is in the log file",
+    );
     const missing = `${dir}/no/such/dir/tapir.log`;
     const run = await tapir("vm", "--log-file", missing);
     equal(run.code, 1);

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { logWarn } from "../log.ts";
+import { logDebug, logWarn } from "../log.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { natFromTap4, natFromTap6 } from "../fwd.ts";
 import type { Loop } from "../loop.ts";
@@ -252,4 +252,25 @@ export class Ping {
 function icmp6Fill(slot: Uint8Array, l4: number, len: number): void {
   const ip = l4 - IP6_HEADER_LEN;
   icmp6ChecksumFill(slot, l4, len, slot, ip + 8, ip + 24);
+}
+
+const PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range";
+
+/**
+ * As root, lets our group open ping sockets by widening
+ * `net.ipv4.ping_group_range` to include it (the host side's namespace).
+ */
+export function allowPingSockets(): void {
+  // Only real root can; mapped root in a user namespace fails the write below.
+  if (Deno.uid() !== 0) return;
+  const gid = Deno.gid() ?? 0;
+  try {
+    const [lo, hi] = Deno.readTextFileSync(PING_GROUP_RANGE).trim().split(/\s+/).map(Number);
+    if (lo <= gid && gid <= hi) return;
+    const range = lo > hi ? `${gid} ${gid}` : `${Math.min(lo, gid)} ${Math.max(hi, gid)}`;
+    Deno.writeTextFileSync(PING_GROUP_RANGE, range);
+    logDebug(`ping_group_range set to ${range}`);
+  } catch (err) {
+    logDebug(`cannot widen ping_group_range: ${(err as Error).message}`);
+  }
 }

@@ -29,14 +29,13 @@ import {
 } from "../ns.ts";
 import { pcapClose, pcapOpen } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
+import { allowPingSockets } from "../l4/icmp.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
 import { UdpNsForward } from "../l4/udp_ns.ts";
 import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
-
-const PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range";
 
 /**
  * After the command exits, keep forwarding for at most this long while TCP
@@ -45,24 +44,6 @@ const PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range";
  * stopping at once would drop it.
  */
 export const DRAIN_MS = 2000;
-
-/**
- * As root, lets our group open ping sockets by widening
- * `net.ipv4.ping_group_range` to include it (the host side's namespace).
- */
-function allowPingSockets(): void {
-  if (Deno.uid() !== 0 || Deno.env.get(REEXEC_ENV)) return;
-  const gid = Deno.gid() ?? 0;
-  try {
-    const [lo, hi] = Deno.readTextFileSync(PING_GROUP_RANGE).trim().split(/\s+/).map(Number);
-    if (lo <= gid && gid <= hi) return;
-    const range = lo > hi ? `${gid} ${gid}` : `${Math.min(lo, gid)} ${Math.max(hi, gid)}`;
-    Deno.writeTextFileSync(PING_GROUP_RANGE, range);
-    logDebug(`ping_group_range set to ${range}`);
-  } catch (err) {
-    logDebug(`cannot widen ping_group_range: ${(err as Error).message}`);
-  }
-}
 
 /** Runs namespace mode; `mainUrl` is the main module (the worker runs it too). */
 export async function runNs(

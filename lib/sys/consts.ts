@@ -105,6 +105,10 @@ export const SO_KEEPALIVE = 9;
 export const SO_LINGER = 13;
 /** Port reuse across sockets. */
 export const SO_REUSEPORT = 15;
+/** Receive timeout (`struct timeval`; the 64-bit layout on x86_64 and aarch64). */
+export const SO_RCVTIMEO = 20;
+/** Send timeout (`struct timeval`). */
+export const SO_SNDTIMEO = 21;
 /** Bind to a device. */
 export const SO_BINDTODEVICE = 25;
 /** Peek offset for MSG_PEEK. */

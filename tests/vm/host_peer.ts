@@ -1,0 +1,118 @@
+/**
+ * The host's side of the VM test (tests/vm/vm_test.ts), run inside the test's
+ * host namespace with `ip netns exec`, since the test process itself stays in
+ * the root namespace.
+ *
+ * `serve PORT FILE` listens on 127.0.0.1:PORT (no name lookups: the namespace
+ * has no resolver) and answers
+ * - `GET /download`: the bytes of FILE;
+ * - `POST /upload`: reads the body, answers `bytes=N sha256=HEX`, and prints
+ *   the same as a JSON line `{"upload":{"bytes":N,"sha256":"HEX"}}` on
+ *   standard output, so the test checks the upload on the host side.
+ * It prints `{"listening":PORT}` once it accepts connections.
+ *
+ * `fetch PORT TOKEN BYTES` connects to 127.0.0.1:PORT (the guest's forwarded
+ * port), sends `TOKEN\n`, and reads; once BYTES have arrived it sends
+ * `sha256=HEX\n` of them (the guest waits for that before it closes, so it
+ * does not power off with data still queued), reads on until the guest
+ * closes, and prints `{"bytes":N,"sha256":"HEX"}` of all it received.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+function printJson(value: unknown): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(value) + "\n"));
+}
+
+async function hashStream(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { bytes, sha256: hash.digest("hex") };
+}
+
+async function serve(port: number, file: string): Promise<void> {
+  const size = (await Deno.stat(file)).size;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port, onListen: () => printJson({ listening: port }) },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      if (req.method === "GET" && path === "/download") {
+        const f = await Deno.open(file);
+        return new Response(f.readable, {
+          headers: { "content-length": `${size}`, "content-type": "application/octet-stream" },
+        });
+      }
+      if (req.method === "POST" && path === "/upload" && req.body) {
+        const got = await hashStream(req.body);
+        printJson({ upload: got });
+        return new Response(`bytes=${got.bytes} sha256=${got.sha256}\n`);
+      }
+      return new Response("not found\n", { status: 404 });
+    },
+  );
+  await server.finished;
+}
+
+async function fetchFromGuest(port: number, token: string, expected: number): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  // Whatever the guest does, give up after a minute rather than hang the test.
+  const timer = setTimeout(() => conn.close(), 60_000);
+  const enc = new TextEncoder();
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const buf = new Uint8Array(65536);
+  try {
+    await writeAll(conn, enc.encode(`${token}\n`));
+    // The expected bytes, then the acknowledgement, then whatever else arrives.
+    let acked = false;
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      hash.update(buf.subarray(0, n));
+      bytes += n;
+      if (!acked && bytes >= expected) {
+        acked = true;
+        await writeAll(conn, enc.encode(`sha256=${hash.copy().digest("hex")}\n`));
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.BadResource)) throw err;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+  printJson({ bytes, sha256: hash.digest("hex") });
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
+}
+
+function portArg(text: string | undefined): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new Error(`bad port ${text}`);
+  }
+  return port;
+}
+
+if (import.meta.main) {
+  const [cmd, port, arg] = Deno.args;
+  if (cmd === "serve" && arg) await serve(portArg(port), arg);
+  else if (cmd === "fetch" && arg && Deno.args[3]) {
+    await fetchFromGuest(portArg(port), arg, Number(Deno.args[3]));
+  } else {
+    console.error("usage: host_peer.ts serve PORT FILE | fetch PORT TOKEN BYTES");
+    Deno.exit(2);
+  }
+}

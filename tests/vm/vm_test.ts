@@ -1,0 +1,415 @@
+/**
+ * VM mode end to end: a real Linux guest under QEMU (TCG) gets its network
+ * from the backend over QEMU's `-netdev stream` UNIX socket.
+ *
+ * Everything runs inside a throwaway host namespace whose only uplink is a
+ * dead end (tests/helpers/netns.ts): the backend, QEMU, and the HTTP server on
+ * the namespace's loopback that the guest reaches through the gateway address.
+ * The guest (tests/vm/build.sh, tests/vm/guest/init) takes its parameters from
+ * the kernel command line, runs its steps and reports each on the serial
+ * console as `TAPIR-VM STEP name ok|fail|skip key=value...`; this test reads
+ * those lines, plays the host's part of the inbound step when the guest says
+ * it listens, and then checks every step against what the host side saw.
+ *
+ * The backend is tapir (`tapir vm --socket PATH --loopback-only ...`) unless
+ * `TAPIR_VM_BACKEND=passt`, which runs Debian's passt as an unprivileged user
+ * instead: the same socket protocol, used to validate the guest and this test.
+ *
+ * @module
+ */
+
+import { equal, match, ok } from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { nsArgs, run, runOk, withHostNs } from "../helpers/netns.ts";
+import { MAIN } from "../helpers/tapir.ts";
+
+/** Which program serves the guest's network. */
+const BACKEND = Deno.env.get("TAPIR_VM_BACKEND") ?? "tapir";
+/** Unprivileged user that runs passt (it refuses to run as root). */
+const PASST_USER = "tapirtest";
+
+const GUEST = { addr: "10.0.2.15", prefix: 24, gw: "10.0.2.2", mtu: 65520 } as const;
+const HTTP_PORT = 8080;
+const INBOUND_PORT = 10022;
+// Odd sizes, so a transfer cut at a round boundary shows.
+const DOWNLOAD_BYTES = 10 * 1024 * 1024 + 12_345;
+const UPLOAD_BYTES = 1024 * 1024 + 4_321;
+const INBOUND_BYTES = 1024 * 1024 + 777;
+/**
+ * The guest must have finished by then, or everything is killed. A run takes
+ * about 15 s (boot is about 12 s under TCG); the inbound fetch may add its own
+ * 60 s limit, so the test ends well within 5 minutes even when things hang.
+ */
+const DEADLINE_MS = 150_000;
+
+const HERE = new URL(".", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+/** One `TAPIR-VM STEP` line: status and its key=value details. */
+interface Step {
+  status: string;
+  detail: string;
+  kv: Record<string, string>;
+}
+
+function parseStep(line: string): [string, Step] | null {
+  const m = /^TAPIR-VM STEP (\S+) (ok|fail|skip) ?(.*)$/.exec(line);
+  if (!m) return null;
+  const kv: Record<string, string> = {};
+  for (const word of m[3].split(" ")) {
+    const eq = word.indexOf("=");
+    if (eq > 0) kv[word.slice(0, eq)] = word.slice(eq + 1);
+  }
+  return [m[1], { status: m[2], detail: m[3], kv }];
+}
+
+/** Yields the lines of a byte stream, without `\r` (the serial console sends CRLF). */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let nl;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, nl).replace(/\r/g, "");
+      rest = rest.slice(nl + 1);
+    }
+  }
+  if (rest !== "") yield rest.replace(/\r/g, "");
+}
+
+/** Collects a stream as text (bounded, for failure messages). */
+async function collect(stream: ReadableStream<Uint8Array>, limit = 64 * 1024): Promise<string> {
+  let text = "";
+  for await (const chunk of stream) {
+    if (text.length < limit) text += dec.decode(chunk);
+  }
+  return text.slice(0, limit);
+}
+
+/** Writes `bytes` random bytes to `path`; resolves to their sha256. */
+async function writeRandomFile(path: string, bytes: number): Promise<string> {
+  const hash = createHash("sha256");
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    const chunk = new Uint8Array(65536);
+    for (let left = bytes; left > 0;) {
+      const part = chunk.subarray(0, Math.min(left, chunk.length));
+      crypto.getRandomValues(part);
+      hash.update(part);
+      for (let off = 0; off < part.length;) off += await file.write(part.subarray(off));
+      left -= part.length;
+    }
+  } finally {
+    file.close();
+  }
+  return hash.digest("hex");
+}
+
+/** Builds (or finds in the cache) the guest's kernel and initramfs. */
+async function buildGuest(): Promise<{ kernel: string; initrd: string }> {
+  const out = (await runOk("sh", [`${HERE}build.sh`])).trim().split("\n").pop()!;
+  return { kernel: `${out}/vmlinuz`, initrd: `${out}/initramfs.gz` };
+}
+
+async function ensurePasstUser(): Promise<void> {
+  if ((await run("id", ["-u", PASST_USER])).code === 0) return;
+  await runOk("useradd", ["-M", "-s", "/bin/sh", PASST_USER]);
+}
+
+/** The backend's argument vector, run inside `host`, serving the guest on `socket`. */
+async function backendArgs(host: string, dir: string, socket: string): Promise<[string, string[]]> {
+  const common = [
+    "-t",
+    `${INBOUND_PORT}`,
+    "-a",
+    GUEST.addr,
+    "-n",
+    `${GUEST.prefix}`,
+    "-g",
+    GUEST.gw,
+    "-f",
+    "-1",
+  ];
+  if (BACKEND === "tapir") {
+    return nsArgs(host, Deno.execPath(), [
+      "run",
+      "-A",
+      MAIN,
+      "vm",
+      "--socket",
+      socket,
+      "--loopback-only",
+      ...common,
+    ]);
+  }
+  if (BACKEND !== "passt") throw new Error(`TAPIR_VM_BACKEND must be tapir or passt`);
+  await ensurePasstUser();
+  await runOk("chown", [PASST_USER, dir]);
+  // Debian 12's passt sends the guest's echo requests to the gateway address
+  // itself rather than to host loopback, so the host namespace (which the
+  // test made) holds that address and answers them.
+  await runOk(...nsArgs(host, "ip", ["addr", "add", `${GUEST.gw}/32`, "dev", "lo"]));
+  return nsArgs(host, "setpriv", [
+    "--reuid",
+    PASST_USER,
+    "--regid",
+    PASST_USER,
+    "--clear-groups",
+    "passt",
+    "--socket",
+    socket,
+    ...common,
+  ]);
+}
+
+async function waitForSocket(path: string, backend: Deno.ChildProcess): Promise<void> {
+  let exited = false;
+  backend.status.then(() => exited = true);
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await Deno.stat(path)).isSocket) return;
+    } catch { /* not yet */ }
+    if (exited) throw new Error("the backend exited before it listened");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the backend did not create ${path} within 30 s`);
+}
+
+function kill(p: Deno.ChildProcess | null): void {
+  try {
+    p?.kill("SIGKILL");
+  } catch { /* already gone */ }
+}
+
+Deno.test(`a QEMU guest on ${BACKEND}: DHCP, ping, 10 MiB download, 1 MiB upload, inbound -t`, async (t) => {
+  const guest = await buildGuest();
+  await withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
+    await Deno.chmod(dir, 0o755);
+    const socket = `${dir}/guest.sock`;
+    const downloadSha = await writeRandomFile(`${dir}/download`, DOWNLOAD_BYTES);
+    const token = Array.from(
+      crypto.getRandomValues(new Uint8Array(8)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    // Ping sockets for the backend's echo translation.
+    await runOk(...nsArgs(host, "sysctl", ["-qw", "net.ipv4.ping_group_range=0 2147483647"]));
+
+    let server: Deno.ChildProcess | null = null;
+    let backend: Deno.ChildProcess | null = null;
+    let qemu: Deno.ChildProcess | null = null;
+    const pending: Promise<unknown>[] = [];
+    const serial: string[] = [];
+    const steps = new Map<string, Step>();
+    const uploads: { bytes: number; sha256: string }[] = [];
+    let inboundFetch: Promise<{ bytes: number; sha256: string } | string> | null = null;
+    let backendLog = Promise.resolve("");
+    let qemuLog = Promise.resolve("");
+    const deadline = setTimeout(() => {
+      serial.push(`(test: deadline of ${DEADLINE_MS} ms passed, killing everything)`);
+      kill(qemu);
+      kill(backend);
+      kill(server);
+    }, DEADLINE_MS);
+    try {
+      // The host's HTTP server on the namespace's loopback.
+      const [sc, sa] = nsArgs(host, Deno.execPath(), [
+        "run",
+        "-A",
+        `${HERE}host_peer.ts`,
+        "serve",
+        `${HTTP_PORT}`,
+        `${dir}/download`,
+      ]);
+      server = new Deno.Command(sc, { args: sa, stdin: "null", stdout: "piped", stderr: "inherit" })
+        .spawn();
+      let listening: (line: string) => void = () => {};
+      const serverReady = new Promise<string>((resolve) => listening = resolve);
+      pending.push((async () => {
+        for await (const line of lines(server.stdout)) {
+          const msg = JSON.parse(line);
+          if (msg.upload) uploads.push(msg.upload);
+          else listening(line);
+        }
+        listening("(the host server exited)");
+      })());
+      equal(await serverReady, JSON.stringify({ listening: HTTP_PORT }), "the host server listens");
+
+      const [bc, ba] = await backendArgs(host, dir, socket);
+      backend = new Deno.Command(bc, { args: ba, stdin: "null", stdout: "piped", stderr: "piped" })
+        .spawn();
+      const backendOut = collect(backend.stdout);
+      // passt also tries syslog, which this machine lacks, once per message.
+      backendLog = Promise.all([backendOut, collect(backend.stderr)]).then(([o, e]) =>
+        (o + e).replace(/^Failed to send \d+ bytes to syslog\n/gm, "")
+      );
+      try {
+        await waitForSocket(socket, backend);
+      } catch (err) {
+        kill(backend);
+        throw new Error(`${(err as Error).message}\n--- ${BACKEND}\n${await backendLog}`);
+      }
+
+      const params = {
+        steps: "dhcp,ping,download,upload,inbound",
+        addr: GUEST.addr,
+        prefix: GUEST.prefix,
+        gw: GUEST.gw,
+        mtu: GUEST.mtu,
+        http_port: HTTP_PORT,
+        dl_path: "/download",
+        dl_size: DOWNLOAD_BYTES,
+        dl_sha256: downloadSha,
+        up_path: "/upload",
+        up_size: UPLOAD_BYTES,
+        in_port: INBOUND_PORT,
+        in_size: INBOUND_BYTES,
+        wait: 60,
+        deadline: Math.max(10, Math.floor(DEADLINE_MS / 1000) - 20),
+      };
+      const append = [
+        "console=ttyS0",
+        "loglevel=1",
+        "panic=-1",
+        ...Object.entries(params).map(([k, v]) => `tapirvm.${k}=${v}`),
+      ].join(" ");
+      const [qc, qa] = nsArgs(host, "qemu-system-x86_64", [
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        guest.kernel,
+        "-initrd",
+        guest.initrd,
+        "-append",
+        append,
+        "-netdev",
+        `stream,id=n0,server=off,addr.type=unix,addr.path=${socket}`,
+        // No option ROM: the kernel is loaded directly, iPXE would only slow boot.
+        "-device",
+        "virtio-net-pci,netdev=n0,romfile=",
+      ]);
+      qemu = new Deno.Command(qc, { args: qa, stdin: "null", stdout: "piped", stderr: "piped" })
+        .spawn();
+      qemuLog = collect(qemu.stderr);
+      for await (const line of lines(qemu.stdout)) {
+        serial.push(line);
+        const step = parseStep(line);
+        if (step) steps.set(step[0], step[1]);
+        if (step?.[0] === "inbound-listen" && step[1].status === "ok") {
+          // The guest listens: connect through the backend's -t forward.
+          const [fc, fa] = nsArgs(host, Deno.execPath(), [
+            "run",
+            "-A",
+            `${HERE}host_peer.ts`,
+            "fetch",
+            `${INBOUND_PORT}`,
+            token,
+            step[1].kv.bytes,
+          ]);
+          inboundFetch = run(fc, fa).then((r) =>
+            r.code === 0 ? JSON.parse(r.stdout) : `fetch failed (${r.code}): ${r.stderr}`
+          );
+        }
+      }
+      // The guest powers off after DONE, and QEMU exits; or the deadline killed it.
+      const qemuStatus = await qemu.status;
+      const inbound = inboundFetch ? await inboundFetch : "the guest never listened";
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      const backendStatus = await Promise.race([
+        backend.status,
+        new Promise<null>((r) => grace = setTimeout(() => r(null), 3000)),
+      ]);
+      clearTimeout(grace);
+      kill(backend);
+      kill(server);
+      await Promise.all(pending);
+      const context = `\n--- serial\n${serial.join("\n")}\n--- qemu stderr\n${await qemuLog}` +
+        `\n--- ${BACKEND}\n${await backendLog}`;
+
+      const okStep = (name: string): Step => {
+        const step = steps.get(name);
+        equal(step?.status, "ok", `step ${name}${context}`);
+        return step!;
+      };
+
+      await t.step("the guest boots, loads virtio-net and finishes its steps", () => {
+        ok(serial.some((l) => l.startsWith("TAPIR-VM BEGIN")), `no BEGIN line${context}`);
+        match(
+          serial.join("\n"),
+          /^TAPIR-VM DONE passed=\d+ failed=0 skipped=0$/m,
+          `no "TAPIR-VM DONE ... failed=0 skipped=0" line${context}`,
+        );
+        equal(qemuStatus.code, 0, `QEMU exit status ${qemuStatus.code}${context}`);
+        okStep("modules");
+        okStep("link");
+      });
+      await t.step("DHCP gives the configured address, prefix, gateway and MTU", () => {
+        const dhcp = okStep("dhcp");
+        equal(dhcp.kv.addr, GUEST.addr);
+        equal(dhcp.kv.prefix, `${GUEST.prefix}`);
+        equal(dhcp.kv.gw, GUEST.gw);
+        equal(dhcp.kv.mtu, `${GUEST.mtu}`);
+      });
+      await t.step("the gateway answers ping", () => {
+        const ping = okStep("ping");
+        equal(ping.kv.sent, "3");
+        equal(ping.kv.received, "3");
+      });
+      await t.step("a 10 MiB download from host loopback arrives intact", () => {
+        const dl = okStep("download");
+        equal(dl.kv.bytes, `${DOWNLOAD_BYTES}`);
+        equal(dl.kv.sha256, downloadSha);
+      });
+      await t.step("a 1 MiB upload arrives intact on the host", () => {
+        const up = okStep("upload");
+        equal(uploads.length, 1, `host saw uploads ${JSON.stringify(uploads)}${context}`);
+        equal(uploads[0].bytes, UPLOAD_BYTES);
+        equal(uploads[0].sha256, up.kv.sha256);
+      });
+      await t.step("the host connects in through -t: both directions arrive intact", () => {
+        const listen = okStep("inbound-listen");
+        equal(typeof inbound, "object", `${inbound}${context}`);
+        const got = inbound as { bytes: number; sha256: string };
+        equal(
+          got.bytes,
+          INBOUND_BYTES,
+          `host got ${got.bytes} of ${INBOUND_BYTES} bytes${context}`,
+        );
+        equal(got.sha256, listen.kv.sha256);
+        equal(okStep("inbound").kv.token, token, "the guest read the host's token");
+      });
+      await t.step("the backend exits when the guest disconnects (-1)", () => {
+        equal(
+          backendStatus?.code,
+          0,
+          `${BACKEND} exit: ${JSON.stringify(backendStatus)}${context}`,
+        );
+      });
+    } finally {
+      clearTimeout(deadline);
+      kill(qemu);
+      kill(backend);
+      kill(server);
+      await Promise.allSettled([
+        qemu?.status,
+        backend?.status,
+        server?.status,
+        qemuLog,
+        backendLog,
+        inboundFetch,
+        ...pending,
+      ]);
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});

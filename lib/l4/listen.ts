@@ -95,3 +95,59 @@ export function listenSocket(
   }
   return fd;
 }
+
+/**
+ * Sockets bound to forwarded ports, each in a stable slot: the slot number is
+ * the socket's epoll tag, so it must not change while the socket is open.
+ * Freed slots are reused (`auto` forwarding opens and closes ports for as
+ * long as tapir runs, and the slot numbers must not grow without bound).
+ */
+export class PortSockets<T extends { readonly fd: number; readonly port: number }> {
+  readonly #slots: (T | null)[] = [];
+  readonly #free: number[] = [];
+
+  /** The slot the next {@linkcode add} takes (register the fd under it first). */
+  nextSlot(): number {
+    return this.#free.length > 0 ? this.#free[this.#free.length - 1] : this.#slots.length;
+  }
+
+  /** Stores `entry` in {@linkcode nextSlot} and returns that slot. */
+  add(entry: T): number {
+    const slot = this.#free.length > 0 ? this.#free.pop()! : this.#slots.length;
+    this.#slots[slot] = entry;
+    return slot;
+  }
+
+  /** The entry in `slot`, or null (a late event for a closed socket). */
+  get(slot: number): T | null {
+    return this.#slots[slot] ?? null;
+  }
+
+  /** Removes and returns every entry bound to `port`. */
+  takePort(port: number): T[] {
+    const out: T[] = [];
+    for (let i = 0; i < this.#slots.length; i++) {
+      const e = this.#slots[i];
+      if (e === null || e.port !== port) continue;
+      out.push(e);
+      this.#slots[i] = null;
+      this.#free.push(i);
+    }
+    return out;
+  }
+
+  /** Removes and returns every entry. */
+  takeAll(): T[] {
+    const out = this.#slots.filter((e): e is T => e !== null);
+    this.#slots.length = 0;
+    this.#free.length = 0;
+    return out;
+  }
+
+  /** The ports with an open socket. */
+  ports(): Set<number> {
+    const out = new Set<number>();
+    for (const e of this.#slots) if (e !== null) out.add(e.port);
+    return out;
+  }
+}

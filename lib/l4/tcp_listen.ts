@@ -37,7 +37,7 @@ import { logDebug, logWarn } from "../log.ts";
 import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import * as sys from "../sys/mod.ts";
-import { forEachListenPort, listenSocket } from "./listen.ts";
+import { forEachListenPort, listenSocket, PortSockets } from "./listen.ts";
 import type { Tcp } from "./tcp.ts";
 
 /** One listening socket. */
@@ -95,8 +95,7 @@ export class TcpListeners {
   readonly #net: GuestNet;
   readonly #tcp: Tcp;
   /** Indexed by epoll tag; null: a closed listener's slot, reused by the next. */
-  readonly #listeners: (Listener | null)[] = [];
-  readonly #freeSlots: number[] = [];
+  readonly #listeners = new PortSockets<Listener>();
   #loopbackHook: LoopbackHook | null = null;
   readonly #fdType: number;
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
@@ -138,15 +137,13 @@ export class TcpListeners {
       this.#failed(fd, family, port, explicit);
       return false;
     }
-    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#listeners.length;
-    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, slot);
+    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, this.#listeners.nextSlot());
     if (rc < 0) {
-      if (slot < this.#listeners.length) this.#freeSlots.push(slot);
       sys.close(fd);
       this.#failed(rc, family, port, explicit);
       return false;
     }
-    this.#listeners[slot] = { fd, v6, port, target };
+    this.#listeners.add({ fd, v6, port, target });
     this.stats.listening++;
     return true;
   }
@@ -173,29 +170,22 @@ export class TcpListeners {
 
   /** Closes every listening socket on host `port`. */
   closePort(port: number): void {
-    const ls = this.#listeners;
-    for (let i = 0; i < ls.length; i++) {
-      const l = ls[i];
-      if (l === null || l.port !== port) continue;
+    for (const l of this.#listeners.takePort(port)) {
       this.#loop.remove(l.fd);
       sys.close(l.fd);
-      ls[i] = null;
-      this.#freeSlots.push(i);
       this.stats.listening--;
     }
   }
 
   /** The host ports with an open listening socket. */
   ports(): Set<number> {
-    const out = new Set<number>();
-    for (const l of this.#listeners) if (l !== null) out.add(l.port);
-    return out;
+    return this.#listeners.ports();
   }
 
   /** Accepts every pending connection on listener `index` and opens each toward the guest. */
   #accept(index: number): void {
-    const l = this.#listeners[index];
-    if (!l) return; // closed earlier in this turn
+    const l = this.#listeners.get(index);
+    if (l === null) return; // closed earlier in this turn
     for (;;) {
       this.#saLen[0] = this.#sa.length;
       const fd = sys.accept4(l.fd, sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, this.#sa, this.#saLen);
@@ -270,13 +260,10 @@ export class TcpListeners {
 
   /** Closes every listening socket. */
   close(): void {
-    for (const l of this.#listeners) {
-      if (l === null) continue;
+    for (const l of this.#listeners.takeAll()) {
       this.#loop.remove(l.fd);
       sys.close(l.fd);
     }
-    this.#listeners.length = 0;
-    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

@@ -61,7 +61,7 @@ import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
 import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
-import { forEachListenPort, listenSocket } from "./listen.ts";
+import { forEachListenPort, listenSocket, PortSockets } from "./listen.ts";
 
 /** Datagrams read by one `recvmmsg`. */
 export const MAX_DGRAMS_PER_READ = 32;
@@ -154,8 +154,7 @@ export class Udp {
   readonly #fdType: number;
   readonly #listenType: number;
   /** Indexed by epoll tag; null: a closed listener's slot, reused by the next. */
-  readonly #listeners: (UdpListener | null)[] = [];
-  readonly #freeSlots: number[] = [];
+  readonly #listeners = new PortSockets<UdpListener>();
   readonly #key = new FlowSide();
   readonly #tgt = new FlowSide();
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
@@ -529,22 +528,20 @@ export class Udp {
     explicit: boolean,
   ): boolean {
     let fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
-    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#listeners.length;
     if (fd >= 0) {
-      const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, slot);
+      const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, this.#listeners.nextSlot());
       if (rc < 0) {
         sys.close(fd);
         fd = rc;
       }
     }
     if (fd < 0) {
-      if (slot < this.#listeners.length) this.#freeSlots.push(slot);
       const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
       if (explicit) logWarn(msg);
       else logDebug(msg);
       return false;
     }
-    this.#listeners[slot] = { fd, v6: family === 6, port, target, flows: new Set() };
+    this.#listeners.add({ fd, v6: family === 6, port, target, flows: new Set() });
     this.stats.listening++;
     return true;
   }
@@ -566,14 +563,9 @@ export class Udp {
 
   /** Closes every listening socket on host `port`; their flows end (see the module comment). */
   closePort(port: number): void {
-    const ls = this.#listeners;
-    for (let i = 0; i < ls.length; i++) {
-      const l = ls[i];
-      if (l === null || l.port !== port) continue;
+    for (const l of this.#listeners.takePort(port)) {
       this.#loop.remove(l.fd);
       sys.close(l.fd);
-      ls[i] = null;
-      this.#freeSlots.push(i);
       this.stats.listening--;
       for (const index of l.flows) {
         this.#flows.data<UdpFlow>(index, FlowType.UDP).closed = true;
@@ -585,14 +577,12 @@ export class Udp {
 
   /** The host ports with an open listening socket. */
   ports(): Set<number> {
-    const out = new Set<number>();
-    for (const l of this.#listeners) if (l !== null) out.add(l.port);
-    return out;
+    return this.#listeners.ports();
   }
 
   #listenerReady(index: number): void {
-    const l = this.#listeners[index];
-    if (!l) return; // closed earlier in this turn
+    const l = this.#listeners.get(index);
+    if (l === null) return; // closed earlier in this turn
     this.#fromSocket(null, l.fd, true, l);
   }
 
@@ -656,13 +646,10 @@ export class Udp {
 
   /** Closes the listening sockets. */
   close(): void {
-    for (const l of this.#listeners) {
-      if (l === null) continue;
+    for (const l of this.#listeners.takeAll()) {
       this.#loop.remove(l.fd);
       sys.close(l.fd);
     }
-    this.#listeners.length = 0;
-    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

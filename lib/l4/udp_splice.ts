@@ -37,7 +37,7 @@ import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
-import { forEachListenPort } from "./listen.ts";
+import { forEachListenPort, PortSockets } from "./listen.ts";
 import { MAX_DGRAMS_PER_READ } from "./udp.ts";
 
 /** What makes sockets inside the namespace (the worker). */
@@ -108,8 +108,7 @@ export class UdpSplice {
   readonly #nsType: number;
   readonly #hostType: number;
   /** Indexed by epoll tag; null: a closed socket's slot, reused by the next. */
-  readonly #sockets: (NsSocket | null)[] = [];
-  readonly #freeSlots: number[] = [];
+  readonly #sockets = new PortSockets<NsSocket>();
   readonly #pool = new Uint8Array(MAX_DGRAMS_PER_READ * MAX_DATAGRAM);
   readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
   readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
@@ -174,11 +173,9 @@ export class UdpSplice {
       ? sys.sockaddrIn4(this.#sa, bindAddr, port)
       : sys.sockaddrIn6(this.#sa, bindAddr, port);
     if (family === 6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
-    const slot = this.#freeSlots.length > 0 ? this.#freeSlots.pop()! : this.#sockets.length;
     let rc = sys.bind(fd, this.#sa, len);
-    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, slot);
+    if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, this.#sockets.nextSlot());
     if (rc < 0) {
-      if (slot < this.#sockets.length) this.#freeSlots.push(slot);
       sys.close(fd);
       const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
         sys.errnoName(-rc)
@@ -187,7 +184,7 @@ export class UdpSplice {
       else logDebug(msg);
       return false;
     }
-    this.#sockets[slot] = { fd, v6: family === 6, port, target, flows: new Set() };
+    this.#sockets.add({ fd, v6: family === 6, port, target, flows: new Set() });
     this.stats.listening++;
     return true;
   }
@@ -204,14 +201,9 @@ export class UdpSplice {
 
   /** Closes every namespace socket on `port`; their flows end (see the module comment). */
   closePort(port: number): void {
-    const socks = this.#sockets;
-    for (let i = 0; i < socks.length; i++) {
-      const s = socks[i];
-      if (s === null || s.port !== port) continue;
+    for (const s of this.#sockets.takePort(port)) {
       this.#loop.remove(s.fd);
       sys.close(s.fd);
-      socks[i] = null;
-      this.#freeSlots.push(i);
       this.stats.listening--;
       for (const index of s.flows) {
         this.#flows.data<SpliceFlow>(index, FlowType.UDP_SPLICE).closed = true;
@@ -223,15 +215,13 @@ export class UdpSplice {
 
   /** The namespace ports with a bound socket. */
   ports(): Set<number> {
-    const out = new Set<number>();
-    for (const s of this.#sockets) if (s !== null) out.add(s.port);
-    return out;
+    return this.#sockets.ports();
   }
 
   /** Datagrams from namespace clients: to the host, each through its flow. */
   #nsReady(index: number): void {
-    const s = this.#sockets[index];
-    if (!s) return; // closed earlier in this turn
+    const s = this.#sockets.get(index);
+    if (s === null) return; // closed earlier in this turn
     const mm = this.#mmsg;
     for (;;) {
       for (let k = 0; k < MAX_DGRAMS_PER_READ; k++) {
@@ -362,13 +352,10 @@ export class UdpSplice {
 
   /** Closes the namespace sockets. */
   close(): void {
-    for (const s of this.#sockets) {
-      if (s === null) continue;
+    for (const s of this.#sockets.takeAll()) {
       this.#loop.remove(s.fd);
       sys.close(s.fd);
     }
-    this.#sockets.length = 0;
-    this.#freeSlots.length = 0;
     this.stats.listening = 0;
   }
 }

@@ -25,6 +25,11 @@ export function tapirNsArgs(host: string, args: string[], script?: string): [str
   ]);
 }
 
+/** Argument vector of `tapir vm --loopback-only ARGS` run in `host`. */
+export function tapirVmArgs(host: string, args: string[]): [string, string[]] {
+  return nsArgs(host, Deno.execPath(), ["run", "-A", MAIN, "vm", "--loopback-only", ...args]);
+}
+
 /** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host` to completion. */
 export function tapirNs(
   host: string,

@@ -1,0 +1,106 @@
+/**
+ * VM mode without a real VM: a fake guest speaks QEMU's stream protocol to
+ * `tapir vm` (4-byte big-endian length, then an Ethernet frame) and asks ARP
+ * questions, which tapir answers itself — no traffic beyond tapir. Covers
+ * what the QEMU test (tests/vm/) does not: serving the next guest after one
+ * leaves, refusing a second guest while one is served, and a clean exit on
+ * SIGTERM that removes the socket file.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
+import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
+import { TAPIR_MAC } from "../../lib/net.ts";
+import { withHostNs } from "../helpers/netns.ts";
+import { tapirVmArgs } from "../helpers/tapir.ts";
+
+const GUEST_MAC = new Uint8Array([0x02, 0, 0, 0, 0, 0x42]);
+const GUEST = 0xc0000202; // 192.0.2.2
+const GATEWAY = 0xc0000201; // 192.0.2.1
+
+/** An ARP request from the guest for `target`, with its length prefix. */
+function arpRequest(target: number): Uint8Array {
+  const frame = new Uint8Array(4 + 42);
+  const r = arpReprNew();
+  r.op = ArpOp.Request;
+  r.sha.set(GUEST_MAC);
+  r.spa = GUEST;
+  r.tpa = target;
+  const l3 = 4 + ethEmit(frame, 4, ETH_BROADCAST, GUEST_MAC, EtherType.Arp);
+  arpEmit(frame, l3, r);
+  new DataView(frame.buffer).setUint32(0, 42);
+  return frame;
+}
+
+/** Reads one length-prefixed frame from `conn` (null at end of stream). */
+async function readFrame(conn: Deno.Conn): Promise<Uint8Array | null> {
+  const read = async (n: number) => {
+    const out = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const k = await conn.read(out.subarray(got));
+      if (k === null) return null;
+      got += k;
+    }
+    return out;
+  };
+  const len = await read(4);
+  return len === null ? null : read(new DataView(len.buffer).getUint32(0));
+}
+
+/** Asks for the gateway's MAC on `conn`; returns the answer's sender MAC and address. */
+async function askGateway(conn: Deno.Conn): Promise<{ mac: number[]; ip: number }> {
+  await conn.write(arpRequest(GATEWAY));
+  for (;;) {
+    const f = await readFrame(conn);
+    if (f === null) throw new Error("stream ended before an ARP reply");
+    const eth = EthFrame.checked(f);
+    if (typeof eth === "number" || eth.ethertype !== EtherType.Arp) continue; // an RA, say
+    const arp = ArpPacket.checked(f, eth.payloadOffset, eth.payloadLen);
+    if (typeof arp === "number" || arp.op !== ArpOp.Reply) continue;
+    return { mac: [...f.subarray(eth.srcOffset, eth.srcOffset + 6)], ip: arp.spa };
+  }
+}
+
+Deno.test("tapir vm serves one guest after another, refuses a second at once, exits cleanly", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
+    const path = `${dir}/tapir.sock`;
+    const [cmd, args] = tapirVmArgs(host, [
+      "-q",
+      "-a",
+      "192.0.2.2",
+      "-g",
+      "192.0.2.1",
+      "--socket",
+      path,
+    ]);
+    const tapir = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).spawn();
+    try {
+      for (let i = 0; i < 100; i++) {
+        if (await Deno.stat(path).then(() => true, () => false)) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const first = await Deno.connect({ transport: "unix", path });
+      const answer = await askGateway(first);
+      deepEqual(answer.mac, [...TAPIR_MAC]);
+      equal(answer.ip, GATEWAY);
+
+      // A second guest while the first is served: closed at once.
+      const second = await Deno.connect({ transport: "unix", path });
+      equal(await readFrame(second), null, "the second connection is closed");
+      second.close();
+
+      // The first leaves; the next one is served.
+      first.close();
+      const third = await Deno.connect({ transport: "unix", path });
+      equal((await askGateway(third)).ip, GATEWAY, "the next guest is answered");
+      third.close();
+    } finally {
+      tapir.kill("SIGTERM");
+      const status = await tapir.status;
+      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
+      equal(status.code, 0, `tapir vm exits 0 on SIGTERM: ${stderr}`);
+      ok(!(await Deno.stat(path).then(() => true, () => false)), "the socket file is removed");
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));

@@ -16,6 +16,7 @@
 
 import type { NsConfig, VmConfig } from "./conf.ts";
 import { parseIp } from "./addr.ts";
+import type { AddrMapRules } from "./fwd.ts";
 import { Netlink } from "./netlink.ts";
 
 /** tapir's MAC: locally administered (02), then the bytes of "Tapir". */
@@ -65,8 +66,12 @@ export interface GuestNet6 {
   readonly dns: readonly Uint8Array[];
 }
 
-/** Everything about the guest's network; see the module comment. */
-export interface GuestNet {
+/**
+ * Everything about the guest's network; see the module comment. The address
+ * mapping rules (gateway → host loopback, `--loopback-only`, `--dns-forward`)
+ * are those of `AddrMapRules`.
+ */
+export interface GuestNet extends AddrMapRules {
   /** tapir's MAC address, the guest's gateway MAC. */
   readonly ourMac: Uint8Array;
   /** MTU of the guest interface. */
@@ -77,20 +82,6 @@ export interface GuestNet {
   readonly ip6: GuestNet6 | null;
   /** DNS search domains. */
   readonly search: readonly string[];
-  /** Guest-side IPv4 addresses that mean the host's loopback (u32): the gateway, `--map-host-loopback`. */
-  readonly mapLo4: readonly number[];
-  /** Guest-side IPv6 addresses that mean the host's loopback. */
-  readonly mapLo6: readonly Uint8Array[];
-  /** `--loopback-only`: the host side may reach only loopback addresses. */
-  readonly loopbackOnly: boolean;
-  /** `--dns-forward` IPv4 address (u32), 0 for none: its port 53 goes to {@linkcode dnsHost4}. */
-  readonly dnsForward4: number;
-  /** Resolver for relayed IPv4 queries (u32), 0 for none. */
-  readonly dnsHost4: number;
-  /** `--dns-forward` IPv6 address, or null. */
-  readonly dnsForward6: Uint8Array | null;
-  /** Resolver for relayed IPv6 queries, or null. */
-  readonly dnsHost6: Uint8Array | null;
   /** Idle timeout of UDP flows, ms. */
   readonly udpTimeoutMs: number;
   /** Which services tapir runs for the guest. */

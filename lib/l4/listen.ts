@@ -48,11 +48,19 @@ export function forEachListenPort(
     for (let port = rule.first; port <= rule.last; port++) {
       if (port >= skipLo && port <= skipHi) continue;
       for (const family of families) {
-        if ((family === 4 ? net.ip4 : net.ip6) === null) continue;
+        if (!guestFamilies(net).includes(family)) continue;
         fn(family, rule.addr, rule.ifname, port, rule.target + (port - rule.first), explicit);
       }
     }
   }
+}
+
+/** The families the guest has (forwarding to a family it lacks goes nowhere). */
+export function guestFamilies(net: GuestNet): (4 | 6)[] {
+  const out: (4 | 6)[] = [];
+  if (net.ip4 !== null) out.push(4);
+  if (net.ip6 !== null) out.push(6);
+  return out;
 }
 
 /**

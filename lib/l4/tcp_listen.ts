@@ -37,7 +37,7 @@ import { logDebug, logWarn } from "../log.ts";
 import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import * as sys from "../sys/mod.ts";
-import { forEachListenPort, listenSocket, PortSockets } from "./listen.ts";
+import { forEachListenPort, guestFamilies, listenSocket, PortSockets } from "./listen.ts";
 import type { Tcp } from "./tcp.ts";
 
 /** One listening socket. */
@@ -160,12 +160,8 @@ export class TcpListeners {
    * namespace. Failures are debug lines. Returns the number of sockets opened.
    */
   listenAuto(port: number): number {
-    let opened = 0;
-    for (const family of [4, 6] as const) {
-      if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
-      if (this.#listen(family, null, null, port, port, false)) opened++;
-    }
-    return opened;
+    return guestFamilies(this.#net).filter((f) => this.#listen(f, null, null, port, port, false))
+      .length;
   }
 
   /** Closes every listening socket on host `port`. */

@@ -61,7 +61,7 @@ import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
 import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
-import { forEachListenPort, listenSocket, PortSockets } from "./listen.ts";
+import { forEachListenPort, guestFamilies, listenSocket, PortSockets } from "./listen.ts";
 
 /** Datagrams read by one `recvmmsg`. */
 export const MAX_DGRAMS_PER_READ = 32;
@@ -553,12 +553,8 @@ export class Udp {
    * sockets opened.
    */
   listenAuto(port: number): number {
-    let opened = 0;
-    for (const family of [4, 6] as const) {
-      if ((family === 4 ? this.#net.ip4 : this.#net.ip6) === null) continue;
-      if (this.#listen(family, null, null, port, port, false)) opened++;
-    }
-    return opened;
+    return guestFamilies(this.#net).filter((f) => this.#listen(f, null, null, port, port, false))
+      .length;
   }
 
   /** Closes every listening socket on host `port`; their flows end (see the module comment). */

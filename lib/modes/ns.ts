@@ -18,7 +18,7 @@
 
 import type { NsConfig } from "../conf.ts";
 import { logDebug, logError, logWarn } from "../log.ts";
-import { guestNetFrom, hostFacts, u32ToIp4 } from "../net.ts";
+import { hostFacts, u32ToIp4 } from "../net.ts";
 import {
   type NsAddress,
   type NsRoute,
@@ -27,15 +27,15 @@ import {
   REEXEC_ENV,
   rootlessReexecArgs,
 } from "../ns.ts";
-import { pcapClose, pcapOpen } from "../pcap.ts";
+import { pcapClose } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
-import { allowPingSockets } from "../l4/icmp.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
 import { UdpNsForward } from "../l4/udp_ns.ts";
 import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
+import { prepareGuest } from "./common.ts";
 
 /**
  * After the command exits, keep forwarding for at most this long while TCP
@@ -65,21 +65,9 @@ export async function runNs(
   }
 
   const host = hostFacts();
-  const net = guestNetFrom(conf, host);
-  if (!net.ip4 && !net.ip6) {
-    logError("no address for the guest: the host has none to copy; give one with -a");
-    return 1;
-  }
+  const net = prepareGuest(conf, host);
+  if (net === null) return 1;
   const ifname = conf.ifname ?? host.ifname ?? "tap0";
-  allowPingSockets();
-  if (conf.pcap) {
-    try {
-      pcapOpen(conf.pcap);
-    } catch (err) {
-      logError(`--pcap: cannot open ${conf.pcap}: ${(err as Error).message}`);
-      return 1;
-    }
-  }
 
   const addresses: NsAddress[] = [];
   const routes: NsRoute[] = [];

@@ -19,13 +19,13 @@
  */
 
 import type { VmConfig } from "../conf.ts";
-import { allowPingSockets } from "../l4/icmp.ts";
 import { logDebug, logError, logInfo } from "../log.ts";
-import { guestNetFrom, hostFacts } from "../net.ts";
-import { pcapClose, pcapOpen } from "../pcap.ts";
+import { hostFacts } from "../net.ts";
+import { pcapClose } from "../pcap.ts";
 import * as sys from "../sys/mod.ts";
 import { StreamBackend } from "../tap/stream.ts";
 import { Tapir } from "../tapir.ts";
+import { prepareGuest } from "./common.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
 export function defaultSocketPath(): string {
@@ -72,30 +72,18 @@ export async function runVm(conf: VmConfig): Promise<number> {
     logError("--vhost-user: vhost-user is not available yet; QEMU's stream socket is");
     return 1;
   }
-  const net = guestNetFrom(conf, hostFacts());
-  if (!net.ip4 && !net.ip6) {
-    logError("no address for the guest: the host has none to copy; give one with -a");
-    return 1;
-  }
+  const net = prepareGuest(conf, hostFacts());
+  if (net === null) return 1;
   const path = conf.socket ?? defaultSocketPath();
   let listenFd = -1;
   if (conf.fd === null) {
     const fd = listenUnix(path);
     if (typeof fd === "string") {
       logError(fd);
+      pcapClose();
       return 1;
     }
     listenFd = fd;
-  }
-  allowPingSockets();
-  if (conf.pcap) {
-    try {
-      pcapOpen(conf.pcap);
-    } catch (err) {
-      logError(`--pcap: cannot open ${conf.pcap}: ${(err as Error).message}`);
-      if (listenFd >= 0) sys.close(listenFd);
-      return 1;
-    }
   }
 
   const backend = new StreamBackend();

@@ -32,16 +32,24 @@
  * driven by edges (new data), by guest ACKs and window updates (room to send
  * more) and by the retransmission timer.
  *
- * **Guest → host: only what the kernel accepted is acknowledged.** Payload
- * in order is written with one `sendmsg(MSG_DONTWAIT)` per segment; we
- * advance `seqFromTap` by what the socket took. What it refused is simply not
- * acknowledged, and the guest's own retransmission delivers it again. The
- * window we advertise is the socket's real free send-buffer memory
- * (`SO_MEMINFO`), so the guest's congestion control, not ours, paces the
- * transfer. A segment beyond a gap is dropped and answered with a duplicate
- * ACK (the guest's fast retransmit fills the gap); overlaps are trimmed.
- * When the socket refuses data we watch `EPOLLOUT` and send a window update
- * once it drains. One ACK per connection per loop turn, from the flow table's
+ * **Guest → host: what is inside our window is taken.** Payload in order
+ * is written with one `sendmsg(MSG_DONTWAIT)` per segment. The window we
+ * advertise is what the socket will still take: its free send-buffer memory
+ * (`SO_MEMINFO`) divided by the memory it spends per byte queued (measured
+ * on the socket itself: queued memory over `SIOCOUTQ` bytes, about 1.4 %
+ * more than the payload with 64 KiB segments), so the guest's congestion
+ * control, not ours, paces the transfer. Should the socket still refuse
+ * part of a segment inside that window, the rest goes to a small *spill*
+ * buffer of the connection ({@linkcode TCP_SPILL_MAX}, allocated only then)
+ * and is acknowledged: written first when the socket drains (`EPOLLOUT`),
+ * before any later byte, and the guest's FIN waits for it. Refusing it
+ * instead would be costly: measured, a Linux guest whose later segments we
+ * must then drop (they lie past a hole) cannot tell which were lost
+ * without SACK; its recovery declares its own timeout spurious and stalls
+ * for seconds of backed-off timeouts. What neither socket nor spill takes
+ * is not acknowledged, and a segment beyond a gap is dropped and answered
+ * with duplicate ACKs (the guest's fast retransmit fills the gap); overlaps
+ * are trimmed. One ACK per connection per loop turn, from the flow table's
  * deferred pass, however many segments arrived.
  *
  * **State is events and flags, not RFC states.** {@linkcode TcpEv} records
@@ -72,9 +80,11 @@
  * guest's side; the guest's own keepalives are answered like any old
  * segment, with an ACK.
  *
- * **Bounds.** Per connection tapir holds no data at all: host → guest bytes
- * wait in the socket's receive queue, guest → host bytes are either taken
- * by the socket or not acknowledged. While the guest's window is full the
+ * **Bounds.** Per connection tapir holds no data but the spill: host →
+ * guest bytes wait in the socket's receive queue, guest → host bytes are
+ * taken by the socket, kept in the spill (at most
+ * {@linkcode TCP_SPILL_MAX}, only while the socket is full) or not
+ * acknowledged. While the guest's window is full the
  * socket is not read (STALLED), so the kernel's own flow control pushes back
  * on the host peer.
  *
@@ -122,6 +132,15 @@ export const TCP_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const TCP_IDLE_TIMEOUT_MS = 2 * 3600 * 1000;
 /** Frames filled by one peek. */
 export const MAX_FRAMES_PER_READ = 32;
+/** Bytes inside our window a full socket refused that a connection keeps (see the module comment). */
+export const TCP_SPILL_MAX = 256 * 1024;
+/**
+ * Send-buffer memory per payload byte assumed until the socket has enough
+ * queued to measure it (1 + 1/16: above what 1 KiB writes cost).
+ */
+const MEM_PER_BYTE_DEFAULT = 17 / 16;
+/** Bytes queued on a socket from which its memory per byte is measured. */
+const MEM_PER_BYTE_MIN_QUEUE = 64 * 1024;
 /** MSS assumed when the guest sends none (RFC 9293 §3.7.1). */
 const DEFAULT_MSS = 536;
 
@@ -179,6 +198,10 @@ export interface TcpStats {
   bytesToHost: number;
   /** Guest segments the host socket took only part of (or none of). */
   shortWrites: number;
+  /** Bytes the host socket refused that were kept in a spill buffer (acknowledged). */
+  spilled: number;
+  /** Segments (or their rest) refused by the socket with the spill full: not acknowledged. */
+  spillFull: number;
   /** Bytes sent to the guest (first transmissions and retransmissions). */
   bytesToTap: number;
   /** Retransmissions to the guest (rewinds). */
@@ -223,6 +246,11 @@ class TcpConn {
   wndToTap = 0;
   /** `seqFromTap` for which we last asked the guest to retransmit (see `#ackToTap`). */
   seqGapAsked = -1;
+  /** Acknowledged guest bytes the socket refused, written before any later byte (or null). */
+  spill: Uint8Array | null = null;
+  /** Bytes in `spill` from `spillStart`. */
+  spillLen = 0;
+  spillStart = 0;
   /** Largest payload per segment to the guest. */
   mss = DEFAULT_MSS;
   retries = 0;
@@ -267,6 +295,8 @@ export class Tcp {
     tableFull: 0,
     bytesToHost: 0,
     shortWrites: 0,
+    spilled: 0,
+    spillFull: 0,
     bytesToTap: 0,
     retransmits: 0,
     outOfOrder: 0,
@@ -295,6 +325,8 @@ export class Tcp {
   readonly #meminfo = new Uint8Array(9 * 4);
   readonly #meminfoWords = new Uint32Array(this.#meminfo.buffer);
   readonly #meminfoLen = new Uint32Array(1);
+  readonly #outq = new Int32Array(1);
+  readonly #outqBytes = new Uint8Array(this.#outq.buffer);
   readonly #isnKey = sipKeyRandom();
   readonly #isnWords = new Uint32Array(10);
   readonly #mss4: number;
@@ -420,19 +452,23 @@ export class Tcp {
         for (let i = 0; i < 3; i++) this.#emit(this.#tap.next(), c, TcpFlag.Ack, c.seqToTap, 0);
       }
     }
-    if (c.wndToTap < c.mss && c.has(TcpEv.ESTABLISHED) && !c.has(TcpEv.TAP_FIN_RCVD)) {
+    if (
+      c.spillLen > 0 ||
+      (c.wndToTap < c.mss && c.has(TcpEv.ESTABLISHED) && !c.has(TcpEv.TAP_FIN_RCVD))
+    ) {
       this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
     }
   }
 
   /**
-   * The window to advertise: the socket's free send-buffer memory, whole
-   * segments only, capped at what our scale can express. While the socket
-   * still has data queued, less than two segments of room advertises 0
-   * (receiver-side silly-window avoidance, RFC 1122 §4.2.3.3): measured, a
-   * Linux guest offered a one-segment window waits its minimum RTO (200 ms)
-   * before using it, while a closed window is reopened by our update as soon
-   * as the socket drains (EPOLLOUT).
+   * The window to advertise: the bytes the socket will still take (its free
+   * send-buffer memory over its memory per byte, less what waits in the
+   * spill), whole segments only, capped at what our scale can express.
+   * While the socket still has data queued, less than two segments of room
+   * advertises 0 (receiver-side silly-window avoidance, RFC 1122 §4.2.3.3):
+   * measured, a Linux guest offered a one-segment window waits its minimum
+   * RTO (200 ms) before using it, while a closed window is reopened by our
+   * update as soon as the socket drains (EPOLLOUT).
    */
   #windowToTap(c: TcpConn): number {
     if (c.fd < 0 || c.has(TcpEv.TAP_FIN_RCVD)) return c.wndToTap;
@@ -447,8 +483,13 @@ export class Tcp {
     if (rc < 0) return c.wndToTap;
     const m = this.#meminfoWords;
     const queued = m[SO_MEMINFO_WMEM_QUEUED];
-    let free = m[SO_MEMINFO_SNDBUF] - queued;
-    if (free < 2 * c.mss && queued > 0) free = 0;
+    let memPerByte = MEM_PER_BYTE_DEFAULT;
+    if (queued >= MEM_PER_BYTE_MIN_QUEUE && sys.ioctl(c.fd, sys.SIOCOUTQ, this.#outqBytes) === 0) {
+      const outq = this.#outq[0];
+      if (outq >= MEM_PER_BYTE_MIN_QUEUE) memPerByte = Math.max(1, queued / outq);
+    }
+    let free = Math.floor(Math.max(0, m[SO_MEMINFO_SNDBUF] - queued) / memPerByte) - c.spillLen;
+    if (free < 2 * c.mss && (queued > 0 || c.spillLen > 0)) free = 0;
     else if (free > c.mss) free -= free % c.mss;
     const max = c.wsToTap > 0 ? TCP_MAX_WINDOW : 65535;
     return Math.max(0, Math.min(free, max));
@@ -816,25 +857,86 @@ export class Tcp {
       return; // a gap: drop; the duplicate ACKs ask for the missing bytes
     }
     if (len > 0) {
-      const n = sys.sendAt(c.fd, seg.buf, off, len, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
-      if (n < 0 && n !== -sys.Errno.EAGAIN) return this.#close(index, c, true);
-      const accepted = n > 0 ? n : 0;
-      c.seqFromTap = seqAdd(c.seqFromTap, accepted);
-      this.stats.bytesToHost += accepted;
+      let accepted = 0;
+      if (c.spillLen === 0) {
+        const n = sys.sendAt(c.fd, seg.buf, off, len, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
+        if (n < 0 && n !== -sys.Errno.EAGAIN) return this.#close(index, c, true);
+        accepted = n > 0 ? n : 0;
+        this.stats.bytesToHost += accepted;
+        if (accepted < len) this.stats.shortWrites++;
+      }
       if (accepted < len) {
-        this.stats.shortWrites++;
+        accepted += this.#spillKeep(c, seg.buf, off + accepted, len - accepted);
         this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
+      }
+      c.seqFromTap = seqAdd(c.seqFromTap, accepted);
+      if (accepted < len) {
+        this.stats.spillFull++;
         this.#flag(index, c, TcpFl.GAP, true);
-        fin = false; // the FIN comes after bytes the socket did not take
+        fin = false; // the FIN comes after bytes we did not take
       }
     }
     if (fin) {
       c.seqFromTap = seqAdd(c.seqFromTap, 1);
       this.#event(index, c, TcpEv.TAP_FIN_RCVD);
-      sys.shutdown(c.fd, sys.SHUT_WR);
-      this.#event(index, c, TcpEv.SOCK_FIN_SENT);
-      if (c.has(TcpEv.TAP_FIN_ACKED)) this.#close(index, c, false);
+      if (c.spillLen === 0) this.#finToSock(index, c);
     }
+  }
+
+  /** The guest's FIN, all its bytes written: shut the socket's sending side. */
+  #finToSock(index: number, c: TcpConn): void {
+    sys.shutdown(c.fd, sys.SHUT_WR);
+    this.#event(index, c, TcpEv.SOCK_FIN_SENT);
+    if (c.has(TcpEv.TAP_FIN_ACKED)) this.#close(index, c, false);
+  }
+
+  /** Keeps up to `len` refused bytes in the spill; returns how many fit. */
+  #spillKeep(c: TcpConn, buf: Uint8Array, off: number, len: number): number {
+    if (c.spill === null) {
+      c.spill = new Uint8Array(TCP_SPILL_MAX); // rare: only a full socket inside our window
+      c.spillStart = c.spillLen = 0;
+    }
+    const end = c.spillStart + c.spillLen;
+    if (end + len > TCP_SPILL_MAX && c.spillStart > 0) {
+      c.spill.copyWithin(0, c.spillStart, end);
+      c.spillStart = 0;
+    }
+    const n = Math.min(len, TCP_SPILL_MAX - c.spillStart - c.spillLen);
+    c.spill.set(buf.subarray(off, off + n), c.spillStart + c.spillLen);
+    c.spillLen += n;
+    this.stats.spilled += n;
+    return n;
+  }
+
+  /**
+   * Writes the spill to the drained socket. Returns false if the socket
+   * failed (the connection is reset). Once empty, the spill is released and
+   * a FIN that waited for it goes out.
+   */
+  #spillFlush(index: number, c: TcpConn): boolean {
+    const spill = c.spill;
+    if (spill === null || c.spillLen === 0) return true;
+    const n = sys.sendAt(
+      c.fd,
+      spill,
+      c.spillStart,
+      c.spillLen,
+      sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL,
+    );
+    if (n < 0 && n !== -sys.Errno.EAGAIN) {
+      this.#close(index, c, true);
+      return false;
+    }
+    if (n > 0) {
+      c.spillStart += n;
+      c.spillLen -= n;
+      this.stats.bytesToHost += n;
+    }
+    if (c.spillLen > 0) return true;
+    c.spill = null;
+    c.spillStart = 0;
+    if (c.has(TcpEv.TAP_FIN_RCVD) && !c.has(TcpEv.SOCK_FIN_SENT)) this.#finToSock(index, c);
+    return true;
   }
 
   // -------------------------------------------------------------------------
@@ -861,7 +963,10 @@ export class Tcp {
       return;
     }
     if (events & sys.EPOLLOUT && c.flags & TcpFl.WRITE_BLOCKED) {
-      // The socket drained: tell the guest about the room with a window update.
+      // The socket drained: write the spill, then tell the guest about the
+      // room with a window update. Spill left: the socket is full again, and
+      // its next drain is a new edge.
+      if (!this.#spillFlush(index, c) || c.has(TcpEv.CLOSED) || c.spillLen > 0) return;
       this.#flag(index, c, TcpFl.WRITE_BLOCKED, false);
       this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
       this.#flows.defer(index);

@@ -378,8 +378,10 @@ export class Tcp {
       // read until the guest has answered our SYN.
       return c.has(TcpEv.TAP_SYN_RCVD) && !c.has(TcpEv.TAP_SYN_ACK_SENT) ? sys.EPOLLOUT : 0;
     }
-    let mask = sys.EPOLLRDHUP;
-    if (!c.has(TcpEv.SOCK_FIN_RCVD)) mask |= sys.EPOLLIN | sys.EPOLLET;
+    // Edge-triggered throughout: once the host's FIN is in, EPOLLRDHUP stays
+    // true, and level-triggered it would wake every turn.
+    let mask = sys.EPOLLRDHUP | sys.EPOLLET;
+    if (!c.has(TcpEv.SOCK_FIN_RCVD)) mask |= sys.EPOLLIN;
     if (c.flags & TcpFl.WRITE_BLOCKED) mask |= sys.EPOLLOUT;
     return mask >>> 0; // EPOLLET is bit 31: keep the mask unsigned (-1 means "not registered")
   }
@@ -1131,6 +1133,9 @@ export class Tcp {
         sys.setsockopt(c.fd, sys.SOL_SOCKET, sys.SO_LINGER, linger);
       }
     }
+    // An orderly close can come with the ACK of the guest's FIN still due
+    // (the host closed first): the deferred pass skips closed flows, so now.
+    if (!reset && c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(index, c);
     this.#loop.disarm(c.timer);
     if (c.fd >= 0) {
       if (c.epollMask >= 0) this.#loop.remove(c.fd);

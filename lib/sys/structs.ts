@@ -184,8 +184,15 @@ export class IovecArray {
     return addrOf(this.bytes);
   }
 
-  /** Points entry `i` at `view[off..off+len)`; `len` defaults to the rest of the view. */
+  /**
+   * Points entry `i` at `view[off..off+len)`; `len` defaults to the rest of
+   * the view. A range outside the view is a bug of the caller: RangeError,
+   * never an iovec the kernel would follow past the view.
+   */
   set(i: number, view: Uint8Array, off = 0, len = view.byteLength - off): void {
+    if (off < 0 || len < 0 || off + len > view.byteLength) {
+      throw new RangeError(`iovec [${off}, +${len}) outside a view of ${view.byteLength} bytes`);
+    }
     put64(this.#dv, i * IOVEC_SIZE, addrOf(view) + off);
     put64(this.#dv, i * IOVEC_SIZE + 8, len);
   }

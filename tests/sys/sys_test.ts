@@ -93,7 +93,7 @@ Deno.test("sendmmsg sends a batch of datagrams and recvmmsg receives them with t
   equal(sys.sendmmsg(a, out, n, 0), n);
   for (let i = 0; i < n; i++) equal(out.msgLen(i), i + 2);
 
-  const pool = new Uint8Array(n * 64);
+  const pool = new Uint8Array(8 * 64);
   const inp = new sys.MmsgHdrArray(8);
   const inIov = new sys.IovecArray(8);
   for (let i = 0; i < 8; i++) {

@@ -130,6 +130,8 @@ export type NsReply =
     readonly tapFd: number;
     readonly ifname: string;
     readonly ifindex: number;
+    /** The tap was opened with a virtio-net header (checksum offload). */
+    readonly vnetHdr: boolean;
   }
   | { readonly id: number; readonly op: "spawned"; readonly pid: number }
   /** The sockets created: fewer than asked if the worker ran out of descriptors. */
@@ -191,7 +193,14 @@ function setup(id: number, s: NsSetup): NsReply {
     const index = nl.linkIndex(dev.name);
     if (index < 0) throw new sys.SysError(`netlink: find ${dev.name}`, -index);
     if (s.configNet) configure(nl, index, s);
-    return { id, op: "ready", tapFd: dev.fd, ifname: dev.name, ifindex: index };
+    return {
+      id,
+      op: "ready",
+      tapFd: dev.fd,
+      ifname: dev.name,
+      ifindex: index,
+      vnetHdr: dev.vnetHdr,
+    };
   } finally {
     nl.close();
   }
@@ -318,7 +327,9 @@ export class NsWorker {
   }
 
   /** Enters/creates the namespace and sets up the tap; resolves with its fd, or throws. */
-  async setup(s: NsSetup): Promise<{ tapFd: number; ifname: string; ifindex: number }> {
+  async setup(
+    s: NsSetup,
+  ): Promise<{ tapFd: number; ifname: string; ifindex: number; vnetHdr: boolean }> {
     const r = await this.#request({ op: "setup", setup: s });
     if (r.op === "error") throw new Error(r.message);
     if (r.op !== "ready") throw new Error(`namespace worker: unexpected ${r.op}`);

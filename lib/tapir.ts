@@ -23,6 +23,7 @@ import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
 import { WIRE_ERROR_NAMES, type WireError } from "./packet/wire.ts";
+import { checksumComplete } from "./packet/checksum.ts";
 import { pcapActive, pcapFlush, pcapFrame, pcapNow } from "./pcap.ts";
 import { ArpService } from "./services/arp.ts";
 import { DhcpService } from "./services/dhcp.ts";
@@ -170,9 +171,23 @@ export class Tapir {
       }
       if (pcapActive()) {
         const ts = pcapNow();
-        for (let i = 0; i < n; i++) pcapFrame(rx.slots[i], rx.lens[i], ts, TAP_HEADROOM);
+        for (let i = 0; i < n; i++) {
+          // A capture shows the checksum the guest's kernel left to offload.
+          if (rx.csumOffset[i]) {
+            checksumComplete(
+              rx.slots[i],
+              TAP_HEADROOM,
+              rx.lens[i],
+              rx.csumStart[i],
+              rx.csumOffset[i],
+            );
+          }
+          pcapFrame(rx.slots[i], rx.lens[i], ts, TAP_HEADROOM);
+        }
       }
-      for (let i = 0; i < n; i++) this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i]);
+      for (let i = 0; i < n; i++) {
+        this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i], rx.csumOffset[i] !== 0);
+      }
       if (n < rx.capacity) return;
     }
   }

@@ -102,6 +102,7 @@ import { Icmp6Type } from "../packet/icmp6.ts";
 import type { Ip4Packet } from "../packet/ip4.ts";
 import type { Ip6Packet } from "../packet/ip6.ts";
 import {
+  TCP_CHECKSUM_OFFSET,
   TCP_HEADER_LEN,
   tcpEmit,
   TcpFlag,
@@ -423,9 +424,15 @@ export class Tcp {
     const hdrLen = syn ? tcpHeaderLen(r) : TCP_HEADER_LEN;
     const l4 = c.v6 ? L4_OFF6 : L4_OFF4;
     const segLen = hdrLen + len;
-    tcpEmit(slot, l4, r, this.#hdrs.emitFor(slot, c, IpProto.Tcp, segLen));
+    const pseudo = this.#hdrs.emitFor(slot, c, IpProto.Tcp, segLen);
+    if (this.#tap.checksumsNeeded()) {
+      tcpEmit(slot, l4, r, pseudo);
+      this.#tap.commit(l4 - TAP_HEADROOM + segLen);
+    } else {
+      tcpEmit(slot, l4, r);
+      this.#tap.commitPartial(l4 - TAP_HEADROOM + segLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
+    }
     if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
-    this.#tap.commit(l4 - TAP_HEADROOM + segLen);
   }
 
   /** Sends a segment without payload: ACK, FIN, SYN, SYN-ACK or RST. */

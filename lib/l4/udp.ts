@@ -56,7 +56,13 @@ import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
 import { Icmp6Type } from "../packet/icmp6.ts";
 import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../packet/ip4.ts";
 import { IP6_HEADER_LEN, ip6Emit, Ip6Packet, ip6ReprNew } from "../packet/ip6.ts";
-import { UDP_HEADER_LEN, udpEmit, type UdpPacket, udpReprNew } from "../packet/udp.ts";
+import {
+  UDP_CHECKSUM_OFFSET,
+  UDP_HEADER_LEN,
+  udpEmit,
+  type UdpPacket,
+  udpReprNew,
+} from "../packet/udp.ts";
 import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
 import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
@@ -422,8 +428,14 @@ export class Udp {
     r.dstPort = f.dport;
     r.payloadLen = len;
     const dgramLen = UDP_HEADER_LEN + len;
-    udpEmit(slot, l4, r, this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen));
-    this.#tap.commit(l4 - TAP_HEADROOM + dgramLen);
+    const pseudo = this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen);
+    if (this.#tap.checksumsNeeded()) {
+      udpEmit(slot, l4, r, pseudo);
+      this.#tap.commit(l4 - TAP_HEADROOM + dgramLen);
+    } else {
+      udpEmit(slot, l4, r);
+      this.#tap.commitPartial(l4 - TAP_HEADROOM + dgramLen, l4, UDP_CHECKSUM_OFFSET, pseudo);
+    }
     this.stats.toTap++;
     f.lastMs = performance.now();
   }

@@ -109,7 +109,7 @@ export async function runNs(
     }
     tapFd = dev.tapFd;
     logDebug(`tap ${dev.ifname} ready in the namespace`);
-    tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname));
+    tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname, dev.vnetHdr));
     tapir.start();
     tapir.tcpListeners.bind(conf.tcp);
     tapir.udp.listen(conf.udp);

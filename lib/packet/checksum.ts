@@ -418,3 +418,24 @@ export function icmp6ChecksumOk(
     checksumPseudo6(addrs, srcOff, addrs, dstOff, IpProto.Icmp6, len),
   );
 }
+
+/**
+ * Completes a checksum left partial for offload: `frame[off..off+len)` is
+ * the frame, the covered data starts `start` bytes in, and the field at
+ * `start + field` holds the folded pseudo-header sum. Replaces it with the
+ * full checksum (what hardware would write).
+ */
+export function checksumComplete(
+  frame: Uint8Array,
+  off: number,
+  len: number,
+  start: number,
+  field: number,
+): void {
+  if (start + field + 2 > len) return;
+  const at = off + start + field;
+  const sum = checksumAdd(0, frame, off + start, len - start);
+  const c = checksumFinish(sum);
+  frame[at] = c >>> 8;
+  frame[at + 1] = c & 0xff;
+}

@@ -423,6 +423,9 @@ function optionsLen(o: TcpOptions): number {
   return len;
 }
 
+/** Offset of the checksum in a TCP header (where offload fills it in). */
+export const TCP_CHECKSUM_OFFSET = 16;
+
 /** Header length {@linkcode tcpEmit} writes for `r` (20 + options, a multiple of 4). */
 export function tcpHeaderLen(r: TcpRepr): number {
   return TCP_HEADER_LEN + optionsLen(r.options);

@@ -157,6 +157,9 @@ export function udpParse(pkt: UdpPacket, out: UdpRepr = udpReprNew()): UdpRepr |
   return out;
 }
 
+/** Offset of the checksum in a UDP header (where offload fills it in). */
+export const UDP_CHECKSUM_OFFSET = 6;
+
 /**
  * Writes the UDP header of `r` at `buf[off..]` and returns 8. With
  * `pseudoSum` (`checksumPseudo4`/`checksumPseudo6` for length 8 +

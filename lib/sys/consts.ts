@@ -271,6 +271,8 @@ export const TUNSETIFF = 0x400454ca;
 export const TUNSETOFFLOAD = 0x400454d0;
 /** tun: set the vnet header size. */
 export const TUNSETVNETHDRSZ = 0x400454d8;
+/** TUNSETOFFLOAD flag: the reader takes frames with checksums left partial. */
+export const TUN_F_CSUM = 0x01;
 /** tun flags. */
 export const IFF_TUN = 0x0001;
 /** tap (Ethernet frames). */

@@ -95,6 +95,7 @@ export class TapInput {
   readonly #icmp6 = new Icmp6Packet();
   readonly #udp = new UdpPacket();
   readonly #tcp = new TcpPacket();
+  #partial = false;
 
   /** Dispatches to `to`; frames above the MTU (plus the Ethernet header) are refused. */
   constructor(ctx: ServiceContext, to: TapConsumers) {
@@ -107,8 +108,13 @@ export class TapInput {
     this.stats.dropped[err]++;
   }
 
-  /** Handles the frame at `buf[off..off+len)`. */
-  frame(buf: Uint8Array, off: number, len: number): void {
+  /**
+   * Handles the frame at `buf[off..off+len)`. `csumPartial`: the guest's
+   * kernel left its TCP/UDP checksum to be filled in (vnet header), so it is
+   * not verified.
+   */
+  frame(buf: Uint8Array, off: number, len: number, csumPartial = false): void {
+    this.#partial = csumPartial;
     this.stats.frames++;
     if (len > this.#maxFrame) {
       this.stats.oversize++;
@@ -153,7 +159,9 @@ export class TapInput {
         const seg = this.#tcp;
         const e = seg.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
-        if (!seg.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
+        if (!this.#partial && !seg.checksumOk4(ip.src, ip.dst)) {
+          return this.#drop(WireError.BadChecksum);
+        }
         this.#to.tcp4(ip, seg);
         return;
       }
@@ -161,7 +169,9 @@ export class TapInput {
         const udp = this.#udp;
         const e = udp.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
-        if (!udp.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
+        if (!this.#partial && !udp.checksumOk4(ip.src, ip.dst)) {
+          return this.#drop(WireError.BadChecksum);
+        }
         if (udp.dstPort === DHCP_SERVER_PORT && this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) {
           return;
         }
@@ -204,7 +214,7 @@ export class TapInput {
         const seg = this.#tcp;
         const e2 = seg.wrap(ip.buf, up.offset, up.len);
         if (e2 !== 0) return this.#drop(e2);
-        if (!seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
+        if (!this.#partial && !seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
           return this.#drop(WireError.BadChecksum);
         }
         this.#to.tcp6(ip, seg, up.offset);
@@ -214,7 +224,7 @@ export class TapInput {
         const udp = this.#udp;
         const e2 = udp.wrap(ip.buf, up.offset, up.len);
         if (e2 !== 0) return this.#drop(e2);
-        if (!udp.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
+        if (!this.#partial && !udp.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
           return this.#drop(WireError.BadChecksum);
         }
         if (udp.dstPort === DHCP6_SERVER_PORT && this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) {

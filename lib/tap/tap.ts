@@ -33,6 +33,8 @@
  * @module
  */
 
+import { checksumFold } from "../packet/checksum.ts";
+import { set16 } from "../packet/wire.ts";
 import { pcapActive, pcapFrame, pcapNow } from "../pcap.ts";
 import { addrOf, IovecArray } from "../sys/mod.ts";
 
@@ -55,6 +57,17 @@ export class FrameBatch {
   readonly iov: IovecArray;
   /** Address of each slot's first byte, for backends that build their own iovecs. */
   readonly addrs: Float64Array;
+  /**
+   * Per frame, 0 or where its TCP/UDP checksum was left partial (holding
+   * only the pseudo-header sum): the L4 header's offset in the frame
+   * (`csumStart`) and the checksum field's offset in that header
+   * (`csumOffset`). Received: the guest's kernel left it so (vnet header
+   * NEEDS_CSUM) and it must not be verified. Sent: tapir left it so, and
+   * the guest's kernel takes it as checked.
+   */
+  readonly csumStart: Uint16Array;
+  /** See {@linkcode csumStart}. */
+  readonly csumOffset: Uint8Array;
   /** Frames in use, from slot 0. */
   count = 0;
 
@@ -66,6 +79,8 @@ export class FrameBatch {
     this.lens = new Uint32Array(capacity);
     this.iov = new IovecArray(capacity);
     this.addrs = new Float64Array(capacity);
+    this.csumStart = new Uint16Array(capacity);
+    this.csumOffset = new Uint8Array(capacity);
     for (let i = 0; i < capacity; i++) {
       const slot = backing.subarray(i * slotSize, (i + 1) * slotSize);
       this.slots.push(slot);
@@ -90,6 +105,12 @@ export interface TapBackend {
   readonly name: string;
   /** The fd the reactor watches for incoming frames (EPOLLIN). */
   readonly fd: number;
+  /**
+   * True if frames may carry a partial TCP/UDP checksum in both directions
+   * (vnet header NEEDS_CSUM): the guest's kernel treats ours as checked, and
+   * tapir must not verify the guest's.
+   */
+  readonly checksumOffload: boolean;
   /**
    * Reads frames from the guest into `batch` slots from 0, up to its
    * capacity, without blocking; sets `lens` and `count`. Returns the number
@@ -140,6 +161,30 @@ export class TapSender {
   }
 
   /**
+   * False when TCP/UDP checksums toward the guest may be left partial (see
+   * {@linkcode commitPartial}): the backend offloads them and no capture is
+   * running (a capture should show correct checksums).
+   */
+  checksumsNeeded(): boolean {
+    return !this.#backend.checksumOffload || pcapActive();
+  }
+
+  /**
+   * Like {@linkcode commit}, for a frame whose TCP/UDP checksum the guest's
+   * kernel is to take as checked: writes the folded `pseudoSum` into the
+   * checksum field (what offload expects there) and records where it is.
+   * `l4` is the L4 header's offset in the slot, `field` the checksum's
+   * offset in that header.
+   */
+  commitPartial(len: number, l4: number, field: number, pseudoSum: number): void {
+    const b = this.#batch;
+    set16(b.slots[b.count], l4 + field, checksumFold(pseudoSum));
+    this.commit(len);
+    b.csumStart[b.count - 1] = l4 - TAP_HEADROOM;
+    b.csumOffset[b.count - 1] = field;
+  }
+
+  /**
    * The slot for the next frame: build it at offset {@linkcode TAP_HEADROOM},
    * then {@linkcode commit} its length (or do nothing to abandon it). Flushes
    * first if the batch is full.
@@ -172,6 +217,7 @@ export class TapSender {
   commit(len: number): void {
     const b = this.#batch;
     if (len > b.maxFrame) throw new RangeError(`frame of ${len} bytes exceeds ${b.maxFrame}`);
+    b.csumOffset[b.count] = 0;
     b.lens[b.count++] = len;
   }
 

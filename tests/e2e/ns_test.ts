@@ -7,7 +7,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
-import { explain, MAIN, tapirNs } from "../helpers/tapir.ts";
+import { background, explain, MAIN, stopAll, tapirNs, waitListening } from "../helpers/tapir.ts";
 
 Deno.test("--config-net copies the host's address, routes and MTU; the command's exit status passes through", () =>
   withHostNs(async (host) => {
@@ -92,10 +92,17 @@ Deno.test("without --config-net: udhcpc gets a lease, SLAAC configures an addres
     }
   }));
 
-Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums", () =>
+Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6, ICMP and TCP with valid checksums", () =>
   withHostNs(async (host) => {
     const dir = await Deno.makeTempDir({ prefix: "tapir-e2e-" });
+    // A TCP echo peer on host loopback: the guest's segments come with
+    // checksums its kernel left to offload, which the capture must complete.
+    const echo = background(host, "socat", [
+      "TCP-LISTEN:9600,bind=127.0.0.1,reuseaddr",
+      "EXEC:cat",
+    ]);
     try {
+      await waitListening(host, 9600);
       const pcap = `${dir}/capture.pcap`;
       const script = [
         "ip link set eth0 up",
@@ -105,9 +112,11 @@ Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums",
         `ip addr add ${HOST_NS.addr4}/24 dev eth0; ip route add default via ${HOST_NS.gw4}`,
         `ping -c 1 -W 2 ${HOST_NS.gw4}`,
         `ping -6 -c 1 -W 2 ${HOST_NS.gw6}`,
+        `head -c 200000 /dev/zero | socat -t 5 - TCP:${HOST_NS.gw4}:9600 | wc -c`,
       ].join("\n");
       const r = await tapirNs(host, ["-q", "--pcap", pcap], script);
       equal(r.code, 0, explain(r));
+      match(r.stdout, /^200000$/m, "the echo came back whole");
       const dump = await run("tcpdump", ["-nn", "-r", pcap]);
       equal(dump.code, 0, dump.stderr);
       const shark = await run("tshark", [
@@ -117,6 +126,8 @@ Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums",
         "ip.check_checksum:TRUE",
         "-o",
         "udp.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
         "-T",
         "fields",
         "-E",
@@ -135,11 +146,13 @@ Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums",
         "icmp.checksum.status",
         "-e",
         "icmpv6.checksum.status",
+        "-e",
+        "tcp.checksum.status",
       ]);
       equal(shark.code, 0, shark.stderr);
       const text = shark.stdout;
       const rows = text.trim().split("\n").map((l) => l.split("\t"));
-      for (const proto of ["ARP", "DHCP", "DHCPv6", "ICMP", "ICMPv6"]) {
+      for (const proto of ["ARP", "DHCP", "DHCPv6", "ICMP", "ICMPv6", "TCP"]) {
         ok(rows.some((r) => r[0] === proto), `${proto} in capture:\n${text}`);
       }
       match(text, /Neighbor Advertisement/);
@@ -154,6 +167,7 @@ Deno.test("--pcap records ARP, NDP, DHCP, DHCPv6 and ICMP with valid checksums",
       }
       ok(!/[Mm]alformed|[Bb]ad checksum|incorrect/.test(text), text);
     } finally {
+      await stopAll([echo]);
       await Deno.remove(dir, { recursive: true });
     }
   }));

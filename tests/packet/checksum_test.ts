@@ -2,6 +2,7 @@ import { equal, ok } from "node:assert/strict";
 import {
   checksumAdd,
   checksumAddIov,
+  checksumComplete,
   checksumFill,
   checksumFinish,
   checksumFold,
@@ -305,4 +306,22 @@ Deno.test("checksum: a zero UDP checksum means none over IPv4 and is invalid ove
   const udp = hex("1234 0035 000c 0000 dead beef");
   ok(udp4ChecksumOk(udp, 0, 12, 1, 2));
   ok(!udp6ChecksumOk(udp, 0, 12, addrs, 0, 16));
+});
+
+Deno.test("checksum: completing a partial checksum (offload) gives what a full fill gives", () => {
+  const rand = prng(11);
+  const src = 0xc0000202;
+  const dst = 0xc0000201;
+  for (let i = 0; i < 200; i++) {
+    const pre = 14 + ((rand() * 40) | 0); // Ethernet + IP headers, any length
+    const segLen = 20 + ((rand() * 1500) | 0);
+    const frame = randomBytes(rand, pre + segLen);
+    const full = frame.slice();
+    tcp4ChecksumFill(full, pre, segLen, src, dst);
+    // Offload's convention: the field holds the folded pseudo-header sum.
+    set16(frame, pre + 16, checksumFold(checksumPseudo4(src, dst, 6, segLen)));
+    checksumComplete(frame, 0, pre + segLen, pre, 16);
+    equal(get16(frame, pre + 16), get16(full, pre + 16));
+    ok(tcp4ChecksumOk(frame, pre, segLen, src, dst));
+  }
 });

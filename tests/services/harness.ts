@@ -92,6 +92,7 @@ export function netWith(over: Partial<GuestNet>): GuestNet {
 export class RecordingBackend implements TapBackend {
   readonly name = "recording";
   readonly fd = -1;
+  readonly checksumOffload = false;
   readonly frames: Uint8Array[] = [];
 
   receive(_batch: FrameBatch): number {

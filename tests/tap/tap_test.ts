@@ -13,7 +13,10 @@ class FakeBackend implements TapBackend {
   readonly name = "fake";
   readonly fd = -1;
   readonly got: Uint8Array[] = [];
+  /** Where each frame's checksum was left partial: [csumStart, csumOffset], or null. */
+  readonly partial: ([number, number] | null)[] = [];
   accept = Infinity;
+  constructor(readonly checksumOffload = false) {}
   receive(): number {
     return 0;
   }
@@ -22,6 +25,7 @@ class FakeBackend implements TapBackend {
     for (let i = 0; i < n; i++) {
       const len = Math.max(batch.lens[i], ETH_MIN_FRAME);
       this.got.push(batch.slots[i].slice(TAP_HEADROOM, TAP_HEADROOM + len));
+      this.partial.push(batch.csumOffset[i] ? [batch.csumStart[i], batch.csumOffset[i]] : null);
     }
     return n;
   }
@@ -93,6 +97,33 @@ Deno.test("pcap records exactly the frames that went out, unpadded", async () =>
     equal(bytes.length, 24 + 16 + 42, "one record: the frame sent, not the one dropped");
     equal(dv.getUint32(24 + 8, true), 42, "captured length is the frame's own, without padding");
     ok(bytes.subarray(40).every((b) => b === 7));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("checksums are left partial only for a backend that offloads them, and never while capturing", async () => {
+  equal(new TapSender(new FakeBackend(false), 8, 256).checksumsNeeded(), true);
+  const backend = new FakeBackend(true);
+  const tap = new TapSender(backend, 8, 256);
+  equal(tap.checksumsNeeded(), false);
+
+  // A partial frame carries the folded pseudo-header sum at its place, and
+  // where it is; an ordinary frame after it in the same batch carries none.
+  const slot = tap.next();
+  slot.fill(0, TAP_HEADROOM, TAP_HEADROOM + 80);
+  tap.commitPartial(80, TAP_HEADROOM + 34, 16, 0x1_2345);
+  queue(tap, 7, 60);
+  tap.flush();
+  deepEqual(backend.partial, [[34, 16], null]);
+  equal((backend.got[0][34 + 16] << 8) | backend.got[0][34 + 17], 0x2346);
+
+  const dir = await Deno.makeTempDir();
+  try {
+    pcapOpen(`${dir}/c.pcap`);
+    equal(tap.checksumsNeeded(), true, "a capture must show real checksums");
+    pcapClose();
+    equal(tap.checksumsNeeded(), false);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -425,13 +425,8 @@ export class Tcp {
     const l4 = c.v6 ? L4_OFF6 : L4_OFF4;
     const segLen = hdrLen + len;
     const pseudo = this.#hdrs.emitFor(slot, c, IpProto.Tcp, segLen);
-    if (this.#tap.checksumsNeeded()) {
-      tcpEmit(slot, l4, r, pseudo);
-      this.#tap.commit(l4 - TAP_HEADROOM + segLen);
-    } else {
-      tcpEmit(slot, l4, r);
-      this.#tap.commitPartial(l4 - TAP_HEADROOM + segLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
-    }
+    tcpEmit(slot, l4, r);
+    this.#tap.commitChecksummed(l4 - TAP_HEADROOM + segLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
     if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
   }
 

@@ -429,13 +429,8 @@ export class Udp {
     r.payloadLen = len;
     const dgramLen = UDP_HEADER_LEN + len;
     const pseudo = this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen);
-    if (this.#tap.checksumsNeeded()) {
-      udpEmit(slot, l4, r, pseudo);
-      this.#tap.commit(l4 - TAP_HEADROOM + dgramLen);
-    } else {
-      udpEmit(slot, l4, r);
-      this.#tap.commitPartial(l4 - TAP_HEADROOM + dgramLen, l4, UDP_CHECKSUM_OFFSET, pseudo);
-    }
+    udpEmit(slot, l4, r);
+    this.#tap.commitChecksummed(l4 - TAP_HEADROOM + dgramLen, l4, UDP_CHECKSUM_OFFSET, pseudo);
     this.stats.toTap++;
     f.lastMs = performance.now();
   }

@@ -33,7 +33,7 @@
  * @module
  */
 
-import { checksumFold } from "../packet/checksum.ts";
+import { checksumAdd, checksumFinish, checksumFold } from "../packet/checksum.ts";
 import { set16 } from "../packet/wire.ts";
 import { pcapActive, pcapFrame, pcapNow } from "../pcap.ts";
 import { addrOf, IovecArray } from "../sys/mod.ts";
@@ -170,15 +170,24 @@ export class TapSender {
   }
 
   /**
-   * Like {@linkcode commit}, for a frame whose TCP/UDP checksum the guest's
-   * kernel is to take as checked: writes the folded `pseudoSum` into the
-   * checksum field (what offload expects there) and records where it is.
-   * `l4` is the L4 header's offset in the slot, `field` the checksum's
-   * offset in that header.
+   * Like {@linkcode commit}, for a TCP/UDP frame whose checksum field (at
+   * `field` in the L4 header at slot offset `l4`) is still 0: fills the
+   * checksum from `pseudoSum` over the L4 header and payload, or, where
+   * {@linkcode checksumsNeeded} says so, leaves it partial for the guest's
+   * kernel (the folded `pseudoSum` in the field, as offload expects, and
+   * where it is). A computed 0 is sent as 0xffff, the same value in ones'
+   * complement and the only one UDP allows.
    */
-  commitPartial(len: number, l4: number, field: number, pseudoSum: number): void {
+  commitChecksummed(len: number, l4: number, field: number, pseudoSum: number): void {
     const b = this.#batch;
-    set16(b.slots[b.count], l4 + field, checksumFold(pseudoSum));
+    const slot = b.slots[b.count];
+    if (this.checksumsNeeded()) {
+      const c = checksumFinish(checksumAdd(pseudoSum, slot, l4, TAP_HEADROOM + len - l4));
+      set16(slot, l4 + field, c === 0 ? 0xffff : c);
+      this.commit(len);
+      return;
+    }
+    set16(slot, l4 + field, checksumFold(pseudoSum));
     this.commit(len);
     b.csumStart[b.count - 1] = l4 - TAP_HEADROOM;
     b.csumOffset[b.count - 1] = field;

@@ -1,4 +1,5 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { checksumAdd, checksumFinish } from "../../lib/packet/checksum.ts";
 import { pcapClose, pcapOpen } from "../../lib/pcap.ts";
 import {
   ETH_MIN_FRAME,
@@ -103,7 +104,18 @@ Deno.test("pcap records exactly the frames that went out, unpadded", async () =>
 });
 
 Deno.test("checksums are left partial only for a backend that offloads them, and never while capturing", async () => {
-  equal(new TapSender(new FakeBackend(false), 8, 256).checksumsNeeded(), true);
+  const plain = new FakeBackend(false);
+  const full = new TapSender(plain, 8, 256);
+  equal(full.checksumsNeeded(), true);
+  // Without offload the checksum is filled: the L4 bytes then verify.
+  const s0 = full.next();
+  s0.fill(0x5a, TAP_HEADROOM, TAP_HEADROOM + 80);
+  s0[TAP_HEADROOM + 34 + 16] = s0[TAP_HEADROOM + 34 + 17] = 0;
+  full.commitChecksummed(80, TAP_HEADROOM + 34, 16, 0x1_2345);
+  full.flush();
+  equal(checksumFinish(checksumAdd(0x1_2345, plain.got[0], 34, 80 - 34)), 0);
+  deepEqual(plain.partial, [null]);
+
   const backend = new FakeBackend(true);
   const tap = new TapSender(backend, 8, 256);
   equal(tap.checksumsNeeded(), false);
@@ -112,7 +124,7 @@ Deno.test("checksums are left partial only for a backend that offloads them, and
   // where it is; an ordinary frame after it in the same batch carries none.
   const slot = tap.next();
   slot.fill(0, TAP_HEADROOM, TAP_HEADROOM + 80);
-  tap.commitPartial(80, TAP_HEADROOM + 34, 16, 0x1_2345);
+  tap.commitChecksummed(80, TAP_HEADROOM + 34, 16, 0x1_2345);
   queue(tap, 7, 60);
   tap.flush();
   deepEqual(backend.partial, [[34, 16], null]);

@@ -434,8 +434,5 @@ export function checksumComplete(
 ): void {
   if (start + field + 2 > len) return;
   const at = off + start + field;
-  const sum = checksumAdd(0, frame, off + start, len - start);
-  const c = checksumFinish(sum);
-  frame[at] = c >>> 8;
-  frame[at + 1] = c & 0xff;
+  checksumFill(frame, off + start, len - start, at, get16(frame, at));
 }

@@ -33,7 +33,7 @@
  * @module
  */
 
-import { checksumAdd, checksumFinish, checksumFold } from "../packet/checksum.ts";
+import { checksumFill, checksumFold } from "../packet/checksum.ts";
 import { set16 } from "../packet/wire.ts";
 import { pcapActive, pcapFrame, pcapNow } from "../pcap.ts";
 import { addrOf, IovecArray } from "../sys/mod.ts";
@@ -182,8 +182,10 @@ export class TapSender {
     const b = this.#batch;
     const slot = b.slots[b.count];
     if (this.checksumsNeeded()) {
-      const c = checksumFinish(checksumAdd(pseudoSum, slot, l4, TAP_HEADROOM + len - l4));
-      set16(slot, l4 + field, c === 0 ? 0xffff : c);
+      const at = l4 + field;
+      if (checksumFill(slot, l4, TAP_HEADROOM + len - l4, at, pseudoSum) === 0) {
+        set16(slot, at, 0xffff);
+      }
       this.commit(len);
       return;
     }

@@ -108,6 +108,10 @@ export interface CommonConfig {
   readonly logFile: string | null;
   /** `-P`: file to write the process id to, or null. */
   readonly pidFile: string | null;
+  /** Segmentation offloads both ways and RSC (not `--no-offload`). */
+  readonly offload: boolean;
+  /** Coalesce the guest's TCP segments (not `--no-rsc`, not `--no-offload`). */
+  readonly rsc: boolean;
 }
 
 /** What `tapir ns` attaches the tap device to. */
@@ -287,6 +291,12 @@ const OPTIONS: readonly OptionSpec[] = [
   { long: "no-dhcpv6", scope: "both", help: "do not answer DHCPv6 requests" },
   { long: "no-ra", scope: "both", help: "send no router advertisements" },
   { long: "no-map-gw", scope: "both", help: "do not map the gateway address to host loopback" },
+  {
+    long: "no-offload",
+    scope: "both",
+    help: "plain frames both ways: no TSO/USO, no RSC (checksum offload stays)",
+  },
+  { long: "no-rsc", scope: "both", help: "do not coalesce the guest's TCP segments (RSC)" },
   {
     long: "map-host-loopback",
     value: "ADDR",
@@ -699,6 +709,8 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     pcap,
     logFile,
     pidFile,
+    offload: !given.has("no-offload"),
+    rsc: !given.has("no-rsc") && !given.has("no-offload"),
   };
 
   if (mode === "vm") {

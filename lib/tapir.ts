@@ -5,9 +5,12 @@
  * only in how the backend is obtained and when the run ends.
  *
  * Per loop turn: backend readable → read a batch of frames → dispatch each
- * (services answer, translation layers forward) → at the end of the turn the
- * flow table's deferred pass runs, then all frames queued for the guest go
- * out in one flush.
+ * (services answer, translation layers forward; TCP segments through the
+ * RSC coalescer, which hands its merged segments to TCP at the end of the
+ * batch) → at the end of the turn the flow table's deferred pass runs, then
+ * all frames queued for the guest go out in one flush. A flush that left
+ * frames undelivered because the guest was not reading makes the reactor
+ * watch the backend for EPOLLOUT, and the producers resume then.
  *
  * @module
  */
@@ -15,6 +18,7 @@
 import { FlowTable } from "./flow/table.ts";
 import { GuestHeaders } from "./l4/ip.ts";
 import { Ping } from "./l4/icmp.ts";
+import { Rsc } from "./l4/rsc.ts";
 import { Tcp } from "./l4/tcp.ts";
 import { TcpListeners } from "./l4/tcp_listen.ts";
 import { TcpSplice } from "./l4/tcp_splice.ts";
@@ -33,7 +37,14 @@ import { NdpService } from "./services/ndp.ts";
 import type { ServiceContext } from "./services/service.ts";
 import * as sys from "./sys/mod.ts";
 import { TapInput } from "./tap/input.ts";
-import { FrameBatch, TAP_HEADROOM, type TapBackend, TapSender } from "./tap/tap.ts";
+import {
+  FrameBatch,
+  TAP_HEADROOM,
+  TAP_SLOT_SIZE,
+  type TapBackend,
+  TapSender,
+  VnetFlag,
+} from "./tap/tap.ts";
 
 /** Unsolicited router advertisements: every this many milliseconds. */
 export const RA_INTERVAL_MS = 60_000;
@@ -48,6 +59,10 @@ export interface TapirOptions {
   readonly rxBatch?: number;
   /** What to do when the backend reports the guest gone (default: stop the loop). */
   readonly onBackendError?: (errno: number) => void;
+  /** Segmentation offload toward the guest where the backend takes it (default true; `--no-offload`). */
+  readonly offload?: boolean;
+  /** Coalesce the guest's TCP segments (default true; `--no-rsc`, and off with `--no-offload`). */
+  readonly rsc?: boolean;
 }
 
 /** One guest's translator; see the module comment. */
@@ -72,6 +87,8 @@ export class Tapir {
   readonly splice: TcpSplice;
   /** UDP translation and `-u` listeners. */
   readonly udp: Udp;
+  /** The coalescer in front of TCP, or null (`--no-rsc`, `--no-offload`). */
+  readonly rsc: Rsc | null;
   /** Services. */
   readonly arp: ArpService;
   /** NDP service. */
@@ -89,6 +106,8 @@ export class Tapir {
   /** Set when the backend reports the guest gone. */
   backendError = 0;
   #tapType = -1;
+  /** The backend is watched for EPOLLOUT (or a wake-up is posted) after undelivered frames. */
+  #waitingWritable = false;
   readonly #onBackendError: (errno: number) => void;
 
   /** Builds everything for `net` behind `backend`; call {@linkcode start}, then `loop.run()`. */
@@ -96,7 +115,8 @@ export class Tapir {
     this.net = net;
     this.#backend = backend;
     this.flows = new FlowTable(opts.flowCapacity);
-    this.tap = new TapSender(backend);
+    const offload = opts.offload ?? true;
+    this.tap = new TapSender(backend, 128, TAP_SLOT_SIZE, offload);
     this.#rx = new FrameBatch(opts.rxBatch ?? 64);
     this.#onBackendError = opts.onBackendError ??
       ((errno) => this.loop.stop(`${backend.name}: ${sys.errnoName(errno)}`));
@@ -107,6 +127,8 @@ export class Tapir {
     this.tcpListeners = new TcpListeners(this.loop, net, this.tcp);
     this.splice = new TcpSplice(this.loop, this.flows);
     this.udp = new Udp(this.loop, this.flows, net, hdrs, this.tap);
+    const rsc = offload && (opts.rsc ?? true) ? new Rsc(this.tcp) : null;
+    this.rsc = rsc;
     const s = net.services;
     this.arp = new ArpService();
     this.ndp = new NdpService({ enabled: s.ndp, routerAdvertisements: s.ra, dhcpv6: s.dhcpv6 });
@@ -119,21 +141,29 @@ export class Tapir {
       dhcpv6: (ctx, eth, ip, udp) => this.dhcpv6.input(ctx, eth, ip, udp),
       ping4: (ip, icmp) => this.ping.request4(ip, icmp),
       ping6: (ip, icmp) => this.ping.request6(ip, icmp),
-      tcp4: (ip, seg) => this.tcp.fromTap4(ip, seg),
-      tcp6: (ip, seg, upperOff) => this.tcp.fromTap6(ip, seg, upperOff),
-      udp4: (ip, d) => this.udp.fromTap4(ip, d),
-      udp6: (ip, d, upperOff) => this.udp.fromTap6(ip, d, upperOff),
+      tcp4: rsc !== null
+        ? (ip, seg) => rsc.fromTap4(ip, seg)
+        : (ip, seg) => this.tcp.fromTap4(ip, seg),
+      tcp6: rsc !== null
+        ? (ip, seg, upperOff) => rsc.fromTap6(ip, seg, upperOff)
+        : (ip, seg, upperOff) => this.tcp.fromTap6(ip, seg, upperOff),
+      udp4: (ip, d, gsoSize) => this.udp.fromTap4(ip, d, gsoSize),
+      udp6: (ip, d, upperOff, gsoSize) => this.udp.fromTap6(ip, d, upperOff, gsoSize),
     });
   }
 
   /** Registers the backend, the per-turn work, timers and signal handling. */
   start(): void {
     const loop = this.loop;
-    this.#tapType = loop.defineType("tap", () => this.#readGuest());
+    this.#tapType = loop.defineType("tap", (_index, events) => {
+      if (events & sys.EPOLLOUT) this.#writable();
+      if (events & (sys.EPOLLIN | sys.EPOLLERR | sys.EPOLLHUP)) this.#readGuest();
+    });
     if (this.#backend.fd >= 0) this.watchBackend();
     loop.onTurn(() => {
       this.flows.deferredPass(performance.now());
       this.tap.flush();
+      if (this.tap.blocked) this.#waitWritable();
     });
     const ra = () => {
       this.ndp.advertise(this.#ctx);
@@ -173,7 +203,7 @@ export class Tapir {
         const ts = pcapNow();
         for (let i = 0; i < n; i++) {
           // A capture shows the checksum the guest's kernel left to offload.
-          if (rx.csumOffset[i]) {
+          if (rx.vnetFlags[i] & VnetFlag.NEEDS_CSUM) {
             checksumComplete(
               rx.slots[i],
               TAP_HEADROOM,
@@ -186,10 +216,51 @@ export class Tapir {
         }
       }
       for (let i = 0; i < n; i++) {
-        this.input.frame(rx.slots[i], TAP_HEADROOM, rx.lens[i], rx.csumOffset[i] !== 0);
+        this.input.frame(
+          rx.slots[i],
+          TAP_HEADROOM,
+          rx.lens[i],
+          rx.vnetFlags[i],
+          rx.gsoType[i],
+          rx.gsoSize[i],
+        );
       }
+      this.endBatch();
       if (n < rx.capacity) return;
     }
+  }
+
+  /**
+   * End of a batch of guest frames: what the coalescer merged goes to TCP
+   * now, before the slots are read into again. Whoever hands frames to
+   * {@linkcode input} calls this after each batch.
+   */
+  endBatch(): void {
+    this.rsc?.drain();
+  }
+
+  /**
+   * A flush left frames undelivered because the guest was not reading:
+   * wait until the backend takes frames again (EPOLLOUT on its fd; a backend
+   * without one gets the next turn), then let the producers resume.
+   */
+  #waitWritable(): void {
+    if (this.#waitingWritable) return;
+    this.#waitingWritable = true;
+    const fd = this.#backend.fd;
+    if (fd < 0) {
+      this.loop.post(() => this.#writable());
+      return;
+    }
+    this.loop.modify(fd, sys.EPOLLIN | sys.EPOLLOUT, this.#tapType, 0);
+  }
+
+  #writable(): void {
+    if (!this.#waitingWritable) return;
+    this.#waitingWritable = false;
+    const fd = this.#backend.fd;
+    if (fd >= 0) this.loop.modify(fd, sys.EPOLLIN, this.#tapType, 0);
+    this.tap.resume();
   }
 
   /**
@@ -197,6 +268,7 @@ export class Tapir {
    * each new guest connection in VM mode). Call after {@linkcode start}.
    */
   watchBackend(): void {
+    this.#waitingWritable = false;
     sys.sysCheck(this.loop.add(this.#backend.fd, sys.EPOLLIN, this.#tapType, 0), "epoll_ctl tap");
   }
 
@@ -219,12 +291,16 @@ export class Tapir {
         frames: this.input.stats.frames,
         oversize: this.input.stats.oversize,
         unhandled: this.input.stats.unhandled,
+        gsoFramesIn: this.input.stats.gsoFramesIn,
+        gsoSegmentsIn: this.input.stats.gsoSegmentsIn,
+        badGso: this.input.stats.badGso,
         dropped: drops.join(", ") || "none",
       }),
       line("send", this.tap.stats),
       line("flows", this.flows.stats()),
       line("ping", this.ping.stats),
       line("tcp", this.tcp.stats),
+      ...(this.rsc !== null ? [line("rsc", this.rsc.stats)] : []),
       line("tcp-listen", this.tcpListeners.stats),
       line("tcp-splice", { ...this.splice.stats, pipes: this.splice.pipes.stats }),
       ...this.#counterSources.map(([name, read]) => line(name, read())),

@@ -5,14 +5,19 @@
  * unit tests of how results are summarised and reported.
  */
 import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
+import { contenders } from "../bench/contenders.ts";
+import type { HostEnv } from "../bench/hostns.ts";
 import {
   type ContenderName,
   CONTENDERS,
+  measures,
   METRICS,
   type Outcome,
   Results,
   summarize,
+  THROUGHPUT,
 } from "../bench/metrics.ts";
+import { Cleanup } from "../bench/proc.ts";
 import { formatSummary, type Machine, renderMarkdown, type RunInfo } from "../bench/report.ts";
 import { parseOptions, rotate } from "../bench/run.ts";
 import { cpuPerGB } from "../bench/session.ts";
@@ -26,9 +31,13 @@ const RUN_TS = new URL("../bench/run.ts", import.meta.url).pathname;
  * the baselines' bar and must measure every scenario, ping start-up
  * included. Before they landed this held everything but `startup_cmd` and
  * `startup_ping`; put a metric back here only with the commit that takes
- * the feature away.
+ * the feature away. It holds for tapir-nooffload too (tapir with
+ * `--no-offload`), which is measured only at guest MTU 1500.
  */
 const TAPIR_MAY_SKIP = new Set<string>();
+
+/** tapir and tapir without offloads: held to the same bar. */
+const TAPIRS: readonly ContenderName[] = ["tapir", "tapir-nooffload"];
 
 /** The kernel-only contender: it has no translator process to cost. */
 const KERNEL_ONLY: ContenderName = "veth";
@@ -64,6 +73,10 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
     for (const m of METRICS) {
       for (const c of CONTENDERS) {
         const cell = results[m.id]?.[c];
+        if (!measures(m, c)) {
+          equal(cell, undefined, `${m.id}/${c}: not a scenario this contender runs`);
+          continue;
+        }
         ok(cell && cell.length === 1, `${m.id}/${c}: one outcome per repetition\n${log}`);
         const o = cell[0];
         ok(o !== null, `${m.id}/${c}: the cell was filled\n${log}`);
@@ -75,7 +88,7 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
         // Not measured: allowed only with a reason, and only where the
         // contender (not the harness) is why.
         ok(o.reason.trim().length > 10, `${where}: a reason is given`);
-        const allowed = c === "tapir"
+        const allowed = TAPIRS.includes(c)
           ? TAPIR_MAY_SKIP.has(m.id)
           : m.optional === true || (m.translatorOnly === true && c === KERNEL_ONLY);
         ok(allowed, `${where}: must be measured`);
@@ -162,9 +175,88 @@ Deno.test("report and chart say why a cell is empty, and chart measured bars", (
     rootlessUser: "u",
   };
   const md = renderMarkdown(r, names, [], machine, run, "bench.svg");
-  match(md, /\| TCP guest→host, 1 stream \| Gbit\/s ↑ \| not measured \[1\] \| 2\.50 \| — \|/);
+  match(
+    md,
+    /\| TCP guest→host, 1 stream, MTU 65520 \| Gbit\/s ↑ \| not measured \[1\] \| 2\.50 \| — \|/,
+  );
   match(md, /^1\. tapir: TCP does not get through \(x\)$/m);
   const svg = renderSvg(r, names, [], "t");
   match(svg, />2\.50<\/text>/);
   match(svg, />measured<\/text>/);
+});
+
+Deno.test("the MTU 1500 rows: own table with veth ratios, and the targets judged on medians", () => {
+  const r = new Results(1);
+  const set = (id: string, c: ContenderName, value: number) => r.set(id, c, 0, { ok: true, value });
+  set("tcp_up_1_mtu1500", "tapir", 6);
+  set("tcp_up_1_mtu1500", "tapir-nooffload", 2);
+  set("tcp_up_1_mtu1500", "veth", 10);
+  set("cpu_tcp_up_1_mtu1500", "tapir", 0.3);
+  set("cpu_tcp_up_1", "pasta", 0.5);
+  const names: ContenderName[] = ["tapir", "tapir-nooffload", "pasta", "veth"];
+  const machine: Machine = { cpu: "test CPU", cores: 2, kernel: "6.0", versions: { deno: "2" } };
+  const run: RunInfo = {
+    date: "2026-01-01T00:00:00Z",
+    reps: 1,
+    durationS: 1,
+    roundTrips: 10,
+    udpRate: "1G",
+    udpLength: 1400,
+    startupRuns: 1,
+    quick: true,
+    elapsedS: 1,
+    loadBefore: 0,
+    order: [names],
+    rootlessUser: "u",
+  };
+  const md = renderMarkdown(r, names, ["veth"], machine, run, "bench.svg");
+  // tapir-nooffload has a column only in the MTU 1500 tables.
+  match(md, /^\| scenario \| unit \| tapir \| pasta \| veth \| tapir\/pasta \|$/m);
+  match(
+    md,
+    /^\| scenario \| unit \| tapir \| tapir-nooffload \| pasta \| veth \| tapir\/pasta \| tapir\/veth \| tapir\/tapir-nooffload \|$/m,
+  );
+  match(
+    md,
+    /^\| TCP guest→host, 1 stream, MTU 1500 \| Gbit\/s ↑ \| 6\.00 \| 2\.00 \| not run \| 10\.00 \| — \| 0\.60× \| 3\.00× \|$/m,
+  );
+  match(
+    md,
+    /\| TCP guest→host, 1 stream, MTU 1500 \| veth, TCP guest→host, 1 stream, MTU 1500 \| 0\.60× \| yes \|/,
+  );
+  match(
+    md,
+    /\| CPU, TCP guest→host, 1 stream, MTU 1500 \| pasta, CPU, TCP guest→host, 1 stream, MTU 65520 \| 0\.60× \| yes \|/,
+  );
+  match(md, /\| TCP host→guest, 1 stream, MTU 1500 \| veth, .* \| — \| not measured \|/);
+  const svg = renderSvg(r, names, ["veth"], "t");
+  match(svg, />no-offload<\/text>/);
+});
+
+Deno.test("tapir-nooffload runs tapir's command plus --no-offload; MTU 1500 adds -m 1500", () => {
+  const env: HostEnv = { ns: 1, dir: "/d", userDir: "/u", uid: 1, gid: 1, cleanup: new Cleanup() };
+  const byName = new Map(contenders(env, "/x/main.ts").map((c) => [c.name, c]));
+  const tapir = byName.get("tapir")!.command(["true"]);
+  const plain = byName.get("tapir-nooffload")!.command(["true"]);
+  const dashes = tapir.indexOf("--", tapir.indexOf("ns"));
+  deepEqual(plain, [...tapir.slice(0, dashes), "--no-offload", ...tapir.slice(dashes)]);
+  ok(!tapir.includes("-m"), "the default MTU is tapir's own default");
+  for (const name of ["tapir", "tapir-nooffload", "pasta"] as const) {
+    const argv = byName.get(name)!.command(["true"], 1500);
+    const m = argv.indexOf("-m");
+    ok(m > 0 && argv[m + 1] === "1500" && m < argv.lastIndexOf("--"), `${name}: ${argv}`);
+  }
+  for (const name of ["slirp4netns", "veth"] as const) {
+    ok(byName.get(name)!.command(["true"], 1500).includes("1500"), name);
+  }
+  // Every contender runs the MTU 1500 TCP rows; tapir-nooffload runs nothing else.
+  const small = THROUGHPUT.filter((t) => t.mtu === 1500);
+  deepEqual(small.map((t) => t.id), [
+    "tcp_up_1_mtu1500",
+    "tcp_up_4_mtu1500",
+    "tcp_down_1_mtu1500",
+    "tcp_down_4_mtu1500",
+  ]);
+  for (const c of CONTENDERS) ok(small.every((t) => measures(t, c)), c);
+  ok(METRICS.every((m) => measures(m, "tapir-nooffload") === (m.mtu === 1500)));
 });

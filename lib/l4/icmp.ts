@@ -209,8 +209,11 @@ export class Ping {
     const guest = flowSidx(index, 0);
     const l4 = v6 ? L4_OFF6 : L4_OFF4;
     const tap = this.#tap;
+    // One slot, taken once: a reply that is not ours leaves it for the next.
+    let frame = -1;
     for (;;) {
-      const slot = tap.next();
+      if (frame < 0) frame = tap.take();
+      const slot = tap.slot(frame);
       const n = sys.recvAt(flow.fd, slot, l4, tap.maxFrame + TAP_HEADROOM - l4, sys.MSG_DONTWAIT);
       if (n < 8) break; // EAGAIN, an error, or a runt the kernel would not deliver
       if (slot[l4] !== (v6 ? Icmp6Type.EchoReply : IcmpType.EchoReply)) continue;
@@ -232,7 +235,8 @@ export class Ping {
         const dst = flows.eaddrWord(guest, 3);
         this.#hdrs.emit4(slot, TAP_HEADROOM, src, dst, IpProto.Icmp, n);
       }
-      tap.commit(l4 - TAP_HEADROOM + n);
+      tap.commit(frame, l4 - TAP_HEADROOM + n);
+      frame = -1;
       this.stats.replies++;
     }
   }

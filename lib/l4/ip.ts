@@ -153,7 +153,8 @@ export function icmpErrorToGuest4(
     if (t !== 0 && t !== 8) return; // only echo messages may draw errors
   }
   const quote = Math.min(orig.len, ICMP4_QUOTE_MAX);
-  const slot = tap.next();
+  const frame = tap.take();
+  const slot = tap.slot(frame);
   const l4 = hdrs.emit4(slot, TAP_HEADROOM, from, orig.src, IpProto.Icmp, 8 + quote);
   slot.set(orig.buf.subarray(orig.off, orig.off + quote), l4 + 8);
   icmpRepr.type = type;
@@ -162,7 +163,7 @@ export function icmpErrorToGuest4(
   icmpRepr.payloadLen = quote;
   icmpEmit(slot, l4, icmpRepr);
   icmp4ChecksumFill(slot, l4, 8 + quote);
-  tap.commit(l4 - TAP_HEADROOM + 8 + quote);
+  tap.commit(frame, l4 - TAP_HEADROOM + 8 + quote);
 }
 
 /**
@@ -185,7 +186,8 @@ export function icmpErrorToGuest6(
     if (orig.buf[upperOff] < 128) return; // an error message: never answer it
   }
   const quote = Math.min(orig.len, ICMP6_QUOTE_MAX);
-  const slot = tap.next();
+  const frame = tap.take();
+  const slot = tap.slot(frame);
   const l4 = hdrs.emit6(
     slot,
     TAP_HEADROOM,
@@ -204,7 +206,7 @@ export function icmpErrorToGuest6(
   icmp6Emit(slot, l4, icmp6Repr);
   const ip = l4 - IP6_HEADER_LEN;
   icmp6ChecksumFill(slot, l4, 8 + quote, slot, ip + 8, ip + 24);
-  tap.commit(l4 - TAP_HEADROOM + 8 + quote);
+  tap.commit(frame, l4 - TAP_HEADROOM + 8 + quote);
 }
 
 /** Offset of the layer-4 header in a frame slot for IPv4 (no options) and IPv6. */

@@ -99,7 +99,7 @@ import { type GuestNet, u32ToIp4 } from "../net.ts";
 import { checksumPseudo4, checksumPseudo6 } from "../packet/checksum.ts";
 import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
 import { Icmp6Type } from "../packet/icmp6.ts";
-import type { Ip4Packet } from "../packet/ip4.ts";
+import { IP4_HEADER_LEN, type Ip4Packet } from "../packet/ip4.ts";
 import type { Ip6Packet } from "../packet/ip6.ts";
 import {
   TCP_CHECKSUM_OFFSET,
@@ -115,7 +115,7 @@ import {
 import { IpProto } from "../packet/wire.ts";
 import { halfSipHash, sipKeyRandom } from "../flow/siphash.ts";
 import * as sys from "../sys/mod.ts";
-import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { GsoType, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 
@@ -144,6 +144,29 @@ const MEM_PER_BYTE_DEFAULT = 17 / 16;
 const MEM_PER_BYTE_MIN_QUEUE = 64 * 1024;
 /** MSS assumed when the guest sends none (RFC 9293 §3.7.1). */
 const DEFAULT_MSS = 536;
+/** Most payload pieces RSC merges behind one head segment (see `rsc.ts`). */
+export const TCP_MERGE_MAX_PIECES = 64;
+
+/**
+ * Guest segments RSC merged behind a head segment (see `rsc.ts`): what TCP
+ * takes instead of the head's own ACK, window and flags, and the payloads
+ * that follow the head's, in sequence order, in place in the receive slots.
+ */
+export interface TcpMerged {
+  /** The acknowledgement of the last segment merged. */
+  readonly ack: number;
+  /** Its window (unscaled, as in the header). */
+  readonly window: number;
+  /** The head's flags with those of the others (PSH) added. */
+  readonly flags: number;
+  /** Payload pieces after the head's own: `bufs[i][offs[i]..+lens[i])` for i < `count`. */
+  readonly count: number;
+  readonly bufs: readonly Uint8Array[];
+  readonly offs: Uint32Array;
+  readonly lens: Uint32Array;
+  /** Bytes in those pieces. */
+  readonly total: number;
+}
 
 /** What has happened on a connection; see the module comment. */
 export const TcpEv = {
@@ -203,10 +226,14 @@ export interface TcpStats {
   spilled: number;
   /** Segments (or their rest) refused by the socket with the spill full: not acknowledged. */
   spillFull: number;
+  /** Writes to host sockets (one per guest segment, or per chain RSC merged). */
+  sockWrites: number;
   /** Bytes sent to the guest (first transmissions and retransmissions). */
   bytesToTap: number;
-  /** Retransmissions to the guest (rewinds). */
+  /** Retransmissions to the guest (timeouts, duplicate ACKs). */
   retransmits: number;
+  /** Rewinds to the first byte of a frame the backend did not deliver (sent again at once). */
+  rewinds: number;
   /** Segments from the guest past a gap (dropped, answered with a duplicate ACK). */
   outOfOrder: number;
   /** Segments from the guest that repeat bytes already taken (its retransmissions). */
@@ -269,8 +296,13 @@ class TcpConn {
   sport = 0;
   dport = 0;
   readonly timer: Timer;
+  /** The flow's index. */
+  readonly index: number;
+  /** Waiting in the resume list for the backend to take frames again. */
+  resumePending = false;
 
-  constructor(fd: number, v6: boolean, tapSide: 0 | 1, timer: Timer) {
+  constructor(index: number, fd: number, v6: boolean, tapSide: 0 | 1, timer: Timer) {
+    this.index = index;
     this.fd = fd;
     this.v6 = v6;
     this.tapSide = tapSide;
@@ -298,8 +330,10 @@ export class Tcp {
     shortWrites: 0,
     spilled: 0,
     spillFull: 0,
+    sockWrites: 0,
     bytesToTap: 0,
     retransmits: 0,
+    rewinds: 0,
     outOfOrder: 0,
     oldData: 0,
     rstToTap: 0,
@@ -332,6 +366,20 @@ export class Tcp {
   readonly #isnWords = new Uint32Array(10);
   readonly #mss4: number;
   readonly #mss6: number;
+  /** Our id with the send path, for undelivered-frame reports. */
+  readonly #producer: number;
+  /** Slots taken for one peek. */
+  readonly #frames = new Uint16Array(MAX_FRAMES_PER_READ);
+  /** Connections waiting for the backend to take frames again (see `#resume`). */
+  readonly #resumeList: number[] = [];
+  /** Payload pieces of the segment being written (the head's, then those RSC merged). */
+  readonly #pBufs: Uint8Array[] = new Array(TCP_MERGE_MAX_PIECES + 1);
+  readonly #pOffs = new Uint32Array(TCP_MERGE_MAX_PIECES + 1);
+  readonly #pLens = new Uint32Array(TCP_MERGE_MAX_PIECES + 1);
+  #pFirst = 0;
+  #pCount = 0;
+  readonly #wIov = new sys.IovecArray(TCP_MERGE_MAX_PIECES + 1);
+  readonly #wHdr = new sys.MmsgHdrArray(1);
 
   /** Registers with the reactor and the flow table. */
   constructor(loop: Loop, flows: FlowTable, net: GuestNet, hdrs: GuestHeaders, tap: TapSender) {
@@ -348,6 +396,8 @@ export class Tcp {
     const maxPayload = Math.min(net.mtu, tap.maxFrame - 14);
     this.#mss4 = Math.min(maxPayload - 40, 65535);
     this.#mss6 = Math.min(maxPayload - 60, 65535);
+    this.#producer = tap.onUndelivered((index, seq) => this.#undelivered(index, seq));
+    tap.onResume(() => this.#resume());
   }
 
   // -------------------------------------------------------------------------
@@ -402,10 +452,15 @@ export class Tcp {
 
   /**
    * Writes Ethernet, IP and TCP headers in front of a payload of `len` bytes
-   * that is already in place in `slot` (or none), fills the checksum and
-   * commits the frame. `opts` adds the handshake options.
+   * that is already in place in slot `frame` (or none), fills the checksum
+   * (or leaves it to offload) and commits the frame: a GSO frame if the
+   * payload is more than one MSS. `syn` adds the handshake options. A frame
+   * with payload or FIN is marked as the connection's, so the send path
+   * reports it back if the backend does not deliver it.
    */
-  #emit(slot: Uint8Array, c: TcpConn, flags: number, seq: number, len: number, syn = false): void {
+  #emit(frame: number, c: TcpConn, flags: number, seq: number, len: number, syn = false): void {
+    const tap = this.#tap;
+    const slot = tap.slot(frame);
     const r = this.#repr;
     const o = r.options;
     o.reset();
@@ -426,14 +481,21 @@ export class Tcp {
     const segLen = hdrLen + len;
     const pseudo = this.#hdrs.emitFor(slot, c, IpProto.Tcp, segLen);
     tcpEmit(slot, l4, r);
-    this.#tap.commitChecksummed(l4 - TAP_HEADROOM + segLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
+    const frameLen = l4 - TAP_HEADROOM + segLen;
+    if (len > c.mss) {
+      const type = c.v6 ? GsoType.TCPV6 : GsoType.TCPV4;
+      tap.commitGso(frame, frameLen, l4, TCP_CHECKSUM_OFFSET, pseudo, type, c.mss, frameLen - len);
+    } else {
+      tap.commitChecksummed(frame, frameLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
+    }
+    if (len > 0 || flags & TcpFlag.Fin) tap.setOwner(frame, this.#producer, c.index, seq);
     if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
   }
 
   /** Sends a segment without payload: ACK, FIN, SYN, SYN-ACK or RST. */
   #control(c: TcpConn, flags: number, seq = c.seqToTap): void {
     if (flags & TcpFlag.Ack) c.wndToTap = this.#windowToTap(c);
-    this.#emit(this.#tap.next(), c, flags, seq, 0, (flags & TcpFlag.Syn) !== 0);
+    this.#emit(this.#tap.take(), c, flags, seq, 0, (flags & TcpFlag.Syn) !== 0);
   }
 
   /**
@@ -453,7 +515,7 @@ export class Tcp {
       this.#flag(index, c, TcpFl.GAP, false);
       if (c.seqGapAsked !== c.seqFromTap) {
         c.seqGapAsked = c.seqFromTap;
-        for (let i = 0; i < 3; i++) this.#emit(this.#tap.next(), c, TcpFlag.Ack, c.seqToTap, 0);
+        for (let i = 0; i < 3; i++) this.#emit(this.#tap.take(), c, TcpFlag.Ack, c.seqToTap, 0);
       }
     }
     if (
@@ -549,21 +611,27 @@ export class Tcp {
     r.window = 0;
     r.urgent = 0;
     r.payloadLen = 0;
-    const slot = this.#tap.next();
+    const frame = this.#tap.take();
+    const slot = this.#tap.slot(frame);
     const pseudo = headers(slot, TCP_HEADER_LEN);
     tcpEmit(slot, l4, r, pseudo);
-    this.#tap.commit(l4 - TAP_HEADROOM + TCP_HEADER_LEN);
+    this.#tap.commit(frame, l4 - TAP_HEADROOM + TCP_HEADER_LEN);
     this.stats.rstToTap++;
   }
 
   // -------------------------------------------------------------------------
   // Segments from the guest
 
-  /** A TCP segment from the guest over IPv4 (checksum verified by the dispatcher). */
-  fromTap4(ip: Ip4Packet, seg: TcpPacket): void {
+  /**
+   * A TCP segment from the guest over IPv4 (checksum verified by the
+   * dispatcher), with the segments RSC merged behind it, if any. A segment
+   * for no connection is answered (RST), so a merged one never is: RSC
+   * merges only segments of a connection, and a SYN never.
+   */
+  fromTap4(ip: Ip4Packet, seg: TcpPacket, merged: TcpMerged | null = null): void {
     const key = this.#key.set4(Pif.TAP, ip.src, seg.srcPort, ip.dst, seg.dstPort);
     const sidx = this.#flows.lookup(IpProto.Tcp, key);
-    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged);
     if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
       this.stats.noFlow++;
       return this.#rstNoFlow4(ip, seg);
@@ -589,8 +657,13 @@ export class Tcp {
     }
   }
 
-  /** A TCP segment from the guest over IPv6 (checksum verified by the dispatcher). */
-  fromTap6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void {
+  /** A TCP segment from the guest over IPv6; see {@linkcode fromTap4}. */
+  fromTap6(
+    ip: Ip6Packet,
+    seg: TcpPacket,
+    upperOff: number,
+    merged: TcpMerged | null = null,
+  ): void {
     const key = this.#key.set6(
       Pif.TAP,
       ip.buf,
@@ -601,7 +674,7 @@ export class Tcp {
       seg.dstPort,
     );
     const sidx = this.#flows.lookup(IpProto.Tcp, key);
-    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged);
     if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
       this.stats.noFlow++;
       return this.#rstNoFlow6(ip, seg);
@@ -695,7 +768,7 @@ export class Tcp {
   }
 
   #newConn(index: number, fd: number, v6: boolean, tapSide: 0 | 1): TcpConn {
-    const c = new TcpConn(fd, v6, tapSide, new Timer(() => this.#rto(index)));
+    const c = new TcpConn(index, fd, v6, tapSide, new Timer(() => this.#rto(index)));
     const flows = this.#flows;
     const tap = flowSidx(index, tapSide);
     flows.oaddrCopy(tap, c.addrs, 0);
@@ -726,12 +799,17 @@ export class Tcp {
     this.#loop.arm(c.timer, TCP_RTO_MS);
   }
 
-  /** A segment for connection `index`. */
-  #segment(index: number, seg: TcpPacket): void {
+  /**
+   * A segment for connection `index`, with the segments RSC merged behind it
+   * (their payloads follow the head's; the ACK, window and flags are the
+   * merged ones).
+   */
+  #segment(index: number, seg: TcpPacket, m: TcpMerged | null): void {
     const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
     if (c.has(TcpEv.CLOSED)) return;
-    const f = seg.flags;
+    const f = m === null ? seg.flags : m.flags;
     c.lastMs = performance.now();
+    this.#piecesOf(seg, m);
 
     if (f & TcpFlag.Rst) {
       // Accept a RST whose sequence number is in the window (RFC 5961 would
@@ -739,7 +817,7 @@ export class Tcp {
       if (seqGe(seg.seq, c.seqFromTap) || c.has(TcpEv.SOCK_ACCEPTED)) this.#close(index, c, true);
       return;
     }
-    if (!c.has(TcpEv.ESTABLISHED)) return this.#handshake(index, c, seg);
+    if (!c.has(TcpEv.ESTABLISHED)) return this.#handshake(index, c, seg, f, m);
     if (f & TcpFlag.Syn) {
       // A retransmitted SYN-ACK from the guest: our ACK was lost.
       this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
@@ -747,10 +825,16 @@ export class Tcp {
       return;
     }
     if (!(f & TcpFlag.Ack)) return;
-    const len = seg.payloadLen;
-    this.#ackFromTap(index, c, seg.ack, seg.window, len);
+    const len = this.#piecesLen();
+    this.#ackFromTap(
+      index,
+      c,
+      m === null ? seg.ack : m.ack,
+      m === null ? seg.window : m.window,
+      len,
+    );
     if (c.has(TcpEv.CLOSED)) return;
-    if (len > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg);
+    if (len > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg.seq, len, f);
     else if (seg.seq !== c.seqFromTap) {
       // An empty segment out of sequence — a zero-window probe, a keepalive:
       // RFC 9293 §3.10.7.4 asks for an ACK, which carries our current window.
@@ -759,8 +843,7 @@ export class Tcp {
     }
   }
 
-  #handshake(index: number, c: TcpConn, seg: TcpPacket): void {
-    const f = seg.flags;
+  #handshake(index: number, c: TcpConn, seg: TcpPacket, f: number, m: TcpMerged | null): void {
     if (c.has(TcpEv.SOCK_ACCEPTED)) {
       // We sent the SYN; expect SYN-ACK acknowledging it.
       if ((f & (TcpFlag.Syn | TcpFlag.Ack)) !== (TcpFlag.Syn | TcpFlag.Ack)) return;
@@ -785,9 +868,10 @@ export class Tcp {
     }
     if (!c.has(TcpEv.TAP_SYN_ACK_SENT) || !(f & TcpFlag.Ack)) return;
     if (seg.ack !== seqAdd(c.isn, 1)) return;
-    c.wndFromTap = seg.window << c.wsFromTap;
+    c.wndFromTap = (m === null ? seg.window : m.window) << c.wsFromTap;
     this.#establish(index, c);
-    if (seg.payloadLen > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg);
+    const len = this.#piecesLen();
+    if (len > 0 || f & TcpFlag.Fin) this.#dataFromTap(index, c, seg.seq, len, f);
     this.#sockToTap(index, c);
   }
 
@@ -839,12 +923,70 @@ export class Tcp {
     }
   }
 
-  /** Payload and FIN from the guest: write in order to the socket. */
-  #dataFromTap(index: number, c: TcpConn, seg: TcpPacket): void {
-    let seq = seg.seq;
-    let off = seg.payloadOffset;
-    let len = seg.payloadLen;
-    let fin = (seg.flags & TcpFlag.Fin) !== 0;
+  /**
+   * The payload pieces of segment `seg` and those RSC merged behind it, in
+   * `#pBufs/#pOffs/#pLens[#pFirst..#pCount)`: what one write to the socket
+   * takes, in place in the receive slots.
+   */
+  #piecesOf(seg: TcpPacket, m: TcpMerged | null): void {
+    let n = 0;
+    if (seg.payloadLen > 0) {
+      this.#pBufs[0] = seg.buf;
+      this.#pOffs[0] = seg.payloadOffset;
+      this.#pLens[0] = seg.payloadLen;
+      n = 1;
+    }
+    if (m !== null) {
+      for (let i = 0; i < m.count; i++, n++) {
+        this.#pBufs[n] = m.bufs[i];
+        this.#pOffs[n] = m.offs[i];
+        this.#pLens[n] = m.lens[i];
+      }
+    }
+    this.#pFirst = 0;
+    this.#pCount = n;
+  }
+
+  /** Bytes in the pieces. */
+  #piecesLen(): number {
+    let len = 0;
+    for (let i = this.#pFirst; i < this.#pCount; i++) len += this.#pLens[i];
+    return len;
+  }
+
+  /** Drops the first `n` bytes of the pieces. */
+  #piecesSkip(n: number): void {
+    while (n > 0 && this.#pFirst < this.#pCount) {
+      const i = this.#pFirst;
+      const take = Math.min(n, this.#pLens[i]);
+      this.#pOffs[i] += take;
+      this.#pLens[i] -= take;
+      n -= take;
+      if (this.#pLens[i] === 0) this.#pFirst++;
+    }
+  }
+
+  /** Writes the pieces to `fd` in one `sendmsg`: bytes taken, or -errno. */
+  #piecesWrite(fd: number): number {
+    const iov = this.#wIov;
+    let k = 0;
+    for (let i = this.#pFirst; i < this.#pCount; i++) {
+      if (this.#pLens[i] > 0) iov.set(k++, this.#pBufs[i], this.#pOffs[i], this.#pLens[i]);
+    }
+    const hdr = this.#wHdr;
+    hdr.setName(0, null);
+    hdr.setIov(0, iov, k);
+    hdr.setControl(0, null);
+    this.stats.sockWrites++;
+    return sys.sendmsg(fd, hdr, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
+  }
+
+  /**
+   * Payload (`len` bytes in the pieces, from sequence number `seq`) and
+   * FIN (in `flags`) from the guest: write in order to the socket.
+   */
+  #dataFromTap(index: number, c: TcpConn, seq: number, len: number, flags: number): void {
+    let fin = (flags & TcpFlag.Fin) !== 0;
     this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
     this.#flows.defer(index);
     if (c.has(TcpEv.TAP_FIN_RCVD)) return; // nothing counts after the guest's FIN
@@ -852,7 +994,7 @@ export class Tcp {
       this.stats.oldData++;
       const skip = seqDiff(c.seqFromTap, seq);
       if (skip > len || (skip === len && !fin)) return; // all old: the ACK re-syncs it
-      off += skip;
+      this.#piecesSkip(skip);
       len -= skip;
       seq = c.seqFromTap;
     } else if (seq !== c.seqFromTap) {
@@ -863,14 +1005,19 @@ export class Tcp {
     if (len > 0) {
       let accepted = 0;
       if (c.spillLen === 0) {
-        const n = sys.sendAt(c.fd, seg.buf, off, len, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
+        const n = this.#piecesWrite(c.fd);
         if (n < 0 && n !== -sys.Errno.EAGAIN) return this.#close(index, c, true);
         accepted = n > 0 ? n : 0;
         this.stats.bytesToHost += accepted;
         if (accepted < len) this.stats.shortWrites++;
       }
       if (accepted < len) {
-        accepted += this.#spillKeep(c, seg.buf, off + accepted, len - accepted);
+        this.#piecesSkip(accepted);
+        for (let i = this.#pFirst; i < this.#pCount && accepted < len; i++) {
+          const kept = this.#spillKeep(c, this.#pBufs[i], this.#pOffs[i], this.#pLens[i]);
+          accepted += kept;
+          if (kept < this.#pLens[i]) break;
+        }
         this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
       }
       c.seqFromTap = seqAdd(c.seqFromTap, accepted);
@@ -1004,6 +1151,8 @@ export class Tcp {
     if (!c.has(TcpEv.ESTABLISHED) || c.has(TcpEv.CLOSED) || c.has(TcpEv.TAP_FIN_SENT)) return;
     const tap = this.#tap;
     const l4 = (c.v6 ? L4_OFF6 : L4_OFF4) + TCP_HEADER_LEN;
+    const maxSeg = this.#segmentMax(c);
+    const frames = this.#frames;
     for (;;) {
       const inFlight = seqDiff(c.seqToTap, c.seqAckFromTap);
       const wnd = c.wndFromTap - inFlight;
@@ -1013,11 +1162,17 @@ export class Tcp {
       }
       this.#flag(index, c, TcpFl.STALLED, false);
       const room = Math.min(tap.room(), MAX_FRAMES_PER_READ);
+      if (tap.blocked) {
+        // The guest is not reading: carry on when it is (see `#resume`).
+        this.#resumeLater(c);
+        return;
+      }
       let want = 0;
       let k = 0;
       for (; k < room && want < wnd; k++) {
-        const n = Math.min(c.mss, wnd - want);
-        this.#iov.set(k, tap.slotAhead(k), l4, n);
+        const n = Math.min(maxSeg, wnd - want);
+        frames[k] = tap.take();
+        this.#iov.set(k, tap.slot(frames[k]), l4, n);
         this.#lens[k] = n;
         want += n;
       }
@@ -1025,6 +1180,7 @@ export class Tcp {
       this.#hdr.setIov(0, this.#iov, k);
       this.#hdr.setControl(0, null);
       const got = sys.recvmsg(c.fd, this.#hdr, sys.MSG_PEEK | sys.MSG_DONTWAIT);
+      if (got <= 0) tap.release(frames[0]);
       if (got === -sys.Errno.EAGAIN) return;
       if (got < 0) return this.#close(index, c, true);
       if (got === 0) {
@@ -1043,9 +1199,13 @@ export class Tcp {
         const n = Math.min(left, this.#lens[i]);
         left -= n;
         const flags = TcpFlag.Ack | (left === 0 ? TcpFlag.Psh : 0);
-        this.#emit(tap.slotAhead(0), c, flags, c.seqToTap, n);
+        this.#emit(frames[i], c, flags, c.seqToTap, n);
         c.seqToTap = seqAdd(c.seqToTap, n);
       }
+      // Slots the peek did not reach go back to the send path.
+      let used = 0;
+      for (let sum = 0; sum < got; used++) sum += this.#lens[used];
+      if (used < k) tap.release(frames[used]);
       this.stats.bytesToTap += got;
       c.lastMs = performance.now();
       if (!c.timer.armed) this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
@@ -1054,6 +1214,66 @@ export class Tcp {
       // again about an end that arrived with this data.
       if (got < want) continue;
     }
+  }
+
+  /**
+   * The most payload one frame to the guest carries: one MSS, or, where the
+   * send path takes GSO frames, as many whole MSS-sized segments as fit in
+   * one IP packet of 64 KiB (and a slot).
+   */
+  #segmentMax(c: TcpConn): number {
+    if (!this.#tap.gsoTcp) return c.mss;
+    const headers = (c.v6 ? L4_OFF6 : L4_OFF4) - TAP_HEADROOM + TCP_HEADER_LEN;
+    const ipMax = c.v6 ? 65535 - TCP_HEADER_LEN : 65535 - IP4_HEADER_LEN - TCP_HEADER_LEN;
+    const fit = Math.min(ipMax, this.#tap.maxFrame - headers);
+    return Math.max(c.mss, fit - (fit % c.mss));
+  }
+
+  /**
+   * The backend did not deliver our frame starting at `seq` of connection
+   * `index`: rewind to it at once (the first undelivered byte; the frames
+   * after it were not delivered either), so the bytes go again as soon as
+   * the backend takes frames, not after the guest's timeout. Frames of a
+   * connection closed (and freed) since are ignored, as are reports about
+   * bytes already rewound or acknowledged.
+   */
+  #undelivered(index: number, seq: number): void {
+    if (this.#flows.type(index) !== FlowType.TCP) return;
+    const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+    if (c.has(TcpEv.CLOSED) || !c.has(TcpEv.ESTABLISHED)) return;
+    if (!seqLt(seq, c.seqToTap) || seqLt(seq, c.seqAckFromTap)) return;
+    this.stats.rewinds++;
+    if (c.has(TcpEv.TAP_FIN_SENT) && seqGe(c.seqFinToTap, seq)) {
+      c.events &= ~TcpEv.TAP_FIN_SENT; // sent again when the peek reaches the end
+    }
+    c.seqToTap = seq;
+    sys.setsockoptInt(c.fd, sys.SOL_SOCKET, sys.SO_PEEK_OFF, seqDiff(seq, c.seqAckFromTap));
+    if (logEnabled(LogLevel.debug)) {
+      this.#flows.log(index, LogLevel.debug, `undelivered: rewind to ${seq >>> 0}`);
+    }
+    this.#resumeLater(c);
+  }
+
+  /** Puts `c` on the list of connections to carry on when the backend takes frames again. */
+  #resumeLater(c: TcpConn): void {
+    if (c.resumePending) return;
+    c.resumePending = true;
+    this.#resumeList.push(c.index);
+  }
+
+  /** The backend takes frames again: connections that stopped for it send what they have. */
+  #resume(): void {
+    const list = this.#resumeList;
+    const n = list.length;
+    for (let i = 0; i < n; i++) {
+      const index = list[i];
+      if (this.#flows.type(index) !== FlowType.TCP) continue;
+      const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+      if (!c.resumePending) continue;
+      c.resumePending = false;
+      this.#sockToTap(index, c);
+    }
+    list.splice(0, n); // those added meanwhile stay for the next time
   }
 
   /** Retransmit from the oldest unacknowledged byte. */

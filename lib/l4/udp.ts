@@ -169,7 +169,7 @@ export class Udp {
   readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
   readonly #iov = new sys.IovecArray(MAX_DGRAMS_PER_READ);
   readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
-  readonly #slots: Uint8Array[] = new Array(MAX_DGRAMS_PER_READ);
+  readonly #frames = new Uint16Array(MAX_DGRAMS_PER_READ);
   readonly #control = new Uint8Array(256);
   readonly #errBuf = new Uint8Array(64);
   readonly #udpRepr = udpReprNew();
@@ -199,7 +199,7 @@ export class Udp {
   // Guest → host
 
   /** A datagram from the guest over IPv4 (checksum verified). */
-  fromTap4(ip: Ip4Packet, d: UdpPacket): void {
+  fromTap4(ip: Ip4Packet, d: UdpPacket, gsoSize = 0): void {
     const key = this.#key.set4(Pif.TAP, ip.src, d.srcPort, ip.dst, d.dstPort);
     let sidx = this.#flows.lookup(IpProto.Udp, key);
     if (sidx < 0) {
@@ -221,11 +221,11 @@ export class Udp {
       }
       sidx = flowSidx(index, 0);
     }
-    this.#toHost(sidxFlow(sidx), d);
+    this.#toHost(sidxFlow(sidx), d, gsoSize);
   }
 
   /** A datagram from the guest over IPv6 (checksum verified). */
-  fromTap6(ip: Ip6Packet, d: UdpPacket, upperOff: number): void {
+  fromTap6(ip: Ip6Packet, d: UdpPacket, upperOff: number, gsoSize = 0): void {
     const key = this.#key.set6(
       Pif.TAP,
       ip.buf,
@@ -263,21 +263,38 @@ export class Udp {
       }
       sidx = flowSidx(index, 0);
     }
-    this.#toHost(sidxFlow(sidx), d);
+    this.#toHost(sidxFlow(sidx), d, gsoSize);
   }
 
-  #toHost(index: number, d: UdpPacket): void {
+  /**
+   * Sends datagram `d` of flow `index` to the host. With `gsoSize` (a UDP
+   * GSO frame from the guest, payload meant as datagrams of that size), one
+   * `sendmsg` with `UDP_SEGMENT` lets the kernel cut it as the guest's
+   * would have.
+   */
+  #toHost(index: number, d: UdpPacket, gsoSize: number): void {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
     if (f.closed) {
       this.stats.dropped++;
       return;
     }
     f.lastMs = performance.now();
-    const rc = f.inbound
-      ? sys.sendAt(f.fd, d.buf, d.payloadOffset, d.payloadLen, sys.MSG_DONTWAIT, f.peer, f.peerLen)
-      : sys.sendAt(f.fd, d.buf, d.payloadOffset, d.payloadLen, sys.MSG_DONTWAIT);
+    const len = d.payloadLen;
+    const peer = f.inbound ? f.peer : null;
+    const rc = gsoSize > 0 && len > gsoSize
+      ? sys.sendSegmented(
+        f.fd,
+        d.buf,
+        d.payloadOffset,
+        len,
+        gsoSize,
+        sys.MSG_DONTWAIT,
+        peer,
+        f.peerLen,
+      )
+      : sys.sendAt(f.fd, d.buf, d.payloadOffset, len, sys.MSG_DONTWAIT, peer, f.peerLen);
     if (rc >= 0) {
-      this.stats.toHost++;
+      this.stats.toHost += gsoSize > 0 ? Math.max(1, Math.ceil(len / gsoSize)) : 1;
       return;
     }
     this.stats.dropped++;
@@ -387,12 +404,12 @@ export class Udp {
     // bigger datagram shows as such and is dropped rather than cut.
     const mtuPayload = this.#net.mtu - (v6 ? IP6_HEADER_LEN : IP4_HEADER_LEN) - UDP_HEADER_LEN;
     const readLen = Math.min(mtuPayload + 1, tap.maxFrame + TAP_HEADROOM - payloadOff);
-    const slots = this.#slots;
+    const frames = this.#frames;
     for (;;) {
       const room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
       for (let k = 0; k < room; k++) {
-        slots[k] = tap.slotAhead(k);
-        this.#iov.set(k, slots[k], payloadOff, readLen);
+        frames[k] = tap.take();
+        this.#iov.set(k, tap.slot(frames[k]), payloadOff, readLen);
         mm.setIov(k, this.#iov, 1, k);
         if (listener) mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
         else mm.setName(k, null);
@@ -406,22 +423,17 @@ export class Udp {
         const flow = !fits ? null : listener ? this.#inboundFlow(l!, k) : f;
         if (flow === null) {
           this.stats.dropped++;
-          continue;
+          continue; // its slot is abandoned; the others are committed where they are
         }
-        // Datagram k is in slots[k]; after a dropped one, the next frame to
-        // commit is an earlier slot, so move the payload there.
-        const slot = tap.slotAhead(0);
-        if (slot !== slots[k]) {
-          slot.set(slots[k].subarray(payloadOff, payloadOff + len), payloadOff);
-        }
-        this.#emit(slot, flow, len);
+        this.#emit(frames[k], flow, len);
       }
       if (n < room) return;
     }
   }
 
-  /** Writes the headers in front of the `len`-byte payload in place in `slot`, queues the frame. */
-  #emit(slot: Uint8Array, f: UdpFlow, len: number): void {
+  /** Writes the headers in front of the `len`-byte payload in place in slot `frame`, queues it. */
+  #emit(frame: number, f: UdpFlow, len: number): void {
+    const slot = this.#tap.slot(frame);
     const l4 = f.v6 ? L4_OFF6 : L4_OFF4;
     const r = this.#udpRepr;
     r.srcPort = f.sport;
@@ -430,7 +442,13 @@ export class Udp {
     const dgramLen = UDP_HEADER_LEN + len;
     const pseudo = this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen);
     udpEmit(slot, l4, r);
-    this.#tap.commitChecksummed(l4 - TAP_HEADROOM + dgramLen, l4, UDP_CHECKSUM_OFFSET, pseudo);
+    this.#tap.commitChecksummed(
+      frame,
+      l4 - TAP_HEADROOM + dgramLen,
+      l4,
+      UDP_CHECKSUM_OFFSET,
+      pseudo,
+    );
     this.stats.toTap++;
     f.lastMs = performance.now();
   }

@@ -109,7 +109,8 @@ export async function runNs(
     }
     tapFd = dev.tapFd;
     logDebug(`tap ${dev.ifname} ready in the namespace`);
-    tapir = new Tapir(net, new TuntapBackend(dev.tapFd, dev.ifname, dev.vnetHdr));
+    const backend = new TuntapBackend(dev.tapFd, dev.ifname, dev.vnetHdr, conf.offload);
+    tapir = new Tapir(net, backend, { offload: conf.offload, rsc: conf.rsc });
     tapir.start();
     tapir.tcpListeners.bind(conf.tcp);
     tapir.udp.listen(conf.udp);

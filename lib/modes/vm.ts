@@ -97,7 +97,11 @@ export async function runVm(conf: VmConfig): Promise<number> {
     t.guest.forget();
     if (oneGuest) t.loop.stop("guest disconnected");
   };
-  tapir = new Tapir(net, backend, { onBackendError: guestGone });
+  tapir = new Tapir(net, backend, {
+    onBackendError: guestGone,
+    offload: conf.offload,
+    rsc: conf.rsc,
+  });
   const t = tapir;
   try {
     if (conf.fd !== null) {

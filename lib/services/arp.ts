@@ -103,11 +103,12 @@ export class ArpService {
     pkt.copySha(r.tha);
     r.tpa = pkt.spa;
 
-    const slot = ctx.tap.next();
+    const frame = ctx.tap.take();
+    const slot = ctx.tap.slot(frame);
     let p = TAP_HEADROOM;
     p += ethEmit(slot, p, r.tha, r.sha, EtherType.Arp);
     p += arpEmit(slot, p, r);
-    ctx.tap.commit(p - TAP_HEADROOM);
+    ctx.tap.commit(frame, p - TAP_HEADROOM);
     this.stats.sent++;
     if (logEnabled(LogLevel.trace)) {
       logTrace(`ARP: ${formatIp4(u32ToIp4(r.spa))} is-at us, told ${formatIp4(u32ToIp4(r.tpa))}`);

@@ -254,7 +254,8 @@ export class DhcpService {
     const dstMac = this.#dstMac;
     bytesCopy(dstMac, 0, broadcast ? ETH_BROADCAST : req.chaddr, 0, ETH_ADDR_LEN);
 
-    const slot = tap.next();
+    const frame = tap.take();
+    const slot = tap.slot(frame);
     const ipOff = TAP_HEADROOM + ETH_HEADER_LEN;
     const udpOff = ipOff + IP4_HEADER_LEN;
     const dhcpLen = dhcpEmit(slot, udpOff + UDP_HEADER_LEN, r);
@@ -275,7 +276,7 @@ export class DhcpService {
     ip.payloadLen = udpLen;
     ip4Emit(slot, ipOff, ip);
     ethEmit(slot, TAP_HEADROOM, dstMac, net.ourMac, EtherType.Ipv4);
-    tap.commit(ETH_HEADER_LEN + IP4_HEADER_LEN + udpLen);
+    tap.commit(frame, ETH_HEADER_LEN + IP4_HEADER_LEN + udpLen);
 
     if (logEnabled(LogLevel.debug)) {
       const names = DHCP_MESSAGE_TYPE_NAMES as Record<number, string>;

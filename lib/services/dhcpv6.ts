@@ -303,7 +303,8 @@ export class Dhcp6Service {
     ip6.copySrc(ip.dst);
     eth.copySrc(this.#dstMac);
 
-    const slot = tap.next();
+    const frame = tap.take();
+    const slot = tap.slot(frame);
     const ipOff = TAP_HEADROOM + ETH_HEADER_LEN;
     const udpOff = ipOff + IP6_HEADER_LEN;
     const dhcpLen = dhcp6Emit(slot, udpOff + UDP_HEADER_LEN, r);
@@ -320,7 +321,7 @@ export class Dhcp6Service {
     ip.payloadLen = udpLen;
     ip6Emit(slot, ipOff, ip);
     ethEmit(slot, TAP_HEADROOM, this.#dstMac, net.ourMac, EtherType.Ipv6);
-    tap.commit(ETH_HEADER_LEN + IP6_HEADER_LEN + udpLen);
+    tap.commit(frame, ETH_HEADER_LEN + IP6_HEADER_LEN + udpLen);
   }
 }
 

@@ -281,7 +281,8 @@ export class NdpService {
     na.flags = NDP_NA_ROUTER | NDP_NA_SOLICITED | NDP_NA_OVERRIDE;
     bytesCopy(na.target, 0, target, 0, IP6_ADDR_LEN);
 
-    const slot = ctx.tap.next();
+    const frame = ctx.tap.take();
+    const slot = ctx.tap.slot(frame);
     const ipOff = TAP_HEADROOM + ETH_HEADER_LEN;
     const icmpOff = ipOff + IP6_HEADER_LEN;
     let icmpLen = ndpEmit(slot, icmpOff, na);
@@ -290,7 +291,7 @@ export class NdpService {
     const ip = this.#ip;
     bytesCopy(ip.src, 0, target, 0, IP6_ADDR_LEN);
     ns.copySrc(ip.dst);
-    this.#finish(ctx, slot, icmpLen, dstMac);
+    this.#finish(ctx, frame, icmpLen, dstMac);
     if (logEnabled(LogLevel.trace)) {
       logTrace(`NDP: ${formatIp6(target)} is-at us, told ${formatIp6(ip.dst)}`);
     }
@@ -322,7 +323,8 @@ export class NdpService {
     const mtu = Math.max(IP6_MIN_MTU, net.mtu);
     const budget = Math.min(mtu, tap.maxFrame - ETH_HEADER_LEN) - IP6_HEADER_LEN;
 
-    const slot = tap.next();
+    const frame = tap.take();
+    const slot = tap.slot(frame);
     const ipOff = TAP_HEADROOM + ETH_HEADER_LEN;
     const icmpOff = ipOff + IP6_HEADER_LEN;
     let p = icmpOff;
@@ -361,7 +363,7 @@ export class NdpService {
       ip6MulticastMac(this.#dstMac, 0, dst, dstOff);
       mac = this.#dstMac;
     }
-    this.#finish(ctx, slot, p - icmpOff, mac);
+    this.#finish(ctx, frame, p - icmpOff, mac);
     if (logEnabled(LogLevel.trace)) logTrace(`NDP: router advertisement to ${formatIp6(ip.dst)}`);
   }
 
@@ -370,7 +372,8 @@ export class NdpService {
    * already written: IPv6 header from {@linkcode #ip} (addresses set by the
    * caller), checksum, Ethernet header; then commits it.
    */
-  #finish(ctx: ServiceContext, slot: Uint8Array, icmpLen: number, dstMac: Uint8Array): void {
+  #finish(ctx: ServiceContext, frame: number, icmpLen: number, dstMac: Uint8Array): void {
+    const slot = ctx.tap.slot(frame);
     const ipOff = TAP_HEADROOM + ETH_HEADER_LEN;
     const icmpOff = ipOff + IP6_HEADER_LEN;
     const ip = this.#ip;
@@ -382,7 +385,7 @@ export class NdpService {
     ip6Emit(slot, ipOff, ip);
     icmp6ChecksumFill(slot, icmpOff, icmpLen, slot, ipOff + 8, ipOff + 24);
     ethEmit(slot, TAP_HEADROOM, dstMac, ctx.net.ourMac, EtherType.Ipv6);
-    ctx.tap.commit(ETH_HEADER_LEN + IP6_HEADER_LEN + icmpLen);
+    ctx.tap.commit(frame, ETH_HEADER_LEN + IP6_HEADER_LEN + icmpLen);
   }
 }
 

@@ -273,6 +273,18 @@ export const TUNSETOFFLOAD = 0x400454d0;
 export const TUNSETVNETHDRSZ = 0x400454d8;
 /** TUNSETOFFLOAD flag: the reader takes frames with checksums left partial. */
 export const TUN_F_CSUM = 0x01;
+/** TUNSETOFFLOAD flag: the reader takes TCP over IPv4 GSO frames (needs TUN_F_CSUM). */
+export const TUN_F_TSO4 = 0x02;
+/** TUNSETOFFLOAD flag: the reader takes TCP over IPv6 GSO frames (needs TUN_F_CSUM). */
+export const TUN_F_TSO6 = 0x04;
+/** TUNSETOFFLOAD flag: the reader takes UDP GSO frames over IPv4 (only with TUN_F_USO6). */
+export const TUN_F_USO4 = 0x20;
+/** TUNSETOFFLOAD flag: the reader takes UDP GSO frames over IPv6 (only with TUN_F_USO4). */
+export const TUN_F_USO6 = 0x40;
+/** `SOL_UDP`: the socket level of UDP options. */
+export const SOL_UDP = 17;
+/** UDP option and control message: send a buffer as datagrams of this many bytes (u16). */
+export const UDP_SEGMENT = 103;
 /** tun flags. */
 export const IFF_TUN = 0x0001;
 /** tap (Ethernet frames). */

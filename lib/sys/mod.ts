@@ -26,6 +26,7 @@
 
 import { Errno, sysCheck } from "./errno.ts";
 import { IOVEC_SIZE, IovecArray, MMSGHDR_SIZE, MmsgHdrArray } from "./structs.ts";
+import { SOL_UDP, UDP_SEGMENT } from "./consts.ts";
 
 export * from "./consts.ts";
 export * from "./errno.ts";
@@ -376,6 +377,42 @@ export function sendAt(
   atHdr.setIov(0, atIov, 1);
   atHdr.setControl(0, null);
   return ret(C.sendmsg(fd, atHdr.bytes, flags));
+}
+
+/** One `cmsghdr` (64-bit layout) carrying a u16 `UDP_SEGMENT`, padded to `CMSG_SPACE(2)`. */
+const udpSegControl = new Uint8Array(24);
+{
+  const dv = new DataView(udpSegControl.buffer);
+  dv.setUint32(0, 16 + 2, true); // cmsg_len = CMSG_LEN(2), high half zero
+  dv.setInt32(8, SOL_UDP, true);
+  dv.setInt32(12, UDP_SEGMENT, true);
+}
+
+/**
+ * sendmsg(2) of `buf[off..off+len)` on a UDP socket as datagrams of
+ * `segSize` bytes each (the last may be shorter): one call, the kernel
+ * segments (`UDP_SEGMENT`, generic segmentation offload for UDP). To the
+ * first `addrLen` bytes of `addr`, or the connected peer. Bytes sent or -errno.
+ */
+export function sendSegmented(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  segSize: number,
+  flags: number,
+  addr: Uint8Array | null = null,
+  addrLen = 0,
+): number {
+  udpSegControl[16] = segSize;
+  udpSegControl[17] = segSize >> 8;
+  atIov.set(0, buf, off, len);
+  atHdr.setName(0, addr, addrLen);
+  atHdr.setIov(0, atIov, 1);
+  atHdr.setControl(0, udpSegControl);
+  const rc = ret(C.sendmsg(fd, atHdr.bytes, flags));
+  atHdr.setControl(0, null);
+  return rc;
 }
 
 /** pipe2(2): fills `out[0]` (read end) and `out[1]` (write end). */

@@ -24,6 +24,17 @@
  * What no consumer takes (other protocols, ICMP types tapir does not
  * forward) is counted as `unhandled`.
  *
+ * **Offload descriptors.** A frame may come with what the guest's kernel
+ * left undone (the backend's vnet header, see `FrameBatch`): a checksum
+ * left partial (NEEDS_CSUM: not verified, the bytes are the guest kernel's
+ * own) and a GSO type and size (one frame standing for several segments
+ * of `gsoSize` payload bytes). Only a GSO frame may exceed the MTU; its
+ * type must match what it carries (TCPV4 an IPv4 TCP segment, TCPV6 an
+ * IPv6 one, UDP_L4 a UDP datagram), it must have a partial checksum and a
+ * non-zero size, or it is dropped as `badGso`. TCP needs nothing more (the
+ * payload goes to the socket in one write); UDP gets the size, to send the
+ * payload as the datagrams the guest meant.
+ *
  * @module
  */
 
@@ -38,6 +49,7 @@ import { IpProto, WIRE_ERROR_COUNT, WireError } from "../packet/wire.ts";
 import { DHCP_SERVER_PORT } from "../packet/dhcp.ts";
 import { DHCP6_SERVER_PORT } from "../packet/dhcpv6.ts";
 import type { ServiceContext, ServiceVerdict } from "../services/service.ts";
+import { GsoType, VnetFlag } from "./tap.ts";
 
 /** What the dispatcher hands frames to. Each returns a verdict; Pass (0) means "not mine". */
 export interface TapConsumers {
@@ -57,10 +69,13 @@ export interface TapConsumers {
   tcp4(ip: Ip4Packet, seg: TcpPacket): void;
   /** TCP segment over IPv6 (checksum verified); `upperOff` is where TCP starts. */
   tcp6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void;
-  /** UDP datagram over IPv4 not taken by a service (checksum verified). */
-  udp4(ip: Ip4Packet, d: UdpPacket): void;
-  /** UDP datagram over IPv6 not taken by a service (checksum verified). */
-  udp6(ip: Ip6Packet, d: UdpPacket, upperOff: number): void;
+  /**
+   * UDP datagram over IPv4 not taken by a service (checksum verified);
+   * `gsoSize` > 0: a UDP GSO frame, payload meant as datagrams of that size.
+   */
+  udp4(ip: Ip4Packet, d: UdpPacket, gsoSize: number): void;
+  /** UDP datagram over IPv6 not taken by a service (checksum verified); see `udp4`. */
+  udp6(ip: Ip6Packet, d: UdpPacket, upperOff: number, gsoSize: number): void;
 }
 
 /** Counters of the dispatcher. */
@@ -73,6 +88,12 @@ export interface TapInputStats {
   oversize: number;
   /** Well-formed frames nothing here handles (yet). */
   unhandled: number;
+  /** GSO frames accepted. */
+  gsoFramesIn: number;
+  /** Segments those GSO frames stand for. */
+  gsoSegmentsIn: number;
+  /** Frames whose GSO descriptor does not match what they carry. */
+  badGso: number;
 }
 
 /** The guest-frame dispatcher; see the module comment. */
@@ -83,6 +104,9 @@ export class TapInput {
     dropped: new Uint32Array(WIRE_ERROR_COUNT),
     oversize: 0,
     unhandled: 0,
+    gsoFramesIn: 0,
+    gsoSegmentsIn: 0,
+    badGso: 0,
   };
   readonly #ctx: ServiceContext;
   readonly #to: TapConsumers;
@@ -96,6 +120,9 @@ export class TapInput {
   readonly #udp = new UdpPacket();
   readonly #tcp = new TcpPacket();
   #partial = false;
+  /** The current frame's GSO type (ECN bit cleared) and size, or 0. */
+  #gsoType = 0;
+  #gsoSize = 0;
 
   /** Dispatches to `to`; frames above the MTU (plus the Ethernet header) are refused. */
   constructor(ctx: ServiceContext, to: TapConsumers) {
@@ -109,14 +136,52 @@ export class TapInput {
   }
 
   /**
-   * Handles the frame at `buf[off..off+len)`. `csumPartial`: the guest's
-   * kernel left its TCP/UDP checksum to be filled in (vnet header), so it is
-   * not verified.
+   * A GSO frame must carry what its type says (`want`); counts it if so.
+   * True for a plain frame, or a GSO frame that may go on.
    */
-  frame(buf: Uint8Array, off: number, len: number, csumPartial = false): void {
-    this.#partial = csumPartial;
+  #gsoOk(want: number, payloadLen: number): boolean {
+    const t = this.#gsoType;
+    if (t === GsoType.NONE) return true;
+    if (t !== want) {
+      this.stats.badGso++;
+      return false;
+    }
+    this.stats.gsoFramesIn++;
+    this.stats.gsoSegmentsIn += Math.max(1, Math.ceil(payloadLen / this.#gsoSize));
+    return true;
+  }
+
+  /** A GSO type on anything but TCP and UDP is a lie. */
+  #noGso(): boolean {
+    if (this.#gsoType === GsoType.NONE) return true;
+    this.stats.badGso++;
+    return false;
+  }
+
+  /**
+   * Handles the frame at `buf[off..off+len)` with its descriptor (see the
+   * module comment): `vnetFlags` (NEEDS_CSUM: the guest's kernel left its
+   * TCP/UDP checksum to be filled in, so it is not verified), `gsoType` and
+   * `gsoSize`.
+   */
+  frame(
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    vnetFlags = 0,
+    gsoType: number = GsoType.NONE,
+    gsoSize = 0,
+  ): void {
+    this.#partial = (vnetFlags & VnetFlag.NEEDS_CSUM) !== 0;
     this.stats.frames++;
-    if (len > this.#maxFrame) {
+    const type = gsoType & ~GsoType.ECN;
+    this.#gsoType = type;
+    this.#gsoSize = type === GsoType.NONE ? 0 : gsoSize;
+    if (type !== GsoType.NONE && (gsoSize === 0 || !this.#partial)) {
+      this.stats.badGso++;
+      return;
+    }
+    if (len > this.#maxFrame && type === GsoType.NONE) {
       this.stats.oversize++;
       return;
     }
@@ -126,6 +191,7 @@ export class TapInput {
     this.#ctx.guest.learnMac(buf, eth.srcOffset);
     switch (eth.ethertype) {
       case EtherType.Arp:
+        if (!this.#noGso()) return;
         if (this.#to.arp(this.#ctx, eth) === 0) this.stats.unhandled++;
         return;
       case EtherType.Ipv4:
@@ -147,6 +213,7 @@ export class TapInput {
     const l4len = ip.len - ip.headerLen;
     switch (ip.proto) {
       case IpProto.Icmp: {
+        if (!this.#noGso()) return;
         const icmp = this.#icmp;
         const e = icmp.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
@@ -162,6 +229,7 @@ export class TapInput {
         if (!this.#partial && !seg.checksumOk4(ip.src, ip.dst)) {
           return this.#drop(WireError.BadChecksum);
         }
+        if (!this.#gsoOk(GsoType.TCPV4, seg.payloadLen)) return;
         this.#to.tcp4(ip, seg);
         return;
       }
@@ -172,10 +240,14 @@ export class TapInput {
         if (!this.#partial && !udp.checksumOk4(ip.src, ip.dst)) {
           return this.#drop(WireError.BadChecksum);
         }
-        if (udp.dstPort === DHCP_SERVER_PORT && this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) {
+        if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
+        if (
+          this.#gsoSize === 0 && udp.dstPort === DHCP_SERVER_PORT &&
+          this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0
+        ) {
           return;
         }
-        this.#to.udp4(ip, udp);
+        this.#to.udp4(ip, udp, this.#gsoSize);
         return;
       }
       default:
@@ -192,6 +264,7 @@ export class TapInput {
     if (e !== 0) return this.#drop(e);
     switch (up.proto) {
       case IpProto.Icmp6: {
+        if (!this.#noGso()) return;
         const icmp = this.#icmp6;
         const e2 = icmp.wrap(ip.buf, up.offset, up.len);
         if (e2 !== 0) return this.#drop(e2);
@@ -217,6 +290,7 @@ export class TapInput {
         if (!this.#partial && !seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
           return this.#drop(WireError.BadChecksum);
         }
+        if (!this.#gsoOk(GsoType.TCPV6, seg.payloadLen)) return;
         this.#to.tcp6(ip, seg, up.offset);
         return;
       }
@@ -227,10 +301,14 @@ export class TapInput {
         if (!this.#partial && !udp.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
           return this.#drop(WireError.BadChecksum);
         }
-        if (udp.dstPort === DHCP6_SERVER_PORT && this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) {
+        if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
+        if (
+          this.#gsoSize === 0 && udp.dstPort === DHCP6_SERVER_PORT &&
+          this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0
+        ) {
           return;
         }
-        this.#to.udp6(ip, udp, up.offset);
+        this.#to.udp6(ip, udp, up.offset, this.#gsoSize);
         return;
       }
       default:

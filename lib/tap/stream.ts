@@ -65,6 +65,10 @@ export class StreamBackend implements TapBackend {
   readonly name = "qemu stream socket";
   /** QEMU's stream protocol has no vnet header: every checksum must be right. */
   readonly checksumOffload = false;
+  /** Nor GSO: frames toward the guest are at most its MTU (the guest's RSC coalescer is ours). */
+  readonly gsoTcp = false;
+  /** See `TapBackend.sendBlocked`. */
+  sendBlocked = false;
   /** Counters. */
   readonly stats: StreamStats = { framesIn: 0, bytesIn: 0, completed: 0, desyncs: 0 };
   #fd = -1;
@@ -115,7 +119,7 @@ export class StreamBackend implements TapBackend {
           st.subarray(off + STREAM_LEN_BYTES, off + STREAM_LEN_BYTES + len),
           TAP_HEADROOM,
         );
-        batch.lens[n++] = len;
+        batch.setPlain(n++, len);
         off += STREAM_LEN_BYTES + len;
       }
       if (off > 0) {
@@ -139,10 +143,13 @@ export class StreamBackend implements TapBackend {
 
   /** Sends frames with their length prefixes in one call; never leaves a frame half-sent. */
   send(batch: FrameBatch, count: number): number {
+    this.sendBlocked = false;
     if (this.#fd < 0 || count === 0) return 0;
+    // The iovecs go in send order: entry k for the frame in slot order[k].
     const iov = batch.iov;
     let total = 0;
-    for (let i = 0; i < count; i++) {
+    for (let k = 0; k < count; k++) {
+      const i = batch.order[k];
       const len = tapWireLen(batch.lens[i]);
       const slot = batch.slots[i];
       const p = TAP_HEADROOM - STREAM_LEN_BYTES;
@@ -150,7 +157,7 @@ export class StreamBackend implements TapBackend {
       slot[p + 1] = len >>> 16;
       slot[p + 2] = len >>> 8;
       slot[p + 3] = len;
-      iov.setRaw(i, batch.addrs[i] + p, STREAM_LEN_BYTES + len);
+      iov.setRaw(k, batch.addrs[i] + p, STREAM_LEN_BYTES + len);
       total += STREAM_LEN_BYTES + len;
     }
     const hdr = this.#hdr;
@@ -159,23 +166,29 @@ export class StreamBackend implements TapBackend {
     hdr.setControl(0, null);
     const sent = sys.sendmsg(this.#fd, hdr, sys.MSG_DONTWAIT | sys.MSG_NOSIGNAL);
     if (sent === total) return count;
-    if (sent <= 0) return 0; // nothing went: the stream is still in step
+    if (sent <= 0) {
+      this.sendBlocked = sent === -sys.Errno.EAGAIN;
+      return 0; // nothing went: the stream is still in step
+    }
+    this.sendBlocked = true; // the socket buffer is full
     // Find the frame the send stopped in.
     let done = 0;
     let whole = 0;
     while (whole < count) {
-      const size = STREAM_LEN_BYTES + tapWireLen(batch.lens[whole]);
+      const size = STREAM_LEN_BYTES + tapWireLen(batch.lens[batch.order[whole]]);
       if (done + size > sent) break;
       done += size;
       whole++;
     }
     if (done === sent) return whole;
     // Frame `whole` is cut: send the rest of it, blocking, before anything else.
-    const slot = batch.slots[whole];
+    const cut = batch.order[whole];
+    const slot = batch.slots[cut];
     const start = TAP_HEADROOM - STREAM_LEN_BYTES + (sent - done);
-    const end = TAP_HEADROOM + tapWireLen(batch.lens[whole]);
+    const end = TAP_HEADROOM + tapWireLen(batch.lens[cut]);
     if (!this.#complete(slot, start, end)) {
       this.stats.desyncs++;
+      this.sendBlocked = false;
       this.detach(); // not completed: the stream cannot be trusted any more
       return whole;
     }

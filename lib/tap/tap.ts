@@ -1,6 +1,6 @@
 /**
- * The guest-facing side: frame buffers, the backend interface, and the one
- * send path every protocol uses to reach the guest.
+ * The guest-facing side: frame buffers with their descriptors, the backend
+ * interface, and the one send path every protocol uses to reach the guest.
  *
  * # Theory of operation
  *
@@ -10,30 +10,47 @@
  * `TAP_HEADROOM` of its slot; the headroom belongs to the backend, which
  * writes its own per-frame header there (the QEMU stream socket's 4-byte
  * length, a virtio-net header) so a frame is never copied to prepend one.
- * Lengths are explicit: `lens[i]` is frame i's Ethernet length, never
- * derived from the slot's size.
  *
- * **One send path.** Protocols do not write to the guest. They take the next
- * slot with {@linkcode TapSender.next}, build the frame in place and
- * {@linkcode TapSender.commit} its length. The reactor flushes once per loop
- * turn ({@linkcode TapSender.flush}), so all frames of a turn — ARP replies,
- * TCP segments, UDP datagrams — go to the backend in one batch, and a full
- * batch flushes early. `flush` is where the three things every frame needs
- * happen, once: padding to the Ethernet minimum, the backend send, and the
- * pcap tee of exactly the frames that went out.
+ * **Each frame carries a descriptor**: its Ethernet length (explicit, never
+ * derived from the slot's size) and the fields of a virtio-net header —
+ * flags (checksum left partial, or already valid), GSO type and size,
+ * header length, checksum start and offset. The descriptor is the one
+ * place offload metadata lives, in both directions: a backend that reads a
+ * vnet header fills it, one that writes a vnet header is built from it, and
+ * a backend without one (the QEMU stream socket) never receives a frame
+ * that needs it — producers ask {@linkcode TapSender.gsoTcp} and
+ * {@linkcode TapSender.checksumOffload} before they build one.
  *
- * **Whole frames only.** A backend's `send` returns how many *whole* frames it
- * delivered and never leaves a frame half-written (on a stream socket it
- * completes a frame it started; a tap device takes frames atomically). Frames
- * it could not deliver (the guest is not reading: EAGAIN) are dropped and
- * counted; the guest's own retransmission, or TCP's rewind, recovers. Callers
- * that must know — TCP rewinding its sequence — use the return value of
- * `flush`.
+ * **A producer commits the slot it filled.** {@linkcode TapSender.take}
+ * hands out the index of a free slot; the producer builds its frame there
+ * and commits that index ({@linkcode TapSender.commit} and its variants),
+ * or never commits it to abandon it. Frames go out in commit order, so one
+ * producer may hold several slots at once (a peek into k payload areas, a
+ * `recvmmsg` into k datagrams) and drop any of them without moving the
+ * others.
+ *
+ * **One send path.** The reactor flushes once per loop turn
+ * ({@linkcode TapSender.flush}), so all frames of a turn — ARP replies, TCP
+ * segments, UDP datagrams — go to the backend in one batch, and a full
+ * batch flushes early. `flush` is where the things every frame needs happen,
+ * once: padding to the Ethernet minimum, the backend send, and the pcap tee
+ * of exactly the frames that went out (a checksum left partial is completed
+ * first, so a capture shows real checksums, a GSO frame as one record).
+ *
+ * **Whole frames only, and undelivered frames are reported.** A backend's
+ * `send` returns how many *whole* frames it delivered and never leaves a
+ * frame half-written. Frames it could not deliver (the guest is not reading:
+ * EAGAIN) are counted, and each one a producer marked with
+ * {@linkcode TapSender.setOwner} is reported back to it
+ * ({@linkcode TapSender.onUndelivered}): TCP rewinds its sequence to the
+ * first undelivered byte at once instead of waiting for the guest to time
+ * out. {@linkcode TapSender.blocked} then tells the reactor to wait until
+ * the backend is writable and let the producers resume.
  *
  * @module
  */
 
-import { checksumFill, checksumFold } from "../packet/checksum.ts";
+import { checksumComplete, checksumFill, checksumFold } from "../packet/checksum.ts";
 import { set16 } from "../packet/wire.ts";
 import { pcapActive, pcapFrame, pcapNow } from "../pcap.ts";
 import { addrOf, IovecArray } from "../sys/mod.ts";
@@ -47,29 +64,58 @@ export const ETH_MAX_FRAME = 65535 + 14;
 /** Slot size for full-size frames. */
 export const TAP_SLOT_SIZE = TAP_HEADROOM + ETH_MAX_FRAME + 1;
 
-/** A fixed set of frame slots with explicit lengths; see the module comment. */
+/** virtio-net header flags (`VIRTIO_NET_HDR_F_*`). */
+export const VnetFlag = {
+  /** The TCP/UDP checksum holds only the pseudo-header sum; fill it from `csumStart`. */
+  NEEDS_CSUM: 1,
+  /** The checksum was verified already. */
+  DATA_VALID: 2,
+} as const;
+
+/** virtio-net GSO types (`VIRTIO_NET_HDR_GSO_*`). */
+export const GsoType = {
+  NONE: 0,
+  TCPV4: 1,
+  UDP: 3,
+  TCPV6: 4,
+  UDP_L4: 5,
+  /** Flag: the segments carry ECN's CWR. */
+  ECN: 0x80,
+} as const;
+
+/** A fixed set of frame slots, each with its descriptor; see the module comment. */
 export class FrameBatch {
   /** The slots; frame i starts at `TAP_HEADROOM` of `slots[i]`. */
   readonly slots: Uint8Array[];
   /** Ethernet length of each frame. */
   readonly lens: Uint32Array;
-  /** One iovec per slot pointing at its frame (a backend sets lengths before I/O). */
-  readonly iov: IovecArray;
-  /** Address of each slot's first byte, for backends that build their own iovecs. */
-  readonly addrs: Float64Array;
+  /** Per frame: {@linkcode VnetFlag} bits. */
+  readonly vnetFlags: Uint8Array;
+  /** Per frame: {@linkcode GsoType} (NONE for a plain frame). */
+  readonly gsoType: Uint8Array;
+  /** Per frame with a GSO type: the payload bytes of each segment it stands for. */
+  readonly gsoSize: Uint16Array;
+  /** Per GSO frame: bytes of Ethernet, IP and L4 headers. */
+  readonly hdrLen: Uint16Array;
   /**
-   * Per frame, 0 or where its TCP/UDP checksum was left partial (holding
-   * only the pseudo-header sum): the L4 header's offset in the frame
-   * (`csumStart`) and the checksum field's offset in that header
-   * (`csumOffset`). Received: the guest's kernel left it so (vnet header
-   * NEEDS_CSUM) and it must not be verified. Sent: tapir left it so, and
-   * the guest's kernel takes it as checked.
+   * Per frame with NEEDS_CSUM: where its checksum was left partial —
+   * the L4 header's offset in the frame (`csumStart`) and the checksum
+   * field's offset in that header (`csumOffset`).
    */
   readonly csumStart: Uint16Array;
   /** See {@linkcode csumStart}. */
-  readonly csumOffset: Uint8Array;
-  /** Frames in use, from slot 0. */
+  readonly csumOffset: Uint16Array;
+  /**
+   * Frames to send, as slot indices in commit order (`order[0..count)`).
+   * Received frames are in slots `0..count-1` and `order` is unused.
+   */
+  readonly order: Uint16Array;
+  /** Frames in the batch: received, or committed for sending. */
   count = 0;
+  /** One iovec per slot (a backend sets them before I/O). */
+  readonly iov: IovecArray;
+  /** Address of each slot's first byte, for backends that build their own iovecs. */
+  readonly addrs: Float64Array;
 
   /** Allocates `capacity` slots of `slotSize` bytes each. */
   constructor(capacity: number, slotSize: number = TAP_SLOT_SIZE) {
@@ -77,10 +123,15 @@ export class FrameBatch {
     const backing = new Uint8Array(capacity * slotSize);
     this.slots = [];
     this.lens = new Uint32Array(capacity);
+    this.vnetFlags = new Uint8Array(capacity);
+    this.gsoType = new Uint8Array(capacity);
+    this.gsoSize = new Uint16Array(capacity);
+    this.hdrLen = new Uint16Array(capacity);
+    this.csumStart = new Uint16Array(capacity);
+    this.csumOffset = new Uint16Array(capacity);
+    this.order = new Uint16Array(capacity);
     this.iov = new IovecArray(capacity);
     this.addrs = new Float64Array(capacity);
-    this.csumStart = new Uint16Array(capacity);
-    this.csumOffset = new Uint8Array(capacity);
     for (let i = 0; i < capacity; i++) {
       const slot = backing.subarray(i * slotSize, (i + 1) * slotSize);
       this.slots.push(slot);
@@ -97,13 +148,24 @@ export class FrameBatch {
   get maxFrame(): number {
     return this.slots[0].length - TAP_HEADROOM;
   }
+
+  /** Sets slot `i`'s descriptor to a plain frame of `len` bytes (no offload). */
+  setPlain(i: number, len: number): void {
+    this.lens[i] = len;
+    this.vnetFlags[i] = 0;
+    this.gsoType[i] = GsoType.NONE;
+    this.gsoSize[i] = 0;
+    this.hdrLen[i] = 0;
+    this.csumStart[i] = 0;
+    this.csumOffset[i] = 0;
+  }
 }
 
 /** The guest side of tapir: a tap device, a QEMU socket, or vhost-user. */
 export interface TapBackend {
   /** What it is, for logs ("tap eth0", "qemu socket"). */
   readonly name: string;
-  /** The fd the reactor watches for incoming frames (EPOLLIN). */
+  /** The fd the reactor watches for incoming frames (EPOLLIN), or -1. */
   readonly fd: number;
   /**
    * True if frames may carry a partial TCP/UDP checksum in both directions
@@ -111,16 +173,25 @@ export interface TapBackend {
    * tapir must not verify the guest's.
    */
   readonly checksumOffload: boolean;
+  /** True if frames toward the guest may be TCP GSO frames (TCPV4, TCPV6). */
+  readonly gsoTcp: boolean;
+  /**
+   * True if the last `send` stopped because the guest was not reading
+   * (EAGAIN): the fd will report EPOLLOUT when it can take more. False after
+   * a send that delivered everything, or failed for another reason.
+   */
+  readonly sendBlocked: boolean;
   /**
    * Reads frames from the guest into `batch` slots from 0, up to its
-   * capacity, without blocking; sets `lens` and `count`. Returns the number
-   * of frames, or -errno on a fatal error (the guest is gone).
+   * capacity, without blocking; sets each frame's descriptor and `count`.
+   * Returns the number of frames, or -errno on a fatal error (the guest is
+   * gone).
    */
   receive(batch: FrameBatch): number;
   /**
-   * Sends frames `0..count-1` of `batch` in order, without blocking, and
-   * returns how many whole frames were delivered. Never leaves a frame
-   * partly sent.
+   * Sends frames `order[0..count)` of `batch` in that order, without
+   * blocking, and returns how many whole frames were delivered. Never leaves
+   * a frame partly sent.
    */
   send(batch: FrameBatch, count: number): number;
 }
@@ -131,26 +202,69 @@ export interface TapSendStats {
   framesOut: number;
   /** Bytes of those frames (Ethernet length, before padding). */
   bytesOut: number;
-  /** Frames dropped because the backend would not take them. */
-  dropped: number;
+  /** Frames the backend did not take (the guest not reading, or gone). */
+  undelivered: number;
   /** Flushes (backend send calls). */
   flushes: number;
+  /** GSO frames delivered. */
+  gsoFramesOut: number;
+  /** Segments those GSO frames stand for. */
+  gsoSegmentsOut: number;
 }
+
+/** Called for a frame the backend did not deliver, with what its producer set. */
+export type UndeliveredHandler = (flow: number, seq: number) => void;
+
+/** Largest number of producers that may ask for undelivered reports. */
+const MAX_PRODUCERS = 4;
 
 /** The one send path; see the module comment. */
 export class TapSender {
   /** Counters. */
-  readonly stats: TapSendStats = { framesOut: 0, bytesOut: 0, dropped: 0, flushes: 0 };
+  readonly stats: TapSendStats = {
+    framesOut: 0,
+    bytesOut: 0,
+    undelivered: 0,
+    flushes: 0,
+    gsoFramesOut: 0,
+    gsoSegmentsOut: 0,
+  };
   readonly #backend: TapBackend;
   readonly #batch: FrameBatch;
+  /** Slots handed out since the last flush (slots `0..taken-1`). */
+  #taken = 0;
+  /** Per slot: the producer to tell if it is not delivered (0: none), and its values. */
+  readonly #owner: Uint8Array;
+  readonly #ownerFlow: Int32Array;
+  readonly #ownerSeq: Uint32Array;
+  readonly #handlers: (UndeliveredHandler | null)[] = new Array(MAX_PRODUCERS).fill(null);
+  readonly #resumers: (() => void)[] = [];
+  #producers = 0;
+  /** TCP GSO frames allowed (the backend takes them and offloads are on). */
+  readonly gsoTcp: boolean;
+  /** Set by a flush that left frames undelivered for EAGAIN; cleared by the reactor. */
+  blocked = false;
 
-  /** Sends through `backend`, batching up to `capacity` frames of up to `slotSize` bytes. */
-  constructor(backend: TapBackend, capacity = 128, slotSize: number = TAP_SLOT_SIZE) {
+  /**
+   * Sends through `backend`, batching up to `capacity` frames of up to
+   * `slotSize` bytes. `offload: false` (`--no-offload`) builds no GSO frames
+   * even where the backend would take them.
+   */
+  constructor(
+    backend: TapBackend,
+    capacity = 128,
+    slotSize: number = TAP_SLOT_SIZE,
+    offload = true,
+  ) {
     this.#backend = backend;
     this.#batch = new FrameBatch(capacity, slotSize);
+    this.#owner = new Uint8Array(capacity);
+    this.#ownerFlow = new Int32Array(capacity);
+    this.#ownerSeq = new Uint32Array(capacity);
+    this.gsoTcp = offload && backend.gsoTcp;
   }
 
-  /** Frames waiting for the next flush. */
+  /** Frames committed and waiting for the next flush. */
   get pending(): number {
     return this.#batch.count;
   }
@@ -160,102 +274,190 @@ export class TapSender {
     return this.#batch.maxFrame;
   }
 
-  /**
-   * False when TCP/UDP checksums toward the guest may be left partial (see
-   * {@linkcode commitPartial}): the backend offloads them and no capture is
-   * running (a capture should show correct checksums).
-   */
-  checksumsNeeded(): boolean {
-    return !this.#backend.checksumOffload || pcapActive();
+  /** True when TCP/UDP checksums toward the guest may be left partial. */
+  get checksumOffload(): boolean {
+    return this.#backend.checksumOffload;
   }
 
   /**
-   * Like {@linkcode commit}, for a TCP/UDP frame whose checksum field (at
-   * `field` in the L4 header at slot offset `l4`) is still 0: fills the
-   * checksum from `pseudoSum` over the L4 header and payload, or, where
-   * {@linkcode checksumsNeeded} says so, leaves it partial for the guest's
-   * kernel (the folded `pseudoSum` in the field, as offload expects, and
-   * where it is). A computed 0 is sent as 0xffff, the same value in ones'
-   * complement and the only one UDP allows.
+   * Registers a producer that wants to hear of its frames the backend did
+   * not deliver; returns its id for {@linkcode setOwner}.
    */
-  commitChecksummed(len: number, l4: number, field: number, pseudoSum: number): void {
-    const b = this.#batch;
-    const slot = b.slots[b.count];
-    if (this.checksumsNeeded()) {
-      const at = l4 + field;
-      if (checksumFill(slot, l4, TAP_HEADROOM + len - l4, at, pseudoSum) === 0) {
-        set16(slot, at, 0xffff);
-      }
-      this.commit(len);
-      return;
-    }
-    set16(slot, l4 + field, checksumFold(pseudoSum));
-    this.commit(len);
-    b.csumStart[b.count - 1] = l4 - TAP_HEADROOM;
-    b.csumOffset[b.count - 1] = field;
+  onUndelivered(handler: UndeliveredHandler): number {
+    if (this.#producers + 1 >= MAX_PRODUCERS) throw new RangeError("too many producers");
+    this.#handlers[++this.#producers] = handler;
+    return this.#producers;
+  }
+
+  /** Registers `fn` to run when the backend can take frames again after {@linkcode blocked}. */
+  onResume(fn: () => void): void {
+    this.#resumers.push(fn);
   }
 
   /**
-   * The slot for the next frame: build it at offset {@linkcode TAP_HEADROOM},
-   * then {@linkcode commit} its length (or do nothing to abandon it). Flushes
-   * first if the batch is full.
+   * The backend can take frames again (the reactor saw it writable): clears
+   * {@linkcode blocked} and lets the producers that were told of
+   * undelivered frames send again.
    */
-  next(): Uint8Array {
-    if (this.#batch.count === this.#batch.capacity) this.flush();
-    return this.#batch.slots[this.#batch.count];
+  resume(): void {
+    this.blocked = false;
+    for (const fn of this.#resumers) fn();
   }
 
   /**
    * Free slots before the batch is full; flushes first if there are none, so
-   * the answer is at least 1. For callers filling several slots in one go
-   * (one `recvmsg` peeking into the payload areas of k frames).
+   * the answer is at least 1. A producer filling several slots in one go
+   * takes at most this many, then commits (or abandons) each.
    */
   room(): number {
-    if (this.#batch.count === this.#batch.capacity) this.flush();
-    return this.#batch.capacity - this.#batch.count;
+    if (this.#taken === this.#batch.capacity) this.flush();
+    return this.#batch.capacity - this.#taken;
   }
 
   /**
-   * The slot `k` places after the next one (`slotAhead(0)` is what
-   * {@linkcode next} returns). `k` must be below {@linkcode room}. Commit the
-   * slots in order: each {@linkcode commit} takes the next one.
+   * The index of a free slot (flushing first if the batch is full): build
+   * the frame at {@linkcode TAP_HEADROOM} of {@linkcode slot}, then commit
+   * the index, or leave it to abandon the slot.
    */
-  slotAhead(k: number): Uint8Array {
-    return this.#batch.slots[this.#batch.count + k];
+  take(): number {
+    if (this.#taken === this.#batch.capacity) this.flush();
+    this.#owner[this.#taken] = 0;
+    return this.#taken++;
   }
 
-  /** Queues the frame just built in the slot from {@linkcode next}: `len` Ethernet bytes. */
-  commit(len: number): void {
+  /**
+   * Gives back slot `i` and every slot taken after it, none of them
+   * committed: a producer that took more than it filled (a peek that came
+   * back short) returns the rest for the next producer.
+   */
+  release(i: number): void {
+    if (i < this.#taken) this.#taken = i;
+  }
+
+  /** The buffer of slot `i` (from {@linkcode take}). */
+  slot(i: number): Uint8Array {
+    return this.#batch.slots[i];
+  }
+
+  /** Queues the frame built in slot `i`: `len` Ethernet bytes, no offload. */
+  commit(i: number, len: number): void {
     const b = this.#batch;
     if (len > b.maxFrame) throw new RangeError(`frame of ${len} bytes exceeds ${b.maxFrame}`);
-    b.csumOffset[b.count] = 0;
-    b.lens[b.count++] = len;
+    b.setPlain(i, len);
+    b.order[b.count++] = i;
+  }
+
+  /**
+   * Like {@linkcode commit}, for a TCP/UDP frame whose checksum field (at
+   * `field` in the L4 header at slot offset `l4`) is still 0: leaves the
+   * checksum partial for the guest's kernel where the backend offloads it
+   * (the folded `pseudoSum` in the field, NEEDS_CSUM in the descriptor),
+   * else fills it from `pseudoSum` over the L4 header and payload. A
+   * computed 0 is sent as 0xffff, the same value in ones' complement and
+   * the only one UDP allows.
+   */
+  commitChecksummed(i: number, len: number, l4: number, field: number, pseudoSum: number): void {
+    const b = this.#batch;
+    const slot = b.slots[i];
+    if (!this.#backend.checksumOffload) {
+      const at = l4 + field;
+      if (checksumFill(slot, l4, TAP_HEADROOM + len - l4, at, pseudoSum) === 0) {
+        set16(slot, at, 0xffff);
+      }
+      this.commit(i, len);
+      return;
+    }
+    set16(slot, l4 + field, checksumFold(pseudoSum));
+    this.commit(i, len);
+    b.vnetFlags[i] = VnetFlag.NEEDS_CSUM;
+    b.csumStart[i] = l4 - TAP_HEADROOM;
+    b.csumOffset[i] = field;
+  }
+
+  /**
+   * Queues a TCP GSO frame built in slot `i` (only where {@linkcode gsoTcp}):
+   * `len` Ethernet bytes standing for segments of `gsoSize` payload bytes
+   * each behind `hdrLen` bytes of headers, checksum left partial as in
+   * {@linkcode commitChecksummed}.
+   */
+  commitGso(
+    i: number,
+    len: number,
+    l4: number,
+    field: number,
+    pseudoSum: number,
+    type: number,
+    gsoSize: number,
+    hdrLen: number,
+  ): void {
+    if (!this.gsoTcp) throw new Error("GSO frame for a backend without GSO");
+    this.commitChecksummed(i, len, l4, field, pseudoSum);
+    const b = this.#batch;
+    b.gsoType[i] = type;
+    b.gsoSize[i] = gsoSize;
+    b.hdrLen[i] = hdrLen;
+  }
+
+  /**
+   * Marks the frame in slot `i` (taken, committed or not) as `producer`'s:
+   * if the backend does not deliver it, the producer's handler gets `flow`
+   * and `seq`.
+   */
+  setOwner(i: number, producer: number, flow: number, seq: number): void {
+    this.#owner[i] = producer;
+    this.#ownerFlow[i] = flow;
+    this.#ownerSeq[i] = seq;
   }
 
   /**
    * Sends every queued frame: pads short ones, hands the batch to the backend
-   * in one call, records the frames that went out in the pcap file, counts
-   * the rest as dropped. Returns the number of whole frames delivered.
+   * in one call, records the frames that went out in the pcap file, reports
+   * the rest to their producers. Returns the number of whole frames delivered.
    */
   flush(): number {
     const b = this.#batch;
     const n = b.count;
+    this.#taken = 0;
     if (n === 0) return 0;
     b.count = 0;
-    for (let i = 0; i < n; i++) {
+    const order = b.order;
+    for (let k = 0; k < n; k++) {
+      const i = order[k];
       const len = b.lens[i];
       if (len < ETH_MIN_FRAME) b.slots[i].fill(0, TAP_HEADROOM + len, TAP_HEADROOM + ETH_MIN_FRAME);
     }
     const sent = this.#backend.send(b, n);
-    this.stats.flushes++;
-    this.stats.framesOut += sent;
-    this.stats.dropped += n - sent;
+    const st = this.stats;
+    st.flushes++;
+    st.framesOut += sent;
     let bytes = 0;
-    for (let i = 0; i < sent; i++) bytes += b.lens[i];
-    this.stats.bytesOut += bytes;
+    for (let k = 0; k < sent; k++) {
+      const i = order[k];
+      bytes += b.lens[i];
+      if (b.gsoType[i] !== GsoType.NONE) {
+        st.gsoFramesOut++;
+        st.gsoSegmentsOut += Math.ceil((b.lens[i] - b.hdrLen[i]) / b.gsoSize[i]);
+      }
+    }
+    st.bytesOut += bytes;
     if (pcapActive()) {
       const ts = pcapNow();
-      for (let i = 0; i < sent; i++) pcapFrame(b.slots[i], b.lens[i], ts, TAP_HEADROOM);
+      for (let k = 0; k < sent; k++) {
+        const i = order[k];
+        if (b.vnetFlags[i] & VnetFlag.NEEDS_CSUM) {
+          checksumComplete(b.slots[i], TAP_HEADROOM, b.lens[i], b.csumStart[i], b.csumOffset[i]);
+        }
+        pcapFrame(b.slots[i], b.lens[i], ts, TAP_HEADROOM);
+      }
+    }
+    if (sent < n) {
+      st.undelivered += n - sent;
+      if (this.#backend.sendBlocked) this.blocked = true;
+      for (let k = sent; k < n; k++) {
+        const i = order[k];
+        const p = this.#owner[i];
+        if (p !== 0) this.#handlers[p]!(this.#ownerFlow[i], this.#ownerSeq[i]);
+      }
     }
     return sent;
   }

@@ -25,11 +25,22 @@
  * write: the checksum is then verified and a zero one fails.) Each saves a
  * pass over up to 64 KiB per frame.
  *
+ * **Segmentation offload.** The header also carries GSO metadata (see
+ * `FrameBatch`): a frame *written* with a GSO type is accepted whatever
+ * `TUNSETOFFLOAD` says, and the namespace's kernel delivers it to the local
+ * socket as one large segment (as GRO would have made it), so tapir sends
+ * TCP toward the guest in frames of up to 64 KiB. What the guest may send
+ * us is what `TUNSETOFFLOAD` grants ({@linkcode tuntapGrantOffloads}): with
+ * TSO4/TSO6 the guest's kernel hands over TCP segments of up to 64 KiB
+ * (checksum partial, the GSO size its MSS), with USO4/USO6 UDP buffers
+ * meant to become datagrams of the GSO size.
+ *
  * @module
  */
 
 import * as sys from "../sys/mod.ts";
-import { type FrameBatch, TAP_HEADROOM, type TapBackend, tapWireLen } from "./tap.ts";
+import { log, LogLevel } from "../log.ts";
+import { type FrameBatch, TAP_HEADROOM, type TapBackend, tapWireLen, VnetFlag } from "./tap.ts";
 
 /** Size of `struct ifreq`. */
 const IFREQ_SIZE = 40;
@@ -48,11 +59,37 @@ export interface TuntapDevice {
 
 /** Size of `struct virtio_net_hdr`. */
 export const VNET_HDR_LEN = 10;
-/** virtio-net header flag: the checksum is to be filled in (left partial). */
-const VNET_F_NEEDS_CSUM = 1;
-/** Offsets of virtio-net header fields (16-bit, little-endian for a legacy tap on LE hosts). */
+/** Offsets of virtio-net header fields (16-bit ones little-endian for a legacy tap on LE hosts). */
+const VNET_FLAGS = 0;
+const VNET_GSO_TYPE = 1;
+const VNET_HDR_LEN_AT = 2;
+const VNET_GSO_SIZE = 4;
 const VNET_CSUM_START = 6;
 const VNET_CSUM_OFFSET = 8;
+
+/** What {@linkcode tuntapGrantOffloads} asks for, most first; each needs TUN_F_CSUM. */
+const OFFLOAD_TRIES: readonly number[] = [
+  sys.TUN_F_CSUM | sys.TUN_F_TSO4 | sys.TUN_F_TSO6 | sys.TUN_F_USO4 | sys.TUN_F_USO6,
+  sys.TUN_F_CSUM | sys.TUN_F_TSO4 | sys.TUN_F_TSO6,
+  sys.TUN_F_CSUM,
+];
+
+/**
+ * Grants the guest what it may send through tap `fd` (opened with a vnet
+ * header): TSO and USO where the kernel accepts them, else TSO only, else
+ * checksum offload only; `segmentation: false` (`--no-offload`) asks for
+ * checksum offload only. Returns the TUN_F_* flags granted (0 if none).
+ */
+export function tuntapGrantOffloads(fd: number, segmentation: boolean): number {
+  for (const flags of OFFLOAD_TRIES) {
+    if (!segmentation && flags !== sys.TUN_F_CSUM) continue;
+    if (sys.ioctlInt(fd, sys.TUNSETOFFLOAD, flags) === 0) {
+      log(LogLevel.debug, `tap offloads granted: 0x${flags.toString(16)}`);
+      return flags;
+    }
+  }
+  return 0;
+}
 
 /**
  * Creates (or attaches to) tap interface `name` in the calling thread's
@@ -102,6 +139,15 @@ export interface TuntapStats {
   writeErrors: number;
 }
 
+function get16le(b: Uint8Array, at: number): number {
+  return b[at] | (b[at + 1] << 8);
+}
+
+function set16le(b: Uint8Array, at: number, v: number): void {
+  b[at] = v;
+  b[at + 1] = v >> 8;
+}
+
 /** Reads and writes frames on a tap fd; see the module comment. */
 export class TuntapBackend implements TapBackend {
   /** For logs. */
@@ -117,13 +163,25 @@ export class TuntapBackend implements TapBackend {
   readonly #vnet: number;
   /** See `TapBackend.checksumOffload`. */
   readonly checksumOffload: boolean;
+  /** See `TapBackend.gsoTcp`: a tap with a vnet header takes GSO writes. */
+  readonly gsoTcp: boolean;
+  /** TUN_F_* flags the guest was granted (what its frames may carry). */
+  readonly granted: number;
+  /** See `TapBackend.sendBlocked`. */
+  sendBlocked = false;
 
-  /** Wraps an open tap `fd` for interface `ifname` (`vnetHdr`: opened with IFF_VNET_HDR). */
-  constructor(fd: number, ifname: string, vnetHdr = false) {
+  /**
+   * Wraps an open tap `fd` for interface `ifname` (`vnetHdr`: opened with
+   * IFF_VNET_HDR). With a vnet header, grants the guest segmentation
+   * offloads unless `segmentation` is false ({@linkcode tuntapGrantOffloads}).
+   */
+  constructor(fd: number, ifname: string, vnetHdr = false, segmentation = true) {
     this.fd = fd;
     this.name = `tap ${ifname}`;
     this.#vnet = vnetHdr ? VNET_HDR_LEN : 0;
     this.checksumOffload = vnetHdr;
+    this.gsoTcp = vnetHdr;
+    this.granted = vnetHdr ? tuntapGrantOffloads(fd, segmentation) : 0;
   }
 
   /** Reads frames until the device is empty or the batch is full. */
@@ -141,14 +199,19 @@ export class TuntapBackend implements TapBackend {
         break;
       }
       const len = rc - v;
-      batch.lens[n] = len;
-      const slot = batch.slots[n];
-      const h = TAP_HEADROOM - v;
-      const partial = v > 0 && (slot[h] & VNET_F_NEEDS_CSUM) !== 0;
-      batch.csumStart[n] = partial
-        ? slot[h + VNET_CSUM_START] | (slot[h + VNET_CSUM_START + 1] << 8)
-        : 0;
-      batch.csumOffset[n] = partial ? slot[h + VNET_CSUM_OFFSET] : 0;
+      batch.setPlain(n, len);
+      if (v > 0) {
+        // The descriptor is what the guest's kernel said; the dispatcher
+        // checks it against the frame before trusting any of it.
+        const slot = batch.slots[n];
+        const h = TAP_HEADROOM - v;
+        batch.vnetFlags[n] = slot[h + VNET_FLAGS];
+        batch.gsoType[n] = slot[h + VNET_GSO_TYPE];
+        batch.hdrLen[n] = get16le(slot, h + VNET_HDR_LEN_AT);
+        batch.gsoSize[n] = get16le(slot, h + VNET_GSO_SIZE);
+        batch.csumStart[n] = get16le(slot, h + VNET_CSUM_START);
+        batch.csumOffset[n] = get16le(slot, h + VNET_CSUM_OFFSET);
+      }
       this.stats.bytesIn += len;
       n++;
     }
@@ -157,29 +220,30 @@ export class TuntapBackend implements TapBackend {
     return n;
   }
 
-  /** Writes frames one by one; stops at the first the device refuses. */
+  /** Writes frames one by one, each with its vnet header; stops at the first the device refuses. */
   send(batch: FrameBatch, count: number): number {
     const v = this.#vnet;
-    for (let i = 0; i < count; i++) {
+    this.sendBlocked = false;
+    for (let k = 0; k < count; k++) {
+      const i = batch.order[k];
       if (v) {
         const slot = batch.slots[i];
         const h = TAP_HEADROOM - v;
-        slot.fill(0, h, TAP_HEADROOM);
-        const field = batch.csumOffset[i];
-        if (field !== 0) {
-          const start = batch.csumStart[i];
-          slot[h] = VNET_F_NEEDS_CSUM;
-          slot[h + VNET_CSUM_START] = start;
-          slot[h + VNET_CSUM_START + 1] = start >> 8;
-          slot[h + VNET_CSUM_OFFSET] = field;
-        }
+        const flags = batch.vnetFlags[i] & VnetFlag.NEEDS_CSUM;
+        slot[h + VNET_FLAGS] = flags;
+        slot[h + VNET_GSO_TYPE] = batch.gsoType[i];
+        set16le(slot, h + VNET_HDR_LEN_AT, batch.hdrLen[i]);
+        set16le(slot, h + VNET_GSO_SIZE, batch.gsoSize[i]);
+        set16le(slot, h + VNET_CSUM_START, flags ? batch.csumStart[i] : 0);
+        set16le(slot, h + VNET_CSUM_OFFSET, flags ? batch.csumOffset[i] : 0);
       }
       batch.iov.setRaw(i, batch.addrs[i] + TAP_HEADROOM - v, tapWireLen(batch.lens[i]) + v);
       const rc = sys.writev(this.fd, batch.iov, 1, i);
       if (rc < 0) {
         this.stats.writeErrors++;
         this.lastWriteError = -rc;
-        return i;
+        this.sendBlocked = rc === -sys.Errno.EAGAIN || rc === -sys.Errno.ENOBUFS;
+        return k;
       }
     }
     return count;

@@ -31,8 +31,27 @@ async function payloads(dir: string): Promise<Map<string, string>> {
   return sums;
 }
 
-Deno.test("transfers of 0 B, 1 B, 1 MiB and 1 GiB arrive intact both ways, IPv4 and IPv6", () =>
-  withHostNs(async (host) => {
+/**
+ * The guest MTU and offload settings the transfers run under: jumbo frames
+ * and MTU 1500, each with segmentation offload (TSO both ways, RSC) and with
+ * the plain path.
+ */
+const TRANSFER_CONFIGS: [string, string[]][] = [
+  ["MTU 65520", []],
+  ["MTU 65520, --no-offload", ["--no-offload"]],
+  ["MTU 1500", ["-m", "1500"]],
+  ["MTU 1500, --no-offload", ["-m", "1500", "--no-offload"]],
+];
+
+for (const [config, args] of TRANSFER_CONFIGS) {
+  Deno.test(
+    `transfers of 0 B, 1 B, 1 MiB and 1 GiB arrive intact both ways, IPv4 and IPv6 (${config})`,
+    () => transfers(args),
+  );
+}
+
+function transfers(tapirArgs: string[]): Promise<void> {
+  return withHostNs(async (host) => {
     const dir = await Deno.makeTempDir({ prefix: "tapir-tcp-" });
     const procs: Background[] = [];
     try {
@@ -76,7 +95,7 @@ Deno.test("transfers of 0 B, 1 B, 1 MiB and 1 GiB arrive intact both ways, IPv4 
           lines.push(`socat -u ${dir}/p${name} ${tcp}:${gw}:${sourcePort.get("sink" + fam)}`);
         }
       }
-      const r = await tapirNs(host, ["--config-net", "-q"], lines.join("\n"));
+      const r = await tapirNs(host, ["--config-net", "-q", ...tapirArgs], lines.join("\n"));
       equal(r.code, 0, explain(r));
       for (const fam of ["4", "6"]) {
         for (const [name] of SIZES) {
@@ -95,6 +114,70 @@ Deno.test("transfers of 0 B, 1 B, 1 MiB and 1 GiB arrive intact both ways, IPv4 
         }
         const got = sink.trim().split("\n").map((l) => l.split(" ")[0]);
         equal(got.join(" "), SIZES.map(([n]) => sums.get(n)).join(" "), `up${fam}`);
+      }
+    } finally {
+      await stopAll(procs);
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+/** The JSON object a counters line `name: {...}` of tapir's exit log holds. */
+function counterLine(log: string, name: string): Record<string, number> {
+  const m = new RegExp(`^\\s*${name}: (\\{.*\\})$`, "m").exec(log);
+  if (m === null) throw new Error(`no ${name} counters in the log`);
+  return JSON.parse(m[1]);
+}
+
+Deno.test("at MTU 1500 a bulk transfer moves in GSO frames both ways; --no-offload sends none", () =>
+  withHostNs(async (host) => {
+    const procs: Background[] = [];
+    const dir = await Deno.makeTempDir({ prefix: "tapir-gso-" });
+    try {
+      procs.push(background(host, "socat", [
+        "-u",
+        "TCP4-LISTEN:9600,bind=127.0.0.1,reuseaddr,fork",
+        "OPEN:/dev/null",
+      ]));
+      procs.push(background(host, "socat", [
+        "-U",
+        "TCP4-LISTEN:9601,bind=127.0.0.1,reuseaddr,fork",
+        "SYSTEM:head -c 67108864 /dev/zero",
+      ]));
+      await waitListening(host, 9600);
+      await waitListening(host, 9601);
+      const script = [
+        "set -e",
+        `head -c 67108864 /dev/zero | socat -u - TCP4:${HOST_NS.gw4}:9600`,
+        `socat -u TCP4:${HOST_NS.gw4}:9601 - | wc -c`,
+      ].join("\n");
+      for (const offload of [true, false]) {
+        const log = `${dir}/log-${offload}`;
+        const args = ["--config-net", "-m", "1500", "-d", "--log-file", log];
+        const r = await tapirNs(host, offload ? args : [...args, "--no-offload"], script);
+        equal(r.code, 0, explain(r));
+        match(r.stdout, /^67108864$/m, "the download arrived whole");
+        const text = await Deno.readTextFile(log);
+        const input = counterLine(text, "input");
+        const send = counterLine(text, "send");
+        const what = `input ${JSON.stringify(input)}, send ${JSON.stringify(send)}`;
+        if (offload) {
+          ok(input.gsoFramesIn > 0, `no GSO frames from the guest: ${what}`);
+          ok(send.gsoFramesOut > 0, `no GSO frames to the guest: ${what}`);
+          const perIn = input.gsoSegmentsIn / input.gsoFramesIn;
+          const perOut = send.gsoSegmentsOut / send.gsoFramesOut;
+          ok(perIn > 10, `${perIn.toFixed(1)} segments per GSO frame from the guest`);
+          ok(perOut > 10, `${perOut.toFixed(1)} segments per GSO frame to the guest`);
+          console.log(
+            `GSO at MTU 1500: in ${input.gsoFramesIn} frames, ${perIn.toFixed(1)} segments each;` +
+              ` out ${send.gsoFramesOut} frames, ${perOut.toFixed(1)} segments each`,
+          );
+        } else {
+          equal(input.gsoFramesIn, 0, what);
+          equal(input.gsoSegmentsIn, 0, what);
+          equal(send.gsoFramesOut, 0, what);
+          equal(send.gsoSegmentsOut, 0, what);
+        }
       }
     } finally {
       await stopAll(procs);

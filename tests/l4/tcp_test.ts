@@ -31,7 +31,8 @@ import {
   tcpReprNew,
 } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
-import { Tapir } from "../../lib/tapir.ts";
+import { Tapir, type TapirOptions } from "../../lib/tapir.ts";
+import type { FrameBatch } from "../../lib/tap/tap.ts";
 import { GUEST_MAC, NET, netWith, RecordingBackend } from "../services/harness.ts";
 
 const GUEST_IP = NET.ip4!.addr;
@@ -101,8 +102,13 @@ class FakeGuest {
   tapirMss = 0;
   /** Sequence number of tapir's FIN, or -1. */
   tapirFin = -1;
-  /** Payload bytes tapir sent (the host peer never writes: should stay 0). */
+  /** Payload bytes tapir sent (counted again when resent). */
   dataFromTapir = 0;
+  /** Bytes from tapir taken in order (from its first data byte), and the first that broke the pattern. */
+  inOrder = 0;
+  inOrderMismatch = -1;
+  /** ACK frames tapir sent without data. */
+  pureAcks = 0;
   /** Segments from tapir with a bad checksum, and RSTs. */
   badChecksums = 0;
   resets = 0;
@@ -137,11 +143,14 @@ class FakeGuest {
     this.deliver([this.frame(this.dataStart, TcpFlag.Ack, 0)]);
   }
 
-  /** Sends the pattern bytes of `[from, to)` in segments of at most tapir's MSS. */
-  sendRange(from: number, to: number): void {
+  /**
+   * Sends the pattern bytes of `[from, to)` in one batch of segments of at
+   * most tapir's MSS (or `segSize`).
+   */
+  sendRange(from: number, to: number, segSize = this.tapirMss): void {
     const frames: Uint8Array[] = [];
     for (let seq = from; seqLt(seq, to);) {
-      const len = Math.min(this.tapirMss, seqDiff(to, seq));
+      const len = Math.min(segSize, seqDiff(to, seq));
       frames.push(this.frame(seq, TcpFlag.Ack | TcpFlag.Psh, len));
       seq = seqAdd(seq, len);
     }
@@ -171,6 +180,7 @@ class FakeGuest {
   /** Hands frames to tapir's dispatcher now, as one backend read; wakes the loop for the ACK. */
   deliver(frames: Uint8Array[]): void {
     for (const f of frames) this.tapir.input.frame(f, 0, f.length);
+    this.tapir.endBatch();
     this.tapir.loop.post(() => {});
   }
 
@@ -238,6 +248,17 @@ class FakeGuest {
       return;
     }
     this.dataFromTapir += seg.payloadLen;
+    if (seg.payloadLen === 0 && !(flags & TcpFlag.Fin)) this.pureAcks++;
+    if (seg.payloadLen > 0 && seg.seq === this.rcvNxt) {
+      // In order: take it (anything else is dropped, as a receiver without SACK does).
+      for (let i = 0; i < seg.payloadLen && this.inOrderMismatch < 0; i++) {
+        if (f[seg.payloadOffset + i] !== patternByte(this.inOrder + i)) {
+          this.inOrderMismatch = this.inOrder + i;
+        }
+      }
+      this.inOrder += seg.payloadLen;
+      this.rcvNxt = seqAdd(this.rcvNxt, seg.payloadLen);
+    }
     if (flags & TcpFlag.Fin) {
       this.tapirFin = seqAdd(seg.seq, seg.payloadLen);
       this.rcvNxt = seqAdd(this.tapirFin, 1);
@@ -315,6 +336,14 @@ class HostPeer {
     }
   }
 
+  /** Writes the pattern for stream offsets `[0, n)` to the guest. */
+  async write(n: number): Promise<void> {
+    if (this.#conn === null) throw new Error("no connection accepted");
+    const buf = new Uint8Array(n);
+    patternFill(buf, 0, 0, n);
+    for (let off = 0; off < n;) off += await this.#conn.write(buf.subarray(off));
+  }
+
   /** Shuts down our sending side only (tapir then sends the guest a FIN). */
   closeWrite(): Promise<void> {
     if (this.#conn === null) throw new Error("no connection accepted");
@@ -346,10 +375,11 @@ let nextGuestPort = 41000;
  */
 async function withConnection(
   body: (guest: FakeGuest, peer: HostPeer, tapir: Tapir) => Promise<void>,
+  backend: RecordingBackend = new RecordingBackend(),
+  opts: TapirOptions = {},
 ): Promise<void> {
   const net = netWith({ mapLo4: [GATEWAY], loopbackOnly: true });
-  const backend = new RecordingBackend();
-  const tapir = new Tapir(net, backend);
+  const tapir = new Tapir(net, backend, opts);
   const peer = new HostPeer();
   tapir.start();
   const running = tapir.loop.run();
@@ -542,4 +572,76 @@ Deno.test("the guest's FIN after the host's is acknowledged", async () => {
     await waitFor("the connection to close", () => tapir.tcp.stats.closed === 1);
     equal(tapir.tcp.stats.rstToTap, 0);
   });
+});
+
+Deno.test("segments of one receive batch reach the socket in one write and draw one ACK (RSC)", async () => {
+  for (const rsc of [true, false]) {
+    await withConnection(
+      async (guest, peer, tapir) => {
+        peer.startReading();
+        guest.readReplies();
+        const writes = tapir.tcp.stats.sockWrites;
+        const acks = guest.pureAcks;
+        const end = seqAdd(guest.sndNxt, 20 * 1000);
+        guest.sendRange(guest.sndNxt, end, 1000); // twenty MSS-sized segments, one batch
+        await waitFor("the ACK of the batch", () => guest.readReplies() && guest.acked === end);
+        await tick(20);
+        guest.readReplies();
+        const fin = await finFromGuest(guest);
+        assertReceivedUpTo(await peer.received(), guest, fin);
+        if (rsc) {
+          equal(tapir.tcp.stats.sockWrites - writes, 1, "one write for the batch");
+          equal(guest.pureAcks - acks, 1 + 1, "one ACK for the batch (and one for the FIN)");
+          equal(tapir.rsc!.stats.coalesced, 19);
+          equal(tapir.rsc!.stats.chains, 1);
+        } else {
+          equal(tapir.tcp.stats.sockWrites - writes, 20, "--no-rsc: a write per segment");
+          equal(tapir.rsc, null);
+        }
+      },
+      new RecordingBackend(),
+      { rsc },
+    );
+  }
+});
+
+/** A recording backend that refuses frames once, from the `refuseAt`-th of a send on. */
+class RefusingBackend extends RecordingBackend {
+  refuseAt = -1;
+
+  override send(batch: FrameBatch, count: number): number {
+    const at = this.refuseAt;
+    if (at < 0 || at >= count) {
+      this.sendBlocked = false;
+      return super.send(batch, count);
+    }
+    this.refuseAt = -1;
+    this.sendBlocked = true; // as EAGAIN: the guest is not reading
+    return super.send(batch, at);
+  }
+}
+
+Deno.test("frames the backend did not deliver are sent again by tapir at once, from the first undelivered byte", async () => {
+  const backend = new RefusingBackend();
+  await withConnection(async (guest, peer, tapir) => {
+    const total = 4 * 1024 * 1024;
+    backend.refuseAt = 2; // the third frame of the next flush, and all after it
+    const writing = peer.write(total);
+    const start = performance.now();
+    for (let round = 0; guest.inOrder < total; round++) {
+      ok(round < MAX_ROUNDS, `stuck at ${guest.inOrder} of ${total} bytes`);
+      await tick(2);
+      guest.readReplies();
+      guest.sendAck(); // acknowledges what arrived in order, never more
+    }
+    const elapsed = performance.now() - start;
+    await writing;
+    equal(guest.inOrderMismatch, -1, `pattern broken at ${guest.inOrderMismatch}`);
+    equal(backend.refuseAt, -1, "the backend did refuse");
+    ok(tapir.tcp.stats.rewinds >= 1, "tapir rewound to the undelivered bytes");
+    equal(tapir.tcp.stats.retransmits, 0, "no timeout or duplicate ACK was needed");
+    ok(tapir.tap.stats.undelivered > 0);
+    console.log(`4 MiB in ${elapsed.toFixed(0)} ms, ${tapir.tcp.stats.rewinds} rewind(s)`);
+    guest.assertHealthy();
+  }, backend);
 });

@@ -93,6 +93,8 @@ export class RecordingBackend implements TapBackend {
   readonly name = "recording";
   readonly fd = -1;
   readonly checksumOffload = false;
+  readonly gsoTcp = false;
+  sendBlocked = false;
   readonly frames: Uint8Array[] = [];
 
   receive(_batch: FrameBatch): number {
@@ -100,7 +102,8 @@ export class RecordingBackend implements TapBackend {
   }
 
   send(batch: FrameBatch, count: number): number {
-    for (let i = 0; i < count; i++) {
+    for (let k = 0; k < count; k++) {
+      const i = batch.order[k];
       this.frames.push(batch.slots[i].slice(TAP_HEADROOM, TAP_HEADROOM + batch.lens[i]));
     }
     return count;

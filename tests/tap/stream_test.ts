@@ -118,7 +118,8 @@ Deno.test("send: sends cut short mid-frame are completed; every frame arrives wh
     const count = Math.min(batch.capacity, fs.length - next);
     for (let i = 0; i < count; i++) {
       batch.slots[i].set(fs[next + i], TAP_HEADROOM);
-      batch.lens[i] = fs[next + i].length;
+      batch.setPlain(i, fs[next + i].length);
+      batch.order[i] = i;
     }
     const n = be.send(batch, count);
     ok(be.fd >= 0, "the stream stayed in step");

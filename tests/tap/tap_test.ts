@@ -1,42 +1,62 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { checksumAdd, checksumFinish } from "../../lib/packet/checksum.ts";
 import { pcapClose, pcapOpen } from "../../lib/pcap.ts";
+import * as sys from "../../lib/sys/mod.ts";
 import {
   ETH_MIN_FRAME,
-  type FrameBatch,
+  FrameBatch,
+  GsoType,
   TAP_HEADROOM,
   type TapBackend,
   TapSender,
+  VnetFlag,
 } from "../../lib/tap/tap.ts";
+import { TuntapBackend, VNET_HDR_LEN } from "../../lib/tap/tuntap.ts";
+
+/** What a backend saw of one frame's descriptor. */
+interface SeenDesc {
+  partial: [number, number] | null;
+  gso: [number, number, number] | null;
+}
 
 /** A backend that takes at most `accept` frames per send and records what it got. */
 class FakeBackend implements TapBackend {
   readonly name = "fake";
   readonly fd = -1;
   readonly got: Uint8Array[] = [];
-  /** Where each frame's checksum was left partial: [csumStart, csumOffset], or null. */
-  readonly partial: ([number, number] | null)[] = [];
+  readonly desc: SeenDesc[] = [];
   accept = Infinity;
-  constructor(readonly checksumOffload = false) {}
+  sendBlocked = false;
+  constructor(readonly checksumOffload = false, readonly gsoTcp = false) {}
   receive(): number {
     return 0;
   }
   send(batch: FrameBatch, count: number): number {
     const n = Math.min(count, this.accept);
-    for (let i = 0; i < n; i++) {
+    for (let k = 0; k < n; k++) {
+      const i = batch.order[k];
       const len = Math.max(batch.lens[i], ETH_MIN_FRAME);
       this.got.push(batch.slots[i].slice(TAP_HEADROOM, TAP_HEADROOM + len));
-      this.partial.push(batch.csumOffset[i] ? [batch.csumStart[i], batch.csumOffset[i]] : null);
+      this.desc.push({
+        partial: batch.vnetFlags[i] & VnetFlag.NEEDS_CSUM
+          ? [batch.csumStart[i], batch.csumOffset[i]]
+          : null,
+        gso: batch.gsoType[i] ? [batch.gsoType[i], batch.gsoSize[i], batch.hdrLen[i]] : null,
+      });
     }
+    this.sendBlocked = n < count;
     return n;
   }
 }
 
-function queue(tap: TapSender, fill: number, len: number): void {
-  const slot = tap.next();
+/** Queues a frame of `len` bytes of `fill`; returns its slot index. */
+function queue(tap: TapSender, fill: number, len: number): number {
+  const i = tap.take();
+  const slot = tap.slot(i);
   slot.fill(0xee); // stale bytes from an earlier frame
   slot.fill(fill, TAP_HEADROOM, TAP_HEADROOM + len);
-  tap.commit(len);
+  tap.commit(i, len);
+  return i;
 }
 
 Deno.test("frames queue until flush, then go out in one batch, short ones zero-padded to 60 bytes", () => {
@@ -54,19 +74,60 @@ Deno.test("frames queue until flush, then go out in one batch, short ones zero-p
     "padding is zeros, not stale bytes",
   );
   equal(backend.got[1].length, 100);
-  deepEqual(tap.stats, { framesOut: 2, bytesOut: 142, dropped: 0, flushes: 1 });
+  equal(tap.stats.framesOut, 2);
+  equal(tap.stats.bytesOut, 142);
+  equal(tap.stats.undelivered, 0);
+  equal(tap.stats.flushes, 1);
   equal(tap.flush(), 0, "an empty flush sends nothing");
   equal(tap.stats.flushes, 1);
 });
 
-Deno.test("frames the backend refuses are dropped and counted; the return value says how many went", () => {
+Deno.test("a producer commits the slots it filled: an abandoned one leaves the others in place, in commit order", () => {
+  const backend = new FakeBackend();
+  const tap = new TapSender(backend, 8, 256);
+  const a = tap.take();
+  const b = tap.take(); // abandoned: never committed
+  const c = tap.take();
+  tap.slot(c).fill(3, TAP_HEADROOM, TAP_HEADROOM + 64);
+  tap.commit(c, 64);
+  tap.slot(a).fill(1, TAP_HEADROOM, TAP_HEADROOM + 64);
+  tap.commit(a, 64);
+  ok(b !== a && b !== c);
+  equal(tap.flush(), 2);
+  deepEqual(backend.got.map((f) => f[0]), [3, 1], "commit order, not slot order");
+});
+
+Deno.test("released slots go back to the next producer", () => {
+  const tap = new TapSender(new FakeBackend(), 4, 256);
+  const first = tap.take();
+  tap.take();
+  tap.take();
+  equal(tap.room(), 1);
+  tap.release(first + 1);
+  equal(tap.room(), 3, "the two taken after the first are free again");
+  equal(tap.take(), first + 1);
+});
+
+Deno.test("frames the backend refuses are counted and reported to their producer, in order", () => {
   const backend = new FakeBackend();
   backend.accept = 2;
   const tap = new TapSender(backend, 8, 256);
-  for (let i = 0; i < 5; i++) queue(tap, i, 64);
+  const reports: [number, number][] = [];
+  const me = tap.onUndelivered((flow, seq) => reports.push([flow, seq]));
+  for (let i = 0; i < 5; i++) {
+    const slot = queue(tap, i, 64);
+    if (i !== 3) tap.setOwner(slot, me, 7, 1000 + i);
+  }
   equal(tap.flush(), 2);
-  equal(tap.stats.dropped, 3);
-  equal(tap.pending, 0, "the dropped frames are not retried");
+  equal(tap.stats.undelivered, 3);
+  deepEqual(reports, [[7, 1002], [7, 1004]], "frames 2 and 4 were marked; 3 was not");
+  equal(tap.blocked, true, "the backend would block: the reactor waits for it");
+  let resumed = 0;
+  tap.onResume(() => resumed++);
+  tap.resume();
+  equal(tap.blocked, false);
+  equal(resumed, 1);
+  equal(tap.pending, 0, "the send path does not retry: the producers do");
 });
 
 Deno.test("a full batch flushes on the next slot request", () => {
@@ -75,68 +136,138 @@ Deno.test("a full batch flushes on the next slot request", () => {
   for (let i = 0; i < 5; i++) queue(tap, i, 64);
   equal(backend.got.length, 4);
   equal(tap.pending, 1);
-  throws(() => {
-    tap.next();
-    tap.commit(1000);
-  }, RangeError);
+  throws(() => tap.commit(tap.take(), 1000), RangeError);
 });
 
-Deno.test("pcap records exactly the frames that went out, unpadded", async () => {
+Deno.test("pcap records exactly the frames that went out, unpadded, with partial checksums completed", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const file = `${dir}/out.pcap`;
     pcapOpen(file);
-    const backend = new FakeBackend();
-    backend.accept = 1;
+    const backend = new FakeBackend(true);
+    backend.accept = 2;
     const tap = new TapSender(backend, 8, 256);
     queue(tap, 7, 42);
+    // A frame with its checksum left partial: the capture shows it filled.
+    const i = tap.take();
+    const slot = tap.slot(i);
+    slot.fill(0x5a, TAP_HEADROOM, TAP_HEADROOM + 80);
+    slot[TAP_HEADROOM + 34 + 16] = slot[TAP_HEADROOM + 34 + 17] = 0;
+    tap.commitChecksummed(i, 80, TAP_HEADROOM + 34, 16, 0x1_2345);
     queue(tap, 8, 80);
     tap.flush();
     pcapClose();
+    deepEqual(backend.desc[1].partial, [34, 16], "the backend got it partial");
     const bytes = await Deno.readFile(file);
     const dv = new DataView(bytes.buffer);
-    equal(bytes.length, 24 + 16 + 42, "one record: the frame sent, not the one dropped");
+    equal(
+      bytes.length,
+      24 + 16 + 42 + 16 + 80,
+      "two records: the frames sent, not the one refused",
+    );
     equal(dv.getUint32(24 + 8, true), 42, "captured length is the frame's own, without padding");
-    ok(bytes.subarray(40).every((b) => b === 7));
+    ok(bytes.subarray(40, 82).every((b) => b === 7));
+    const rec = bytes.subarray(24 + 16 + 42 + 16);
+    equal(checksumFinish(checksumAdd(0x1_2345, rec, 34, 80 - 34)), 0, "a real checksum");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("checksums are left partial only for a backend that offloads them, and never while capturing", async () => {
+Deno.test("checksums are left partial only for a backend that offloads them", () => {
   const plain = new FakeBackend(false);
   const full = new TapSender(plain, 8, 256);
-  equal(full.checksumsNeeded(), true);
+  equal(full.checksumOffload, false);
   // Without offload the checksum is filled: the L4 bytes then verify.
-  const s0 = full.next();
+  const i0 = full.take();
+  const s0 = full.slot(i0);
   s0.fill(0x5a, TAP_HEADROOM, TAP_HEADROOM + 80);
   s0[TAP_HEADROOM + 34 + 16] = s0[TAP_HEADROOM + 34 + 17] = 0;
-  full.commitChecksummed(80, TAP_HEADROOM + 34, 16, 0x1_2345);
+  full.commitChecksummed(i0, 80, TAP_HEADROOM + 34, 16, 0x1_2345);
   full.flush();
   equal(checksumFinish(checksumAdd(0x1_2345, plain.got[0], 34, 80 - 34)), 0);
-  deepEqual(plain.partial, [null]);
+  deepEqual(plain.desc[0].partial, null);
 
   const backend = new FakeBackend(true);
   const tap = new TapSender(backend, 8, 256);
-  equal(tap.checksumsNeeded(), false);
-
+  equal(tap.checksumOffload, true);
   // A partial frame carries the folded pseudo-header sum at its place, and
   // where it is; an ordinary frame after it in the same batch carries none.
-  const slot = tap.next();
-  slot.fill(0, TAP_HEADROOM, TAP_HEADROOM + 80);
-  tap.commitChecksummed(80, TAP_HEADROOM + 34, 16, 0x1_2345);
+  const i = tap.take();
+  tap.slot(i).fill(0, TAP_HEADROOM, TAP_HEADROOM + 80);
+  tap.commitChecksummed(i, 80, TAP_HEADROOM + 34, 16, 0x1_2345);
   queue(tap, 7, 60);
   tap.flush();
-  deepEqual(backend.partial, [[34, 16], null]);
+  deepEqual(backend.desc.map((d) => d.partial), [[34, 16], null]);
   equal((backend.got[0][34 + 16] << 8) | backend.got[0][34 + 17], 0x2346);
+});
 
-  const dir = await Deno.makeTempDir();
+Deno.test("a GSO frame carries its descriptor to the backend and is counted with its segments", () => {
+  const backend = new FakeBackend(true, true);
+  const tap = new TapSender(backend, 8, 8192);
+  equal(tap.gsoTcp, true);
+  const i = tap.take();
+  tap.commitGso(i, 54 + 4000, TAP_HEADROOM + 34, 16, 0x1234, GsoType.TCPV4, 1460, 54);
+  tap.flush();
+  deepEqual(backend.desc[0], { partial: [34, 16], gso: [GsoType.TCPV4, 1460, 54] });
+  equal(tap.stats.gsoFramesOut, 1);
+  equal(tap.stats.gsoSegmentsOut, 3, "4000 bytes of payload in segments of 1460");
+
+  const off = new TapSender(new FakeBackend(true, true), 8, 8192, false);
+  equal(off.gsoTcp, false, "--no-offload: no GSO frames");
+  const noGso = new TapSender(new FakeBackend(true, false), 8, 8192);
+  equal(noGso.gsoTcp, false, "a backend that cannot take them never gets one");
+  throws(() => noGso.commitGso(noGso.take(), 4054, 50, 16, 0, GsoType.TCPV4, 1460, 54));
+});
+
+Deno.test("the tap backend writes each frame's vnet header from its descriptor, and reads one into it", () => {
+  const fds = new Int32Array(2);
+  sys.sysCheck(
+    sys.socketpair(sys.AF_UNIX, sys.SOCK_SEQPACKET | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, 0, fds),
+    "socketpair",
+  );
   try {
-    pcapOpen(`${dir}/c.pcap`);
-    equal(tap.checksumsNeeded(), true, "a capture must show real checksums");
-    pcapClose();
-    equal(tap.checksumsNeeded(), false);
+    // A socket stands in for the tap fd: one message per frame, like a tap.
+    const backend = new TuntapBackend(fds[0], "test0", true);
+    equal(backend.granted, 0, "TUNSETOFFLOAD fails on a socket: nothing granted");
+    const tap = new TapSender(backend, 4, 8192);
+    const i = tap.take();
+    tap.commitGso(i, 54 + 3000, TAP_HEADROOM + 34, 16, 0x1234, GsoType.TCPV4, 1448, 54);
+    queue(tap, 9, 70);
+    equal(tap.flush(), 2);
+    const buf = new Uint8Array(8192);
+    const n = sys.read(fds[1], buf);
+    equal(n, VNET_HDR_LEN + 3054);
+    const dv = new DataView(buf.buffer);
+    deepEqual(
+      [buf[0], buf[1], dv.getUint16(2, true), dv.getUint16(4, true), dv.getUint16(6, true)],
+      [VnetFlag.NEEDS_CSUM, GsoType.TCPV4, 54, 1448, 34],
+    );
+    equal(dv.getUint16(8, true), 16);
+    const n2 = sys.read(fds[1], buf);
+    equal(n2, VNET_HDR_LEN + 70);
+    ok(buf.subarray(0, VNET_HDR_LEN).every((b) => b === 0), "a plain frame: a zero header");
+
+    // The other way: a header the guest's kernel wrote lands in the descriptor.
+    const msg = new Uint8Array(VNET_HDR_LEN + 2000);
+    const mv = new DataView(msg.buffer);
+    msg[0] = VnetFlag.NEEDS_CSUM;
+    msg[1] = GsoType.TCPV6;
+    mv.setUint16(2, 74, true);
+    mv.setUint16(4, 1440, true);
+    mv.setUint16(6, 54, true);
+    mv.setUint16(8, 16, true);
+    sys.sysCheck(sys.write(fds[1], msg), "write");
+    const rx = new FrameBatch(4, 8192);
+    equal(backend.receive(rx), 1);
+    equal(rx.lens[0], 2000);
+    deepEqual(
+      [rx.vnetFlags[0], rx.gsoType[0], rx.hdrLen[0], rx.gsoSize[0], rx.csumStart[0]],
+      [VnetFlag.NEEDS_CSUM, GsoType.TCPV6, 74, 1440, 54],
+    );
+    equal(rx.csumOffset[0], 16);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    sys.close(fds[0]);
+    sys.close(fds[1]);
   }
 });

@@ -344,3 +344,56 @@ Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never
       await Deno.remove(dir, { recursive: true });
     }
   }));
+
+Deno.test("a UDP GSO send from the guest reaches the host as the datagrams it stands for", () =>
+  withHostNs(async (host) => {
+    // The host side: count the datagrams and their sizes for a moment.
+    const [c, a] = nsArgs(host, "python3", [
+      "-u",
+      "-c",
+      [
+        "import socket, sys",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+        "s.bind(('127.0.0.1', 9700)); print('listening', flush=True)",
+        "s.settimeout(5); sizes = []",
+        "try:\n  while len(sizes) < 10: sizes.append(len(s.recv(65535)))\nexcept socket.timeout:\n  pass",
+        "print(' '.join(map(str, sizes)))",
+      ].join("\n"),
+    ]);
+    const server = new Deno.Command(c, { args: a, stdout: "piped" }).spawn();
+    const dir = await Deno.makeTempDir({ prefix: "tapir-uso-" });
+    try {
+      const reader = server.stdout.getReader();
+      const first = new TextDecoder().decode((await reader.read()).value);
+      ok(first.includes("listening"), first);
+      // 10 000 bytes in one send, meant as datagrams of 1000 (UDP_SEGMENT = 103).
+      const log = `${dir}/log`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-m", "1500", "-d", "--log-file", log],
+        `python3 -c "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 1000)
+s.sendto(bytes(10000), ('${HOST_NS.gw4}', 9700))"`,
+      );
+      equal(r.code, 0, explain(r));
+      let out = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += new TextDecoder().decode(value);
+      }
+      equal(out.trim(), Array(10).fill("1000").join(" "), "ten datagrams of 1000 bytes");
+      const input = /^\s*input: (\{.*\})$/m.exec(await Deno.readTextFile(log));
+      ok(input, "no input counters in the log");
+      const stats = JSON.parse(input[1]);
+      equal(stats.gsoFramesIn, 1, "one UDP GSO frame from the guest");
+      equal(stats.gsoSegmentsIn, 10);
+    } finally {
+      try {
+        server.kill("SIGKILL");
+      } catch { /* it exited on its own */ }
+      await server.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));

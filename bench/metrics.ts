@@ -15,11 +15,45 @@
  * @module
  */
 
-/** The contenders, in their default order. */
-export const CONTENDERS = ["tapir", "pasta", "slirp4netns", "veth"] as const;
+/**
+ * The contenders, in their default order. `tapir-nooffload` is tapir with
+ * `--no-offload`: what the tap's offloads (checksum, segmentation) are worth.
+ */
+export const CONTENDERS = ["tapir", "tapir-nooffload", "pasta", "slirp4netns", "veth"] as const;
 
 /** One contender's name. */
 export type ContenderName = typeof CONTENDERS[number];
+
+/**
+ * The guest MTU unless a scenario says otherwise: tapir's and pasta's
+ * default, and what the harness gives slirp4netns and the veth pair.
+ */
+export const DEFAULT_MTU = 65520;
+
+/**
+ * The guest MTU of the extra TCP rows: Ethernet's, where every frame is
+ * small and per-frame work (or the lack of offloads) shows.
+ */
+export const SMALL_MTU = 1500;
+
+/**
+ * Contenders measured only in the {@linkcode SMALL_MTU} scenarios, to keep
+ * the run short: elsewhere they would repeat their sibling's numbers.
+ */
+export const SMALL_MTU_ONLY: readonly ContenderName[] = ["tapir-nooffload"];
+
+/** Whether `contender` is measured in a metric or scenario at guest MTU `mtu`. */
+export function measures(what: { readonly mtu?: number }, contender: ContenderName): boolean {
+  return what.mtu === SMALL_MTU || !SMALL_MTU_ONLY.includes(contender);
+}
+
+/** Suffix of the ids of the {@linkcode SMALL_MTU} scenarios and their metrics. */
+const SMALL_SUFFIX = `_mtu${SMALL_MTU}`;
+
+/** The id of the same scenario at the default MTU, for a metric id (unchanged if it is one). */
+export function atDefaultMtu(id: string): string {
+  return id.endsWith(SMALL_SUFFIX) ? id.slice(0, -SMALL_SUFFIX.length) : id;
+}
 
 /**
  * One measurement: a value (with a caveat worth printing, if any), or why
@@ -57,6 +91,8 @@ export interface Metric {
   readonly optional?: boolean;
   /** Needs a translator process (the veth ceiling has none). */
   readonly translatorOnly?: boolean;
+  /** Guest MTU of the scenario behind a throughput or cost metric; absent for the others. */
+  readonly mtu?: number;
 }
 
 /** A throughput scenario run with iperf3. */
@@ -69,17 +105,46 @@ export interface Throughput {
   readonly args: readonly string[];
   /** UDP at a fixed offered rate (reports loss too). */
   readonly udp: boolean;
+  /** Guest MTU it runs at: one guest per MTU, so a contender is launched once per MTU. */
+  readonly mtu: number;
 }
 
-/** The iperf3 scenarios, in the order they run. */
-export const THROUGHPUT: readonly Throughput[] = [
-  { id: "tcp_up_1", label: "TCP guest→host, 1 stream", args: [], udp: false },
-  { id: "tcp_up_4", label: "TCP guest→host, 4 streams", args: ["-P", "4"], udp: false },
-  { id: "tcp_down_1", label: "TCP host→guest, 1 stream", args: ["-R"], udp: false },
-  { id: "tcp_down_4", label: "TCP host→guest, 4 streams", args: ["-R", "-P", "4"], udp: false },
-  { id: "udp_up", label: "UDP guest→host", args: ["-u"], udp: true },
-  { id: "udp_down", label: "UDP host→guest", args: ["-u", "-R"], udp: true },
+/** The TCP scenarios, run at both MTUs. */
+const TCP: readonly { id: string; label: string; args: readonly string[] }[] = [
+  { id: "tcp_up_1", label: "TCP guest→host, 1 stream", args: [] },
+  { id: "tcp_up_4", label: "TCP guest→host, 4 streams", args: ["-P", "4"] },
+  { id: "tcp_down_1", label: "TCP host→guest, 1 stream", args: ["-R"] },
+  { id: "tcp_down_4", label: "TCP host→guest, 4 streams", args: ["-R", "-P", "4"] },
 ];
+
+/**
+ * The iperf3 scenarios, in the order they run: TCP and UDP at the default
+ * MTU, then TCP again at {@linkcode SMALL_MTU}. TCP labels name the MTU; the
+ * UDP datagrams (1400 bytes) fit either.
+ */
+export const THROUGHPUT: readonly Throughput[] = [
+  ...TCP.map((t) => ({
+    ...t,
+    label: `${t.label}, MTU ${DEFAULT_MTU}`,
+    udp: false,
+    mtu: DEFAULT_MTU,
+  })),
+  { id: "udp_up", label: "UDP guest→host", args: ["-u"], udp: true, mtu: DEFAULT_MTU },
+  { id: "udp_down", label: "UDP host→guest", args: ["-u", "-R"], udp: true, mtu: DEFAULT_MTU },
+  ...TCP.map((t) => ({
+    id: `${t.id}${SMALL_SUFFIX}`,
+    label: `${t.label}, MTU ${SMALL_MTU}`,
+    args: t.args,
+    udp: false,
+    mtu: SMALL_MTU,
+  })),
+];
+
+/** Whether the chart gets a panel for scenario `t` (the rest are in the tables). */
+function charted(t: Throughput): boolean {
+  // At the small MTU only the single-stream rows, to keep the chart readable.
+  return t.mtu !== SMALL_MTU || !t.args.includes("-P");
+}
 
 function throughputMetrics(): Metric[] {
   const out: Metric[] = [];
@@ -92,7 +157,8 @@ function throughputMetrics(): Metric[] {
       better: "higher",
       group: "throughput",
       digits: t.udp ? 0 : 2,
-      chart: true,
+      chart: charted(t),
+      mtu: t.mtu,
     });
     if (t.udp) {
       out.push({
@@ -103,6 +169,7 @@ function throughputMetrics(): Metric[] {
         group: "throughput",
         digits: 2,
         chart: false,
+        mtu: t.mtu,
       });
     }
   }
@@ -117,9 +184,10 @@ function costMetrics(): Metric[] {
     better: "lower" as const,
     group: "cost" as const,
     digits: 2,
-    // The single-stream TCP costs make the chart; the rest are in the table.
-    chart: t.id === "tcp_up_1" || t.id === "tcp_down_1",
+    // The single-stream TCP costs make the chart; the rest are in the tables.
+    chart: !t.udp && !t.args.includes("-P"),
     translatorOnly: true,
+    mtu: t.mtu,
   }));
   out.push({
     id: "rss",
@@ -277,12 +345,18 @@ export class Results {
   }
 
   /**
-   * Ratios `a / b` for one metric, repetition by repetition, over the
-   * repetitions where both were measured.
+   * Ratios `a / b` for one metric (or `a`'s `metricId` over `b`'s
+   * `bMetricId`), repetition by repetition, over the repetitions where both
+   * were measured.
    */
-  ratios(metricId: string, a: ContenderName, b: ContenderName): number[] {
+  ratios(
+    metricId: string,
+    a: ContenderName,
+    b: ContenderName,
+    bMetricId: string = metricId,
+  ): number[] {
     const xs = this.get(metricId, a);
-    const ys = this.get(metricId, b);
+    const ys = this.get(bMetricId, b);
     const out: number[] = [];
     for (let r = 0; r < this.reps; r++) {
       const x = xs[r];

@@ -1,7 +1,9 @@
 /**
  * docs/BENCHMARKS.md: the machine, the results table, tapir's ratios to the
- * other translators, the translators' cost, why any cell is empty, how the
- * numbers were made and how to make them again.
+ * other translators, the translators' cost, the TCP rows at guest MTU 1500
+ * (with tapir without offloads, and ratios to veth) and the targets tracked
+ * there, why any cell is empty, how the numbers were made and how to make
+ * them again.
  *
  * Every cell is either "median (min–max)" over the repetitions or "not
  * measured" with a numbered note carrying the reason recorded at the time.
@@ -11,11 +13,17 @@
  * @module
  */
 
+import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import {
+  atDefaultMtu,
   type ContenderName,
+  DEFAULT_MTU,
+  measures,
   type Metric,
+  metric,
   METRICS,
   type Results,
+  SMALL_MTU,
   summarize,
   type Summary,
 } from "./metrics.ts";
@@ -107,24 +115,34 @@ function cell(results: Results, m: Metric, c: ContenderName, notes: Notes): stri
   return s.n < results.reps ? `${text}, ${s.n} of ${results.reps} runs ${refs}` : text;
 }
 
-function ratioCell(results: Results, m: Metric, a: ContenderName, b: ContenderName): string {
-  const s = summarize(results.ratios(m.id, a, b));
+/** A ratio column: `a`'s value over `b`'s. */
+type Pair = readonly [ContenderName, ContenderName];
+
+function ratioCell(results: Results, m: Metric, [a, b]: Pair, bMetricId = m.id): string {
+  const s = summarize(results.ratios(m.id, a, b, bMetricId));
   if (!s) return "—";
   return `${formatSummary(s, 2)}×`;
 }
 
+/** The ratio columns among `wanted` whose two contenders both ran. */
+function pairs(names: readonly ContenderName[], wanted: readonly Pair[]): Pair[] {
+  return wanted.filter(([a, b]) => names.includes(a) && names.includes(b));
+}
+
+/** A table of `metrics`: a column per contender measured in any of them, then the ratios. */
 function table(
   results: Results,
   metrics: readonly Metric[],
-  names: readonly ContenderName[],
-  ratioTo: readonly ContenderName[],
+  all: readonly ContenderName[],
+  ratios: readonly Pair[],
   notes: Notes,
 ): string {
+  const names = all.filter((c) => metrics.some((m) => measures(m, c)));
   const head = [
     "scenario",
     "unit",
     ...names,
-    ...ratioTo.map((b) => `tapir/${b}`),
+    ...ratios.map(([a, b]) => `${a}/${b}`),
   ];
   const rows = [
     `| ${head.join(" | ")} |`,
@@ -138,10 +156,63 @@ function table(
           m.label,
           `${m.unit} ${arrow}`,
           ...names.map((c) => cell(results, m, c, notes)),
-          ...ratioTo.map((b) => ratioCell(results, m, "tapir", b)),
+          ...ratios.map((p) => ratioCell(results, m, p)),
         ].join(" | ")
       } |`,
     );
+  }
+  return rows.join("\n");
+}
+
+/** One target tracked at {@linkcode SMALL_MTU}: tapir's rows against reference rows. */
+interface Target {
+  /** What is aimed for, as the report says it. */
+  readonly text: string;
+  /** Which of the small-MTU rows it is about. */
+  readonly group: "throughput" | "cost";
+  /** The contender tapir is held against. */
+  readonly against: ContenderName;
+  /** The reference's metric id for tapir's metric id. */
+  readonly refMetric: (id: string) => string;
+  /** Whether a median ratio tapir / reference meets the target. */
+  readonly met: (ratio: number) => boolean;
+}
+
+/** The targets tracked at {@linkcode SMALL_MTU}. */
+const TARGETS: readonly Target[] = [
+  {
+    text: `throughput at least half of veth's`,
+    group: "throughput",
+    against: "veth",
+    refMetric: (id) => id,
+    met: (r) => r >= 0.5,
+  },
+  {
+    text: `CPU s/GB below pasta's at MTU ${DEFAULT_MTU}`,
+    group: "cost",
+    against: "pasta",
+    refMetric: atDefaultMtu,
+    met: (r) => r < 1,
+  },
+];
+
+/** The targets table: one row per target and scenario. */
+function targetTable(results: Results, names: readonly ContenderName[]): string {
+  const rows = [
+    "| target | tapir | reference | tapir / reference | met |",
+    "| --- | --- | --- | ---: | --- |",
+  ];
+  for (const t of TARGETS) {
+    for (const m of METRICS.filter((m) => m.mtu === SMALL_MTU && m.group === t.group)) {
+      const ref = t.refMetric(m.id);
+      const ran = names.includes("tapir") && names.includes(t.against);
+      const s = ran ? summarize(results.ratios(m.id, "tapir", t.against, ref)) : null;
+      const ratio = s ? `${formatSummary(s, 2)}×` : "—";
+      const met = s ? (t.met(s.median) ? "yes" : "no") : "not measured";
+      rows.push(
+        `| ${t.text} | ${m.label} | ${t.against}, ${metric(ref).label} | ${ratio} | ${met} |`,
+      );
+    }
   }
   return rows.join("\n");
 }
@@ -154,13 +225,21 @@ export function renderMarkdown(
   machine: Machine,
   run: RunInfo,
   chart: string,
+  streamRsc: StreamRscResults | null = null,
 ): string {
   const notes = new Notes();
-  const ratioTo = (["pasta", "slirp4netns"] as const).filter((b) =>
-    names.includes("tapir") && names.includes(b)
-  );
-  const main = METRICS.filter((m) => m.group !== "cost");
-  const cost = METRICS.filter((m) => m.group === "cost");
+  const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
+  const smallRatios = pairs(names, [
+    ["tapir", "pasta"],
+    ["tapir", "slirp4netns"],
+    ["tapir", "veth"],
+    ["tapir", "tapir-nooffload"],
+  ]);
+  const smallCostRatios = smallRatios.filter(([, b]) => !noTranslator.includes(b));
+  const atDefault = METRICS.filter((m) => m.mtu !== SMALL_MTU);
+  const main = atDefault.filter((m) => m.group !== "cost");
+  const cost = atDefault.filter((m) => m.group === "cost");
+  const atSmall = METRICS.filter((m) => m.mtu === SMALL_MTU);
   const versions = Object.entries(machine.versions).map(([k, v]) => `- ${k}: ${v}`).join("\n");
   const orders = run.order.map((o, i) => `${i + 1}: ${o.join(", ")}`).join("; ");
   const minutes = run.elapsedS >= 120
@@ -171,6 +250,20 @@ export function renderMarkdown(
   const translated = names.filter((c) => !noTranslator.includes(c));
   const costTable = table(results, cost, translated, ratioTo, notes);
   const kernelOnly = names.filter((c) => noTranslator.includes(c));
+  const smallTable = table(
+    results,
+    atSmall.filter((m) => m.group !== "cost"),
+    names,
+    smallRatios,
+    notes,
+  );
+  const smallCostTable = table(
+    results,
+    atSmall.filter((m) => m.group === "cost"),
+    translated,
+    smallCostRatios,
+    notes,
+  );
 
   return `# Benchmarks
 
@@ -221,6 +314,32 @@ from \`/proc/PID/stat\` before and after each throughput scenario; peak resident
 
 ${costTable}
 
+## At guest MTU ${SMALL_MTU}
+
+The TCP scenarios once more, in a guest launched with MTU ${SMALL_MTU} (Ethernet's), where every
+frame is small and per-frame work shows. The rows above ran at MTU ${DEFAULT_MTU}: tapir's and pasta's
+default, and what the harness gives slirp4netns and veth.${
+    names.includes("tapir-nooffload")
+      ? " **tapir-nooffload** is tapir with `--no-offload`: no segmentation offload either way and no" +
+        " RSC (checksum offload stays), so the difference to tapir is what TSO and RSC are worth;" +
+        " it runs only here."
+      : ""
+  } veth is a pair at MTU ${SMALL_MTU} here, the kernel's own ceiling (its GSO/GRO still works).
+
+${smallTable}
+
+CPU time of the translator per GB, measured as above:
+
+${smallCostTable}
+
+### Targets
+
+What tapir aims for at MTU ${SMALL_MTU}: at least half of veth's throughput, and less CPU per GB
+than pasta needs at its default MTU ${DEFAULT_MTU}. Ratios are taken within each repetition as above,
+median (min–max); "met" judges the median.
+
+${targetTable(results, names)}
+${streamRscSection(streamRsc)}
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -236,18 +355,22 @@ ${notes.empty ? "Every cell was measured." : notes.render()}
 - Each contender connects a fresh guest namespace to that host namespace:
   - **tapir**: \`deno run -A main.ts ns --config-net -q -- CMD\` as root; the guest dials the
     gateway 192.0.2.1, which tapir maps to host loopback.
+  - **tapir-nooffload**: the same with \`--no-offload\` (MTU ${SMALL_MTU} rows only).
   - **pasta**: \`pasta -f -q --config-net -t none -u none -T none -U none -- CMD\` as the
     unprivileged user \`${run.rootlessUser}\` (pasta refuses root); gateway 192.0.2.1, mapped to host
     loopback by default. Port forwarding is off, as in tapir's defaults.
   - **slirp4netns**: a guest made with \`unshare --user --map-root-user --net\` as
-    \`${run.rootlessUser}\`, then \`slirp4netns --configure --mtu=65520 PID tap0\`; host loopback
-    is 10.0.2.2.
-  - **veth**: \`unshare --net\` and a veth pair (MTU 65520) into the guest; the server address sits
-    on the host namespace's loopback. No translator: the kernel-only ceiling.
+    \`${run.rootlessUser}\`, then \`slirp4netns --configure --mtu=${DEFAULT_MTU} PID tap0\`; host
+    loopback is 10.0.2.2.
+  - **veth**: \`unshare --net\` and a veth pair (MTU ${DEFAULT_MTU}) into the guest; the server
+    address sits on the host namespace's loopback. No translator: the kernel-only ceiling.
   - The guest command starts only once its network is configured, for every contender.
+  - For the MTU ${SMALL_MTU} rows each contender is launched again with a guest at that MTU: tapir and
+    pasta with \`-m ${SMALL_MTU}\`, slirp4netns with \`--mtu=${SMALL_MTU}\`, veth with both ends of
+    the pair at ${SMALL_MTU}.
 - Clients run inside the guest (\`nsenter -n\`, as root, identical for every contender):
   - TCP throughput: \`iperf3 -J -t ${run.durationS}\`, 1 and 4 streams (\`-P 4\`); host→guest is
-    \`-R\`. Rate is the receiver's.
+    \`-R\`. Rate is the receiver's. At MTU ${DEFAULT_MTU} and again at ${SMALL_MTU}.
   - UDP: \`iperf3 -u -b ${run.udpRate} -l ${run.udpLength}\` (fixed offered rate), achieved rate and
     loss as the receiver saw them.
   - Ping-pong: \`bench/rr_client.ts\` against \`bench/rr_server.ts\` (Deno), one connection with
@@ -283,4 +406,47 @@ The harness creates the user \`${run.rootlessUser}\` if it is missing, and for t
 \`/dev/net/tun\` usable by it and allows unprivileged user namespaces if the kernel forbids them;
 both are put back afterwards.
 `;
+}
+
+/** One row of the RSC table: on, off, and on/off, each "median (min–max)". */
+function streamRscRow(
+  label: string,
+  r: StreamRscResults,
+  pick: (run: { gbps: number; writesPerMiB: number }) => number,
+  digits: number,
+): string {
+  const values = (runs: StreamRscRun[]) =>
+    runs.flatMap((x) => "error" in x ? [] : [pick(x as { gbps: number; writesPerMiB: number })]);
+  const on = values(r.on);
+  const off = values(r.off);
+  const ratios = on.length === off.length ? on.map((v, i) => v / off[i]) : [];
+  const show = (v: number[], d: number) => {
+    const s = summarize(v);
+    return s === null ? "not measured" : formatSummary(s, d);
+  };
+  return `| ${label} | ${show(on, digits)} | ${show(off, digits)} | ${
+    ratios.length ? `${show(ratios, 2)}×` : "—"
+  } |`;
+}
+
+/** The section on RSC over the stream backend, or nothing when it did not run. */
+function streamRscSection(r: StreamRscResults | null): string {
+  if (r === null) return "";
+  const errors = [...r.on, ...r.off].flatMap((x) => "error" in x ? [x.error] : []);
+  return `
+## RSC on the stream backend
+
+\`tapir vm -m 1500\` over QEMU's stream socket, which carries no offload metadata, so a guest sends
+MSS-sized (1460-byte) segments. In place of QEMU, \`bench/stream_guest.ts\` connects to the socket
+and uploads ${(r.bytes / 2 ** 20).toFixed(0)} MiB over one TCP connection as fast as tapir's window
+allows; socat on the host namespace's loopback receives. With RSC, tapir merges the in-order segments
+of each receive batch into one socket write; \`--no-rsc\` writes each segment. Rate from the first
+data byte to the ACK of the FIN; writes from tapir's counters at exit. The guest program's own cost
+(frames and checksums built in JavaScript) is in the rate.
+
+| | RSC on | \`--no-rsc\` | on/off |
+| --- | --: | --: | --: |
+${streamRscRow("Gbit/s ↑", r, (x) => x.gbps, 2)}
+${streamRscRow("writes to the host socket per MiB ↓", r, (x) => x.writesPerMiB, 1)}
+${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }

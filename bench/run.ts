@@ -1,6 +1,8 @@
 /**
  * `deno task bench`: tapir against pasta, slirp4netns and a plain veth pair,
- * measured side by side; writes docs/BENCHMARKS.md and docs/bench.svg.
+ * measured side by side, with the TCP scenarios also at guest MTU 1500
+ * (where tapir without offloads, `tapir-nooffload`, joins them); writes
+ * docs/BENCHMARKS.md and docs/bench.svg.
  *
  * Theory of operation: build a sandbox (bench/hostns.ts), then for each
  * repetition run every contender's session (bench/session.ts) in an order
@@ -24,6 +26,7 @@ import { type ContenderName, CONTENDERS, Results } from "./metrics.ts";
 import { Cleanup } from "./proc.ts";
 import { type Machine, renderMarkdown, type RunInfo } from "./report.ts";
 import { runSession, type SessionConfig } from "./session.ts";
+import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
 import { renderSvg } from "./svg.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -32,7 +35,9 @@ const MAIN_TS = `${ROOT}/main.ts`;
 const USAGE = `Usage: deno run -A bench/run.ts [OPTIONS]   (as root)
 
 Benchmarks tapir against pasta, slirp4netns and a plain veth pair inside a
-throwaway network namespace; writes BENCHMARKS.md and bench.svg.
+throwaway network namespace, the TCP scenarios at guest MTU 65520 and 1500
+(tapir-nooffload, tapir with --no-offload, runs only at 1500); writes
+BENCHMARKS.md and bench.svg.
 
 Options:
   --quick               smoke test: 1 s per scenario, 1 repetition, fewer round trips
@@ -235,6 +240,17 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
       port += 100;
     }
   }
+  let streamRsc: StreamRscResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const r: StreamRscResults = { bytes: opts.quick ? 64 * 2 ** 20 : 2 ** 30, on: [], off: [] };
+    for (let rep = 0; rep < opts.reps; rep++) {
+      for (const on of rep % 2 ? [false, true] : [true, false]) {
+        progress(`bench: rep ${rep + 1}: stream backend, RSC ${on ? "on" : "off"}`);
+        (on ? r.on : r.off).push(await streamRscRun(env, MAIN_TS, port++, r.bytes, on));
+      }
+    }
+    streamRsc = r;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -263,13 +279,13 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
   const report = `${opts.out}/BENCHMARKS.md`;
   await Deno.writeTextFile(
     report,
-    renderMarkdown(results, opts.contenders, noTranslator, machine, run, "bench.svg"),
+    renderMarkdown(results, opts.contenders, noTranslator, machine, run, "bench.svg", streamRsc),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
   if (opts.json) {
     await Deno.writeTextFile(
       opts.json,
-      JSON.stringify({ machine, run, results: results.toJSON() }, null, 2) + "\n",
+      JSON.stringify({ machine, run, results: results.toJSON(), streamRsc }, null, 2) + "\n",
     );
   }
   progress(`bench: wrote ${opts.out}/BENCHMARKS.md and bench.svg in ${run.elapsedS.toFixed(0)} s`);

@@ -26,12 +26,29 @@
  * a one-byte TCP exchange until each works; the harness timestamps each line
  * as it arrives, from the moment it spawned the launch.
  *
+ * Guest MTU: everything above happens at the default MTU. Last, the
+ * contender is launched once more with guest MTU {@linkcode SMALL_MTU}, and
+ * only the TCP scenarios at that MTU run there (after a TCP probe), costed
+ * the same way. A contender measured only at that MTU (`tapir-nooffload`)
+ * skips the default-MTU guest and the start-up timing.
+ *
  * @module
  */
 
 import type { Contender } from "./contenders.ts";
 import { type HostEnv, inHost } from "./hostns.ts";
-import { median, type Outcome, type Results, THROUGHPUT, type Throughput } from "./metrics.ts";
+import {
+  DEFAULT_MTU,
+  measures,
+  median,
+  METRICS,
+  type Outcome,
+  type Results,
+  SMALL_MTU,
+  SMALL_MTU_ONLY,
+  THROUGHPUT,
+  type Throughput,
+} from "./metrics.ts";
 import {
   allProcs,
   cmdline,
@@ -112,9 +129,14 @@ interface Guest {
 }
 
 /** Starts `contender` with a placeholder guest; the reason it failed as an Error. */
-async function startGuest(env: HostEnv, contender: Contender, timeoutMs = 20_000): Promise<Guest> {
+async function startGuest(
+  env: HostEnv,
+  contender: Contender,
+  mtu: number,
+  timeoutMs = 20_000,
+): Promise<Guest> {
   const marker = `86400.${Date.now() % 1e6}${Math.floor(Math.random() * 1e6)}`;
-  const launch = spawnTracked(env.cleanup, contender.command(["sleep", marker]), {
+  const launch = spawnTracked(env.cleanup, contender.command(["sleep", marker], mtu), {
     env: contender.env,
     clearEnv: contender.env !== undefined,
   });
@@ -138,10 +160,11 @@ async function startGuest(env: HostEnv, contender: Contender, timeoutMs = 20_000
   }
   await launch.stop();
   const said = lastLine(launch.stderr.text + "\n" + launch.stdout.text);
+  const at = mtu === DEFAULT_MTU ? "" : ` at MTU ${mtu}`;
   throw new Error(
-    `${contender.name} did not start its command${exited ? "" : ` within ${timeoutMs / 1000} s`}${
-      said ? `: ${said}` : ""
-    }`,
+    `${contender.name} did not start its command${at}${
+      exited ? "" : ` within ${timeoutMs / 1000} s`
+    }${said ? `: ${said}` : ""}`,
   );
 }
 
@@ -400,6 +423,13 @@ export function cpuPerGB(ticks: number, ticksPerS: number, bytes: number): Outco
   };
 }
 
+/** Where a session records outcomes and says what it did. */
+interface Sink {
+  readonly results: Results;
+  readonly rep: number;
+  readonly say: Progress;
+}
+
 /** Everything measured for one contender in one repetition goes into `results`. */
 export async function runSession(
   env: HostEnv,
@@ -412,19 +442,10 @@ export async function runSession(
 ): Promise<void> {
   const name = contender.name;
   const say = (what: string) => progress(`[rep ${rep + 1}] ${name}: ${what}`);
+  const out: Sink = { results, rep, say };
+  const mine = METRICS.filter((m) => measures(m, name));
   const setAll = (ids: string[], o: Outcome) => ids.forEach((id) => results.set(id, name, rep, o));
-  const throughputIds = THROUGHPUT.flatMap((t) => t.udp ? [t.id, `${t.id}_loss`] : [t.id]);
-  const costIds = [...THROUGHPUT.map((t) => `cpu_${t.id}`), "rss"];
-  const allIds = [
-    ...throughputIds,
-    ...costIds,
-    "rr_p50",
-    "rr_p99",
-    "crr",
-    "startup_cmd",
-    "startup_ping",
-    "startup_tcp",
-  ];
+  const allIds = mine.map((m) => m.id);
 
   const unavailable = contender.unavailable();
   if (unavailable) {
@@ -432,9 +453,11 @@ export async function runSession(
     say(`skipped: ${unavailable}`);
     return;
   }
-  const noTranslator = contender.translatorComms.length === 0;
-  if (noTranslator) {
-    setAll(costIds, { ok: false, reason: "no translator process: the kernel does the work" });
+  if (contender.translatorComms.length === 0) {
+    setAll(mine.filter((m) => m.group === "cost").map((m) => m.id), {
+      ok: false,
+      reason: "no translator process: the kernel does the work",
+    });
   }
 
   let rrServer: Tracked;
@@ -458,59 +481,192 @@ export async function runSession(
     return;
   }
   try {
-    let reach: Reach = { ping: null, tcp: null, udp: null };
-    let guest: Guest | null = null;
-    try {
-      guest = await startGuest(env, contender);
-    } catch (err) {
-      setAll(allIds, { ok: false, reason: (err as Error).message });
-      say((err as Error).message);
-    }
-    if (guest) {
-      try {
-        reach = await measureInGuest(env, contender, guest, rep, port, cfg, results, say);
-      } finally {
-        await guest.launch.stop();
-      }
-    } else return;
-
-    // Start-up, with the session's translator gone.
-    const stages = { ping: reach.ping === null, tcp: reach.tcp === null };
-    const samples: Record<Stage, number[]> = { cmd: [], ping: [], tcp: [] };
-    let error = "";
-    for (let i = 0; i < cfg.startupRuns; i++) {
-      const r = await startupOnce(env, contender, port, stages, cfg.probeTimeoutS);
-      for (const s of ["cmd", "ping", "tcp"] as const) {
-        if (r.times[s] !== undefined) samples[s].push(r.times[s]);
-      }
-      error = r.error;
-    }
-    const setStage = (s: Stage, blocker: string | null) => {
-      const id = `startup_${s}`;
-      if (samples[s].length) {
-        results.set(id, name, rep, { ok: true, value: median(samples[s]) });
-      } else {
-        results.set(id, name, rep, {
-          ok: false,
-          reason: blocker ?? `${name}: the start-up ${s} stage never completed (${error})`,
-        });
-      }
-    };
-    setStage("cmd", null);
-    setStage("ping", reach.ping === null ? null : `${name}: ${reach.ping}`);
-    setStage("tcp", tcpBlocker(name, reach));
-    say(
-      `start-up: command ${fmt(samples.cmd)} ms, ping ${fmt(samples.ping)} ms, TCP ${
-        fmt(samples.tcp)
-      } ms`,
-    );
+    if (!SMALL_MTU_ONLY.includes(name)) await defaultMtuPass(env, contender, port, cfg, out);
+    await smallMtuPass(env, contender, port, cfg, out);
   } finally {
     await rrServer.stop();
   }
 }
 
+/** Every scenario but the small-MTU ones, then the start-up times. */
+async function defaultMtuPass(
+  env: HostEnv,
+  contender: Contender,
+  port: number,
+  cfg: SessionConfig,
+  { results, rep, say }: Sink,
+): Promise<void> {
+  const name = contender.name;
+  let guest: Guest;
+  try {
+    guest = await startGuest(env, contender, DEFAULT_MTU);
+  } catch (err) {
+    const reason = (err as Error).message;
+    for (const m of METRICS) {
+      if (m.mtu !== SMALL_MTU && measures(m, name)) {
+        results.set(m.id, name, rep, { ok: false, reason });
+      }
+    }
+    say(reason);
+    return;
+  }
+  let reach: Reach;
+  try {
+    reach = await measureInGuest(env, contender, guest, rep, port, cfg, results, say);
+  } finally {
+    await guest.launch.stop();
+  }
+
+  // Start-up, with the session's translator gone.
+  const stages = { ping: reach.ping === null, tcp: reach.tcp === null };
+  const samples: Record<Stage, number[]> = { cmd: [], ping: [], tcp: [] };
+  let error = "";
+  for (let i = 0; i < cfg.startupRuns; i++) {
+    const r = await startupOnce(env, contender, port, stages, cfg.probeTimeoutS);
+    for (const s of ["cmd", "ping", "tcp"] as const) {
+      if (r.times[s] !== undefined) samples[s].push(r.times[s]);
+    }
+    error = r.error;
+  }
+  const setStage = (s: Stage, blocker: string | null) => {
+    const id = `startup_${s}`;
+    if (samples[s].length) {
+      results.set(id, name, rep, { ok: true, value: median(samples[s]) });
+    } else {
+      results.set(id, name, rep, {
+        ok: false,
+        reason: blocker ?? `${name}: the start-up ${s} stage never completed (${error})`,
+      });
+    }
+  };
+  setStage("cmd", null);
+  setStage("ping", reach.ping === null ? null : `${name}: ${reach.ping}`);
+  setStage("tcp", tcpBlocker(name, reach));
+  say(
+    `start-up: command ${fmt(samples.cmd)} ms, ping ${fmt(samples.ping)} ms, TCP ${
+      fmt(samples.tcp)
+    } ms`,
+  );
+}
+
+/** The TCP scenarios at {@linkcode SMALL_MTU}, in a guest launched at that MTU. */
+async function smallMtuPass(
+  env: HostEnv,
+  contender: Contender,
+  port: number,
+  cfg: SessionConfig,
+  out: Sink,
+): Promise<void> {
+  const name = contender.name;
+  const scenarios = THROUGHPUT.filter((t) => t.mtu === SMALL_MTU && measures(t, name));
+  if (scenarios.length === 0) return;
+  const setScenarios = (reason: string, costToo: boolean) => {
+    for (const t of scenarios) {
+      for (const id of scenarioIds(t, costToo)) {
+        out.results.set(id, name, out.rep, { ok: false, reason });
+      }
+    }
+  };
+  let guest: Guest;
+  try {
+    guest = await startGuest(env, contender, SMALL_MTU);
+  } catch (err) {
+    setScenarios((err as Error).message, true);
+    out.say((err as Error).message);
+    return;
+  }
+  try {
+    const missing = missingTranslator(contender, guest);
+    if (missing) {
+      for (const t of scenarios) out.results.set(`cpu_${t.id}`, name, out.rep, missing);
+    }
+    const tcp = await probeTcp(env, guest, contender.target, port, cfg.probeTimeoutS);
+    out.say(`reach at MTU ${SMALL_MTU}: TCP ${tcp ?? "ok"}`);
+    if (tcp !== null) {
+      const reason = `${name}: TCP does not get through at MTU ${SMALL_MTU} (${tcp})`;
+      setScenarios(reason, guest.translator.length > 0);
+      return;
+    }
+    await measureThroughput(env, contender, guest, scenarios, () => null, port, cfg, out);
+  } finally {
+    await guest.launch.stop();
+  }
+}
+
+/** The metric ids of scenario `t`; the CPU one only with `cost`. */
+function scenarioIds(t: Throughput, cost: boolean): string[] {
+  return [t.id, ...(t.udp ? [`${t.id}_loss`] : []), ...(cost ? [`cpu_${t.id}`] : [])];
+}
+
+/** Why the cost of a translator cannot be read in `guest`, or null. */
+function missingTranslator(contender: Contender, guest: Guest): Outcome | null {
+  if (guest.translator.length || contender.translatorComms.length === 0) return null;
+  return {
+    ok: false,
+    reason: `${contender.name}: no process named ${
+      contender.translatorComms.join(" or ")
+    } in its process tree`,
+  };
+}
+
 function fmt(values: number[]): string {
   return values.length ? median(values).toFixed(0) : "—";
+}
+
+/**
+ * Runs iperf3 `scenarios` in `guest`, with the translator's CPU time per GB;
+ * a scenario `blocker` names a reason is recorded as not measured instead.
+ */
+async function measureThroughput(
+  env: HostEnv,
+  contender: Contender,
+  guest: Guest,
+  scenarios: readonly Throughput[],
+  blocker: (t: Throughput) => string | null,
+  port: number,
+  cfg: SessionConfig,
+  { results, rep, say }: Sink,
+): Promise<void> {
+  const name = contender.name;
+  const costed = guest.translator.length > 0;
+  const ticksPerS = await ticksPerSecond();
+  for (const t of scenarios) {
+    const ids = scenarioIds(t, costed);
+    const blocked = blocker(t);
+    if (blocked) {
+      for (const id of ids) results.set(id, name, rep, { ok: false, reason: blocked });
+      continue;
+    }
+    const before = cpuTicks(guest.translator);
+    try {
+      const r = await iperf(env, guest, contender, port + 10 + THROUGHPUT.indexOf(t), t, cfg);
+      const ticks = cpuTicks(guest.translator) - before;
+      const cpuS = ticks / ticksPerS;
+      results.set(t.id, name, rep, { ok: true, value: t.udp ? r.gbps * 1000 : r.gbps });
+      if (t.udp) {
+        results.set(
+          `${t.id}_loss`,
+          name,
+          rep,
+          r.lossPct === null
+            ? { ok: false, reason: "iperf3 reported no loss figure" }
+            : { ok: true, value: r.lossPct },
+        );
+      }
+      if (costed) results.set(`cpu_${t.id}`, name, rep, cpuPerGB(ticks, ticksPerS, r.bytes));
+      say(
+        `${t.label}: ${
+          t.udp ? `${(r.gbps * 1000).toFixed(0)} Mbit/s` : `${r.gbps.toFixed(2)} Gbit/s`
+        }${r.lossPct !== null ? `, loss ${r.lossPct.toFixed(2)} %` : ""}${
+          costed ? `, ${(cpuS / (r.bytes / 1e9)).toFixed(2)} CPU s/GB` : ""
+        }`,
+      );
+    } catch (err) {
+      const reason = `${name}: ${(err as Error).message}`;
+      for (const id of ids) results.set(id, name, rep, { ok: false, reason });
+      say(`${t.label}: ${reason}`);
+    }
+  }
 }
 
 /** Probes, throughput, latency and cost inside a started guest; returns what the probes found. */
@@ -532,63 +688,25 @@ async function measureInGuest(
     probeUdp(env, guest, target, port, cfg.probeTimeoutS),
   ]);
   const reach: Reach = { ping, tcp, udp };
-  if (guest.translator.length === 0 && contender.translatorComms.length) {
-    const reason = `${name}: no process named ${
-      contender.translatorComms.join(" or ")
-    } in its process tree`;
-    for (const t of THROUGHPUT) results.set(`cpu_${t.id}`, name, rep, { ok: false, reason });
-    results.set("rss", name, rep, { ok: false, reason });
+  const scenarios = THROUGHPUT.filter((t) => t.mtu === DEFAULT_MTU);
+  const missing = missingTranslator(contender, guest);
+  if (missing) {
+    for (const t of scenarios) results.set(`cpu_${t.id}`, name, rep, missing);
+    results.set("rss", name, rep, missing);
   }
   say(
     `reach: ping ${ping ?? "ok"}; TCP ${tcp ?? "ok"}; UDP ${udp ?? "ok"}`,
   );
-  const ticksPerS = await ticksPerSecond();
-
-  for (const [i, t] of THROUGHPUT.entries()) {
-    const blocker = t.udp ? udpBlocker(name, reach) : tcpBlocker(name, reach);
-    const ids = t.udp ? [t.id, `${t.id}_loss`, `cpu_${t.id}`] : [t.id, `cpu_${t.id}`];
-    if (blocker) {
-      for (const id of ids) {
-        if (id.startsWith("cpu_") && guest.translator.length === 0) continue;
-        results.set(id, name, rep, { ok: false, reason: blocker });
-      }
-      continue;
-    }
-    const before = cpuTicks(guest.translator);
-    try {
-      const r = await iperf(env, guest, contender, port + 10 + i, t, cfg);
-      const ticks = cpuTicks(guest.translator) - before;
-      const cpuS = ticks / ticksPerS;
-      results.set(t.id, name, rep, { ok: true, value: t.udp ? r.gbps * 1000 : r.gbps });
-      if (t.udp) {
-        results.set(
-          `${t.id}_loss`,
-          name,
-          rep,
-          r.lossPct === null
-            ? { ok: false, reason: "iperf3 reported no loss figure" }
-            : { ok: true, value: r.lossPct },
-        );
-      }
-      if (guest.translator.length) {
-        results.set(`cpu_${t.id}`, name, rep, cpuPerGB(ticks, ticksPerS, r.bytes));
-      }
-      say(
-        `${t.label}: ${
-          t.udp ? `${(r.gbps * 1000).toFixed(0)} Mbit/s` : `${r.gbps.toFixed(2)} Gbit/s`
-        }${r.lossPct !== null ? `, loss ${r.lossPct.toFixed(2)} %` : ""}${
-          guest.translator.length ? `, ${(cpuS / (r.bytes / 1e9)).toFixed(2)} CPU s/GB` : ""
-        }`,
-      );
-    } catch (err) {
-      const reason = `${name}: ${(err as Error).message}`;
-      for (const id of ids) {
-        if (id.startsWith("cpu_") && guest.translator.length === 0) continue;
-        results.set(id, name, rep, { ok: false, reason });
-      }
-      say(`${t.label}: ${reason}`);
-    }
-  }
+  await measureThroughput(
+    env,
+    contender,
+    guest,
+    scenarios,
+    (t) => t.udp ? udpBlocker(name, reach) : tcpBlocker(name, reach),
+    port,
+    cfg,
+    { results, rep, say },
+  );
 
   const tcpBlock = tcpBlocker(name, reach);
   if (tcpBlock) {

@@ -12,11 +12,19 @@
  * @module
  */
 
-import { type ContenderName, type Metric, METRICS, type Results, summarize } from "./metrics.ts";
+import {
+  type ContenderName,
+  measures,
+  type Metric,
+  METRICS,
+  type Results,
+  summarize,
+} from "./metrics.ts";
 
 /** Bar colour per contender (tapir stands out; the kernel ceiling is neutral grey). */
 export const COLORS: Record<ContenderName, string> = {
   tapir: "#e8590c",
+  "tapir-nooffload": "#ffa94d",
   pasta: "#1c7ed6",
   slirp4netns: "#37b24d",
   veth: "#868e96",
@@ -43,6 +51,13 @@ export function shortNumber(v: number): string {
   return v.toFixed(2);
 }
 
+/** A contender's name under its bar: one or two lines that fit the bar's slot. */
+function barLabel(c: ContenderName): string[] {
+  if (c === "slirp4netns") return ["slirp"];
+  if (c === "tapir-nooffload") return ["tapir", "no-offload"];
+  return [c];
+}
+
 /** Splits a label into at most two lines near the middle, at ", " if possible. */
 function titleLines(label: string): string[] {
   if (label.length <= 34) return [label];
@@ -55,9 +70,10 @@ function titleLines(label: string): string[] {
 function panel(
   results: Results,
   m: Metric,
-  names: readonly ContenderName[],
+  all: readonly ContenderName[],
   noTranslator: readonly ContenderName[],
 ): string {
+  const names = all.filter((c) => measures(m, c));
   const out: string[] = [];
   const lines = titleLines(m.label);
   lines.forEach((l, i) =>
@@ -84,10 +100,12 @@ function panel(
   names.forEach((c, i) => {
     const cx = 10 + slot * (i + 0.5);
     const s = sums[i];
-    out.push(
-      `<text x="${cx}" y="${baseY + 14}" text-anchor="middle">${
-        esc(c === "slirp4netns" ? "slirp" : c)
-      }</text>`,
+    const label = barLabel(c);
+    const small = label.length > 1 ? ' font-size="9"' : "";
+    label.forEach((l, k) =>
+      out.push(
+        `<text x="${cx}" y="${baseY + 14 + 10 * k}" text-anchor="middle"${small}>${esc(l)}</text>`,
+      )
     );
     if (!s) {
       // A kernel-only contender has no translator to measure: say so, not "missing".

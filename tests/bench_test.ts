@@ -154,13 +154,9 @@ Deno.test("CPU per GB from clock ticks, with a caveat when there were few ticks"
   equal(cpuPerGB(5, 100, 0).ok, false);
 });
 
-Deno.test("report and chart say why a cell is empty, and chart measured bars", () => {
-  const r = new Results(1);
-  r.set("tcp_up_1", "pasta", 0, { ok: true, value: 2.5 });
-  r.set("tcp_up_1", "tapir", 0, { ok: false, reason: "tapir: TCP does not get through (x)" });
-  const names: ContenderName[] = ["tapir", "pasta"];
-  const machine: Machine = { cpu: "test CPU", cores: 2, kernel: "6.0", versions: { deno: "2" } };
-  const run: RunInfo = {
+/** A machine and run description for rendering tests. */
+function testRun(names: ContenderName[]): [Machine, RunInfo] {
+  return [{ cpu: "test CPU", cores: 2, kernel: "6.0", versions: { deno: "2" } }, {
     date: "2026-01-01T00:00:00Z",
     reps: 1,
     durationS: 1,
@@ -173,7 +169,15 @@ Deno.test("report and chart say why a cell is empty, and chart measured bars", (
     loadBefore: 0,
     order: [names],
     rootlessUser: "u",
-  };
+  }];
+}
+
+Deno.test("report and chart say why a cell is empty, and chart measured bars", () => {
+  const r = new Results(1);
+  r.set("tcp_up_1", "pasta", 0, { ok: true, value: 2.5 });
+  r.set("tcp_up_1", "tapir", 0, { ok: false, reason: "tapir: TCP does not get through (x)" });
+  const names: ContenderName[] = ["tapir", "pasta"];
+  const [machine, run] = testRun(names);
   const md = renderMarkdown(r, names, [], machine, run, "bench.svg");
   match(
     md,
@@ -194,21 +198,7 @@ Deno.test("the MTU 1500 rows: own table with veth ratios, and the targets judged
   set("cpu_tcp_up_1_mtu1500", "tapir", 0.3);
   set("cpu_tcp_up_1", "pasta", 0.5);
   const names: ContenderName[] = ["tapir", "tapir-nooffload", "pasta", "veth"];
-  const machine: Machine = { cpu: "test CPU", cores: 2, kernel: "6.0", versions: { deno: "2" } };
-  const run: RunInfo = {
-    date: "2026-01-01T00:00:00Z",
-    reps: 1,
-    durationS: 1,
-    roundTrips: 10,
-    udpRate: "1G",
-    udpLength: 1400,
-    startupRuns: 1,
-    quick: true,
-    elapsedS: 1,
-    loadBefore: 0,
-    order: [names],
-    rootlessUser: "u",
-  };
+  const [machine, run] = testRun(names);
   const md = renderMarkdown(r, names, ["veth"], machine, run, "bench.svg");
   // tapir-nooffload has a column only in the MTU 1500 tables.
   match(md, /^\| scenario \| unit \| tapir \| pasta \| veth \| tapir\/pasta \|$/m);

@@ -372,10 +372,24 @@ export function sendAt(
   addr: Uint8Array | null = null,
   addrLen = 0,
 ): number {
+  return sendAtWith(fd, buf, off, len, flags, addr, addrLen, null);
+}
+
+/** {@linkcode sendAt} with ancillary data `control` (or none). */
+function sendAtWith(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  flags: number,
+  addr: Uint8Array | null,
+  addrLen: number,
+  control: Uint8Array | null,
+): number {
   atIov.set(0, buf, off, len);
   atHdr.setName(0, addr, addrLen);
   atHdr.setIov(0, atIov, 1);
-  atHdr.setControl(0, null);
+  atHdr.setControl(0, control);
   return ret(C.sendmsg(fd, atHdr.bytes, flags));
 }
 
@@ -406,13 +420,7 @@ export function sendSegmented(
 ): number {
   udpSegControl[16] = segSize;
   udpSegControl[17] = segSize >> 8;
-  atIov.set(0, buf, off, len);
-  atHdr.setName(0, addr, addrLen);
-  atHdr.setIov(0, atIov, 1);
-  atHdr.setControl(0, udpSegControl);
-  const rc = ret(C.sendmsg(fd, atHdr.bytes, flags));
-  atHdr.setControl(0, null);
-  return rc;
+  return sendAtWith(fd, buf, off, len, flags, addr, addrLen, udpSegControl);
 }
 
 /** pipe2(2): fills `out[0]` (read end) and `out[1]` (write end). */

@@ -23,9 +23,20 @@
  * seqAckFromTap`, peek offset back to 0, peek again. Un-ACKed data is thus
  * always recoverable and costs no buffer of ours. One `recvmsg` fills the
  * payload areas of up to {@linkcode MAX_FRAMES_PER_READ} frame slots at once,
- * one MSS each, so data lands where the frame is sent from; headers are then
- * written in front. We never send more than the guest's window allows
- * (`wndFromTap`, scaled) beyond what it has acknowledged.
+ * so data lands where the frame is sent from; headers are then written in
+ * front. A frame carries one MSS, or, where the send path takes GSO frames
+ * (the tap), as many whole MSS-sized segments as fit in a 64 KiB IP packet:
+ * one frame with GSO type TCPV4/TCPV6 and size = the guest's MSS, checksum
+ * left partial, which the guest's kernel takes as one large segment. The
+ * window, the peek-and-consume on ACK and the rewinds work on bytes, so big
+ * frames change nothing else. We never send more than the guest's window
+ * allows (`wndFromTap`, scaled) beyond what it has acknowledged.
+ *
+ * Frames the backend did not deliver (the guest not reading: EAGAIN) come
+ * back from the send path (`#undelivered`): we rewind to the first byte of
+ * the first of them at once — `seqToTap` and the peek offset back to it —
+ * and carry on when the backend is writable again (`#resume`), instead of
+ * waiting for the guest's duplicate ACKs or our timeout.
  *
  * The socket is watched edge-triggered (`EPOLLET`): peeked bytes stay in the
  * queue, so a level-triggered `EPOLLIN` would fire forever. Reading is
@@ -33,7 +44,11 @@
  * more) and by the retransmission timer.
  *
  * **Guest → host: what is inside our window is taken.** Payload in order
- * is written with one `sendmsg(MSG_DONTWAIT)` per segment. The window we
+ * is written with one `sendmsg(MSG_DONTWAIT)` per segment — per merged
+ * segment: the RSC coalescer (`rsc.ts`) hands over in-order segments of one
+ * receive batch as one ({@linkcode TcpMerged}), whose payload pieces, still
+ * in the receive slots, go out as one iovec. A GSO frame from the guest (up
+ * to 64 KiB, TSO granted on the tap) is one segment here. The window we
  * advertise is what the socket will still take: its free send-buffer memory
  * (`SO_MEMINFO`) divided by the memory it spends per byte queued (measured
  * on the socket itself: queued memory over `SIOCOUTQ` bytes, about 1.4 %

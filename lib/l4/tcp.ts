@@ -89,8 +89,13 @@
  *
  * **Timers.** One {@linkcode Timer} per connection: retransmission with
  * exponential backoff from {@linkcode TCP_RTO_MS}, a RST after
- * {@linkcode TCP_MAX_RETRIES}. The flow table's once-a-second pass enforces
- * the handshake and idle timeouts. Host sockets have `SO_KEEPALIVE`, so a
+ * {@linkcode TCP_MAX_RETRIES}. With nothing in flight and the guest's window
+ * shut, the same timer persists: it probes the window with a segment just
+ * below the guest's next expected byte, which the guest answers with its
+ * current window — a window update is a pure ACK, never resent, and one
+ * lost would otherwise stall the connection for good; probes nobody answers
+ * end in a RST like retransmissions. The flow table's once-a-second pass
+ * enforces the handshake and idle timeouts. Host sockets have `SO_KEEPALIVE`, so a
  * host peer that disappears silently ends in an error, which resets the
  * guest's side; the guest's own keepalives are answered like any old
  * segment, with an ACK.
@@ -140,8 +145,10 @@ export const TCP_WS_TO_TAP = 8;
 export const TCP_MAX_WINDOW = 65535 << TCP_WS_TO_TAP;
 /** First retransmission timeout; doubles with each retry. */
 export const TCP_RTO_MS = 200;
-/** Retransmissions before the connection is reset. */
+/** Retransmissions (or unanswered window probes) before the connection is reset. */
 export const TCP_MAX_RETRIES = 7;
+/** Longest interval between two probes of a zero window (the backoff's cap). */
+export const TCP_PERSIST_MAX_MS = 60_000;
 /** A handshake not finished after this long is reset. */
 export const TCP_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A connection with no traffic either way for this long is reset. */
@@ -249,6 +256,8 @@ export interface TcpStats {
   retransmits: number;
   /** Rewinds to the first byte of a frame the backend did not deliver (sent again at once). */
   rewinds: number;
+  /** Probes of a zero window from the guest (its window update may have been lost). */
+  windowProbes: number;
   /** Segments from the guest past a gap (dropped, answered with a duplicate ACK). */
   outOfOrder: number;
   /** Segments from the guest that repeat bytes already taken (its retransmissions). */
@@ -296,7 +305,10 @@ class TcpConn {
   spillStart = 0;
   /** Largest payload per segment to the guest. */
   mss = DEFAULT_MSS;
+  /** Retransmissions, or window probes, the guest has not answered yet. */
   retries = 0;
+  /** Window probes sent since the guest's window closed: the probe interval's backoff. */
+  probes = 0;
   dupAcks = 0;
   /** Last traffic either way (performance.now() ms). */
   lastMs: number;
@@ -333,6 +345,11 @@ class TcpConn {
 const SO_MEMINFO_WMEM_QUEUED = 5;
 const SO_MEMINFO_SNDBUF = 3;
 
+/** Interval before the next probe of a zero window: RTO-based exponential backoff, capped. */
+function persistMs(c: TcpConn): number {
+  return Math.min(TCP_RTO_MS * 2 ** c.probes, TCP_PERSIST_MAX_MS);
+}
+
 /** TCP translation for both families; see the module comment. */
 export class Tcp {
   /** Counters. */
@@ -349,6 +366,7 @@ export class Tcp {
     bytesToTap: 0,
     retransmits: 0,
     rewinds: 0,
+    windowProbes: 0,
     outOfOrder: 0,
     oldData: 0,
     rstToTap: 0,
@@ -934,6 +952,8 @@ export class Tcp {
       if (++c.dupAcks === 3) {
         this.#rewind(index, c);
       }
+    } else if (inFlight === 0) {
+      c.retries = 0; // an answer to a window probe, or any ACK with nothing outstanding
     }
     const opened = wnd > c.wndFromTap;
     c.wndFromTap = wnd;
@@ -1179,7 +1199,16 @@ export class Tcp {
       const wnd = c.wndFromTap - inFlight;
       if (wnd <= 0) {
         this.#flag(index, c, TcpFl.STALLED, true);
+        // Nothing in flight, so no retransmission timer runs: if the guest's
+        // window update is lost (a pure ACK is never resent), only our probe
+        // brings it again (RFC 9293 §3.8.6.1, the persist timer).
+        if (inFlight === 0 && !c.timer.armed) this.#loop.arm(c.timer, persistMs(c));
         return;
+      }
+      if (c.flags & TcpFl.STALLED) {
+        c.probes = 0;
+        // The persist timer's work is done; sending arms the retransmission timer.
+        if (inFlight === 0) this.#loop.disarm(c.timer);
       }
       this.#flag(index, c, TcpFl.STALLED, false);
       const room = Math.min(tap.room(), MAX_FRAMES_PER_READ);
@@ -1269,8 +1298,10 @@ export class Tcp {
     }
     c.seqToTap = seq;
     sys.setsockoptInt(c.fd, sys.SOL_SOCKET, sys.SO_PEEK_OFF, seqDiff(seq, c.seqAckFromTap));
-    if (logEnabled(LogLevel.debug)) {
-      this.#flows.log(index, LogLevel.debug, `undelivered: rewind to ${seq >>> 0}`);
+    // Trace, not debug: with a slow guest this is routine flow control, many
+    // times a second; the `rewinds` counter carries the total.
+    if (logEnabled(LogLevel.trace)) {
+      this.#flows.log(index, LogLevel.trace, `undelivered: rewind to ${seq >>> 0}`);
     }
     this.#resumeLater(c);
   }
@@ -1324,6 +1355,15 @@ export class Tcp {
     if (seqDiff(c.seqToTap, c.seqAckFromTap) > 0) {
       this.#rewind(index, c);
       this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
+    } else if (c.flags & TcpFl.STALLED) {
+      // The persist timer: probe the zero window with a segment just below
+      // what the guest expects, which it must answer with an ACK carrying
+      // its current window (as Linux's tcp_xmit_probe_skb does). An answer
+      // resets `retries`; the interval backs off while the window stays shut.
+      this.stats.windowProbes++;
+      this.#control(c, TcpFlag.Ack, seqAdd(c.seqToTap, -1));
+      c.probes++;
+      this.#loop.arm(c.timer, persistMs(c));
     }
   }
 

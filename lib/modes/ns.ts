@@ -111,6 +111,7 @@ export async function runNs(
     logDebug(`tap ${dev.ifname} ready in the namespace`);
     const backend = new TuntapBackend(dev.tapFd, dev.ifname, dev.vnetHdr, conf.offload);
     tapir = new Tapir(net, backend, { offload: conf.offload, rsc: conf.rsc });
+    tapir.addCounters("tuntap", () => backend.stats);
     tapir.start();
     tapir.tcpListeners.bind(conf.tcp);
     tapir.udp.listen(conf.udp);

@@ -103,6 +103,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
     rsc: conf.rsc,
   });
   const t = tapir;
+  t.addCounters("stream", () => backend.stats);
   try {
     if (conf.fd !== null) {
       sys.fcntl(conf.fd, sys.F_SETFL, sys.fcntl(conf.fd, sys.F_GETFL) | sys.O_NONBLOCK);

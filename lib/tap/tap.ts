@@ -39,8 +39,8 @@
  *
  * **Whole frames only, and undelivered frames are reported.** A backend's
  * `send` returns how many *whole* frames it delivered and never leaves a
- * frame half-written. Frames it could not deliver (the guest is not reading:
- * EAGAIN) are counted, and each one a producer marked with
+ * frame half-written. Frames it could not deliver are counted; if it stopped
+ * because the guest is not reading (EAGAIN), each one a producer marked with
  * {@linkcode TapSender.setOwner} is reported back to it
  * ({@linkcode TapSender.onUndelivered}): TCP rewinds its sequence to the
  * first undelivered byte at once instead of waiting for the guest to time
@@ -452,11 +452,17 @@ export class TapSender {
     }
     if (sent < n) {
       st.undelivered += n - sent;
-      if (this.#backend.sendBlocked) this.blocked = true;
-      for (let k = sent; k < n; k++) {
-        const i = order[k];
-        const p = this.#owner[i];
-        if (p !== 0) this.#handlers[p]!(this.#ownerFlow[i], this.#ownerSeq[i]);
+      // Only a full backend (EAGAIN) has producers rewind and wait for it to
+      // take frames again. Frames refused for another reason are lost, as on
+      // a wire: rewinding to them would resend at once, every turn, while the
+      // error lasts; TCP's retransmission timer resends them with backoff.
+      if (this.#backend.sendBlocked) {
+        this.blocked = true;
+        for (let k = sent; k < n; k++) {
+          const i = order[k];
+          const p = this.#owner[i];
+          if (p !== 0) this.#handlers[p]!(this.#ownerFlow[i], this.#ownerSeq[i]);
+        }
       }
     }
     return sent;

@@ -109,6 +109,10 @@ class FakeGuest {
   inOrderMismatch = -1;
   /** ACK frames tapir sent without data. */
   pureAcks = 0;
+  /** Of those, window probes: sequence number just below the next byte expected. */
+  windowProbes = 0;
+  /** The receive window the guest writes in its segments (scaled by its window scale). */
+  window = GUEST_WINDOW;
   /** Segments from tapir with a bad checksum, and RSTs. */
   badChecksums = 0;
   resets = 0;
@@ -192,7 +196,7 @@ class FakeGuest {
     r.seq = seq;
     r.ack = flags & TcpFlag.Ack ? this.rcvNxt : 0;
     r.flags = flags;
-    r.window = GUEST_WINDOW;
+    r.window = flags & TcpFlag.Syn ? GUEST_WINDOW : this.window;
     r.payloadLen = payloadLen;
     if (flags & TcpFlag.Syn) {
       r.options.mss = GUEST_MSS;
@@ -248,7 +252,10 @@ class FakeGuest {
       return;
     }
     this.dataFromTapir += seg.payloadLen;
-    if (seg.payloadLen === 0 && !(flags & TcpFlag.Fin)) this.pureAcks++;
+    if (seg.payloadLen === 0 && !(flags & TcpFlag.Fin)) {
+      this.pureAcks++;
+      if (seg.seq === seqAdd(this.rcvNxt, -1)) this.windowProbes++;
+    }
     if (seg.payloadLen > 0 && seg.seq === this.rcvNxt) {
       // In order: take it (anything else is dropped, as a receiver without SACK does).
       for (let i = 0; i < seg.payloadLen && this.inOrderMismatch < 0; i++) {
@@ -644,4 +651,35 @@ Deno.test("frames the backend did not deliver are sent again by tapir at once, f
     console.log(`4 MiB in ${elapsed.toFixed(0)} ms, ${tapir.tcp.stats.rewinds} rewind(s)`);
     guest.assertHealthy();
   }, backend);
+});
+
+Deno.test("a zero window whose update was lost is probed, and the transfer resumes", async () => {
+  await withConnection(async (guest, peer, tapir) => {
+    const total = 256 * 1024;
+    guest.window = 0;
+    guest.sendAck(); // the guest's window is shut
+    await tick(20);
+    const writing = peer.write(total);
+    await tick(50);
+    guest.readReplies();
+    equal(guest.inOrder, 0, "nothing is sent into a zero window");
+    // The guest's window opens again, but its update never reaches tapir.
+    // While it stays shut, probes are answered with window 0: no reset.
+    await waitFor("a first window probe", () => guest.readReplies() && guest.windowProbes >= 1);
+    guest.sendAck();
+    await waitFor("a second window probe", () => guest.readReplies() && guest.windowProbes >= 2);
+    equal(guest.inOrder, 0);
+    guest.window = GUEST_WINDOW;
+    guest.sendAck(); // the answer to that probe carries the open window
+    for (let round = 0; guest.inOrder < total; round++) {
+      ok(round < MAX_ROUNDS, `stuck at ${guest.inOrder} of ${total} bytes`);
+      await tick(2);
+      guest.readReplies();
+      guest.sendAck();
+    }
+    await writing;
+    equal(guest.inOrderMismatch, -1, `pattern broken at ${guest.inOrderMismatch}`);
+    ok(tapir.tcp.stats.windowProbes >= 2, `${tapir.tcp.stats.windowProbes} probes counted`);
+    guest.assertHealthy();
+  });
 });

@@ -130,6 +130,25 @@ Deno.test("frames the backend refuses are counted and reported to their producer
   equal(tap.pending, 0, "the send path does not retry: the producers do");
 });
 
+Deno.test("frames refused for another reason than a full backend are lost, not reported", () => {
+  const backend = new FakeBackend();
+  backend.accept = 1;
+  const tap = new TapSender(backend, 8, 256);
+  const reports: [number, number][] = [];
+  const me = tap.onUndelivered((flow, seq) => reports.push([flow, seq]));
+  for (let i = 0; i < 3; i++) tap.setOwner(queue(tap, i, 64), me, 7, 1000 + i);
+  const send = backend.send.bind(backend);
+  backend.send = (batch, count) => {
+    const n = send(batch, count);
+    backend.sendBlocked = false; // as EIO or EINVAL: waiting for EPOLLOUT would not help
+    return n;
+  };
+  equal(tap.flush(), 1);
+  equal(tap.stats.undelivered, 2);
+  deepEqual(reports, [], "no rewind: it would resend every turn while the error lasts");
+  equal(tap.blocked, false);
+});
+
 Deno.test("a full batch flushes on the next slot request", () => {
   const backend = new FakeBackend();
   const tap = new TapSender(backend, 4, 256);

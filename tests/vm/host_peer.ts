@@ -17,6 +17,14 @@
  * does not power off with data still queued), reads on until the guest
  * closes, and prints `{"bytes":N,"sha256":"HEX"}` of all it received.
  *
+ * `relay SRC DST SIZE...` listens on 127.0.0.1 and ::1, ports SRC and DST.
+ * The k-th connection to SRC gets SIZE[k] random bytes, then a half-close;
+ * every connection to DST is read to its end. Each prints a JSON line
+ * `{"relay":{"side":"sent"|"got","n":k,"family":4|6,"bytes":N,"sha256":"HEX"}}`
+ * (k counts that side's connections), so the test pairs what went down to the
+ * guest with what came back up. It prints `{"listening":SRC}` once both ports
+ * accept connections on both families.
+ *
  * @module
  */
 
@@ -98,6 +106,61 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
+/** Serves the relay's source and sink until killed. */
+async function relay(src: number, dst: number, sizes: number[]): Promise<void> {
+  const listen = (port: number) =>
+    ["127.0.0.1", "::1"].map((hostname) => Deno.listen({ hostname, port }));
+  const sources = listen(src);
+  const sinks = listen(dst);
+  let sent = 0;
+  let got = 0;
+  const family = (conn: Deno.Conn) => (conn.localAddr as Deno.NetAddr).hostname === "::1" ? 6 : 4;
+  const serveSource = async (conn: Deno.Conn) => {
+    const n = sent++;
+    const hash = createHash("sha256");
+    const chunk = new Uint8Array(65536);
+    let left = sizes[n] ?? 0;
+    const bytes = left;
+    try {
+      while (left > 0) {
+        const part = chunk.subarray(0, Math.min(left, chunk.length));
+        crypto.getRandomValues(part);
+        hash.update(part);
+        await writeAll(conn, part);
+        left -= part.length;
+      }
+      await conn.closeWrite();
+      // Wait for the guest's half-close, so nothing is cut short by our close.
+      while (await conn.read(chunk) !== null);
+    } finally {
+      conn.close();
+    }
+    printJson({
+      relay: { side: "sent", n, family: family(conn), bytes, sha256: hash.digest("hex") },
+    });
+  };
+  const serveSink = async (conn: Deno.Conn) => {
+    const n = got++;
+    try {
+      printJson({
+        relay: { side: "got", n, family: family(conn), ...await hashStream(conn.readable) },
+      });
+    } catch (err) {
+      printJson({ relay: { side: "got", n, family: family(conn), error: `${err}` } });
+    }
+  };
+  const acceptAll = async (listener: Deno.Listener, handle: (c: Deno.Conn) => Promise<void>) => {
+    for await (const conn of listener) {
+      handle(conn).catch((err) => console.error(`relay: ${err}`));
+    }
+  };
+  printJson({ listening: src });
+  await Promise.all([
+    ...sources.map((l) => acceptAll(l, serveSource)),
+    ...sinks.map((l) => acceptAll(l, serveSink)),
+  ]);
+}
+
 function portArg(text: string | undefined): number {
   const port = Number(text);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
@@ -111,8 +174,12 @@ if (import.meta.main) {
   if (cmd === "serve" && arg) await serve(portArg(port), arg);
   else if (cmd === "fetch" && arg && Deno.args[3]) {
     await fetchFromGuest(portArg(port), arg, Number(Deno.args[3]));
+  } else if (cmd === "relay" && arg) {
+    await relay(portArg(port), portArg(arg), Deno.args.slice(3).map(Number));
   } else {
-    console.error("usage: host_peer.ts serve PORT FILE | fetch PORT TOKEN BYTES");
+    console.error(
+      "usage: host_peer.ts serve PORT FILE | fetch PORT TOKEN BYTES | relay SRC DST SIZE...",
+    );
     Deno.exit(2);
   }
 }

@@ -113,3 +113,13 @@ export class GuestMemory {
 function overlaps(a: number, aLen: number, b: number, bLen: number): boolean {
   return a < b + bLen && b < a + aLen;
 }
+
+/**
+ * A little-endian u64 at `v[at..]` as a number. Past 2^53 it is -1: no
+ * address tapir maps is that high, so such an address fails every lookup.
+ */
+export function readU64(v: DataView, at: number): number {
+  const hi = v.getUint32(at + 4, true);
+  if (hi >= 0x200000) return -1;
+  return hi * 0x1_0000_0000 + v.getUint32(at, true);
+}

@@ -39,7 +39,7 @@
  * @module
  */
 
-import { AddrSpace, type GuestMemory } from "./memory.ts";
+import { AddrSpace, type GuestMemory, readU64 } from "./memory.ts";
 
 /** Descriptor flag: the chain continues at `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
@@ -303,11 +303,4 @@ export class SplitQueue {
   setBase(base: number): void {
     this.lastAvail = base & 0xffff;
   }
-}
-
-/** A little-endian u64 as a number; addresses past 2^53 come back as -1 (and fail lookup). */
-function readU64(v: DataView, at: number): number {
-  const hi = v.getUint32(at + 4, true);
-  if (hi >= 0x200000) return -1;
-  return hi * 0x1_0000_0000 + v.getUint32(at, true);
 }

@@ -149,6 +149,12 @@ export const MSG_NOSIGNAL = 0x4000;
 export const MSG_MORE = 0x8000;
 /** recvmmsg: block for the first message only. */
 export const MSG_WAITFORONE = 0x10000;
+/** Received: ancillary data did not fit (file descriptors past the buffer were closed). */
+export const MSG_CTRUNC = 0x8;
+/** recvmsg: file descriptors received with SCM_RIGHTS get close-on-exec. */
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+/** Ancillary data type at SOL_SOCKET: file descriptors. */
+export const SCM_RIGHTS = 1;
 /** shutdown(2) directions. */
 export const SHUT_RD = 0;
 /** Shut down writing (send FIN). */

@@ -26,7 +26,14 @@
 
 import { Errno, sysCheck } from "./errno.ts";
 import { IOVEC_SIZE, IovecArray, MMSGHDR_SIZE, MmsgHdrArray } from "./structs.ts";
-import { SOL_UDP, UDP_SEGMENT } from "./consts.ts";
+import {
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  SCM_RIGHTS,
+  SOL_SOCKET,
+  SOL_UDP,
+  UDP_SEGMENT,
+} from "./consts.ts";
 
 export * from "./consts.ts";
 export * from "./errno.ts";
@@ -391,6 +398,82 @@ function sendAtWith(
   atHdr.setIov(0, atIov, 1);
   atHdr.setControl(0, control);
   return ret(C.sendmsg(fd, atHdr.bytes, flags));
+}
+
+/** Most descriptors one message may carry with {@linkcode recvWithFds}. */
+export const MAX_PASSED_FDS = 8;
+/** `cmsghdr` (16 bytes) and room for {@linkcode MAX_PASSED_FDS} ints: `CMSG_SPACE(32)`. */
+const fdControl = new Uint8Array(16 + 4 * MAX_PASSED_FDS);
+const fdControlView = new DataView(fdControl.buffer);
+
+/**
+ * recvmsg(2) into `buf[off..off+len)`, taking the file descriptors the
+ * peer passed with `SCM_RIGHTS` (close-on-exec) into `fds`, whose other
+ * entries are set to -1. Bytes received, 0 at end of stream, or -errno;
+ * -EMSGSIZE if the peer passed more than {@linkcode MAX_PASSED_FDS} (the
+ * kernel dropped the rest, and the ones that came are closed here).
+ */
+export function recvWithFds(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  flags: number,
+  fds: Int32Array,
+): number {
+  fds.fill(-1);
+  atIov.set(0, buf, off, len);
+  atHdr.setName(0, null);
+  atHdr.setIov(0, atIov, 1);
+  atHdr.setControl(0, fdControl);
+  const n = ret(C.recvmsg(fd, atHdr.bytes, flags | MSG_CMSG_CLOEXEC));
+  if (n < 0) return n;
+  const controlLen = atHdr.controlLen(0);
+  let k = 0;
+  // Walk the cmsghdrs: 8-byte length, level, type, then data; each padded to 8.
+  for (let at = 0; at + 16 <= controlLen;) {
+    const cmsgLen = fdControlView.getUint32(at, true);
+    if (cmsgLen < 16) break;
+    const level = fdControlView.getInt32(at + 8, true);
+    const type = fdControlView.getInt32(at + 12, true);
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = at + 16; p + 4 <= at + cmsgLen; p += 4) {
+        const got = fdControlView.getInt32(p, true);
+        if (k < fds.length) fds[k++] = got;
+        else C.close(got);
+      }
+    }
+    at += (cmsgLen + 7) & ~7;
+  }
+  if (atHdr.flags(0) & MSG_CTRUNC) {
+    for (let i = 0; i < k; i++) C.close(fds[i]);
+    fds.fill(-1);
+    return -Errno.EMSGSIZE;
+  }
+  return n;
+}
+
+/**
+ * sendmsg(2) of `buf[off..off+len)` passing `fds` (at most
+ * {@linkcode MAX_PASSED_FDS}) with `SCM_RIGHTS`: bytes sent or -errno.
+ */
+export function sendWithFds(
+  fd: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  flags: number,
+  fds: readonly number[],
+): number {
+  if (fds.length > MAX_PASSED_FDS) return -Errno.EINVAL;
+  if (fds.length === 0) return sendAtWith(fd, buf, off, len, flags, null, 0, null);
+  const cmsgLen = 16 + 4 * fds.length;
+  fdControl.fill(0);
+  fdControlView.setUint32(0, cmsgLen, true);
+  fdControlView.setInt32(8, SOL_SOCKET, true);
+  fdControlView.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((f, i) => fdControlView.setInt32(16 + 4 * i, f, true));
+  return sendAtWith(fd, buf, off, len, flags, null, 0, fdControl.subarray(0, (cmsgLen + 7) & ~7));
 }
 
 /** One `cmsghdr` (64-bit layout) carrying a u16 `UDP_SEGMENT`, padded to `CMSG_SPACE(2)`. */

@@ -297,6 +297,41 @@ Deno.test("memfd + shared mmap: bytes written to the fd appear in the mapping", 
   closeAll(fd, a, b);
 });
 
+Deno.test("file descriptors pass over a UNIX socket with SCM_RIGHTS, and map the same memory", () => {
+  const [a, b] = pair(sys.SOCK_STREAM);
+  const mfd = sys.sysCheck(sys.memfdCreate("tapir-region", sys.MFD_CLOEXEC), "memfd_create");
+  equal(sys.write(mfd, new Uint8Array(4096)), 4096);
+  const efd = sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
+  const msg = enc.encode("SET_MEM_TABLE");
+  equal(sys.sendWithFds(a, msg, 0, msg.length, 0, [mfd, efd]), msg.length);
+  const buf = new Uint8Array(64);
+  const fds = new Int32Array(sys.MAX_PASSED_FDS);
+  equal(sys.recvWithFds(b, buf, 0, buf.length, 0, fds), msg.length);
+  equal(dec.decode(buf.subarray(0, msg.length)), "SET_MEM_TABLE");
+  ok(fds[0] >= 0 && fds[1] >= 0, `fds ${fds}`);
+  equal(fds[2], -1, "the rest are -1");
+  ok(fds[0] !== mfd, "a new descriptor for the same file");
+  const [gotMem, gotEvent] = fds;
+  // The received memfd maps the same pages as the sender's.
+  const mine = sys.mmap(4096, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, mfd, 0);
+  const theirs = sys.mmap(4096, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, gotMem, 0);
+  ok(typeof mine !== "number" && typeof theirs !== "number");
+  mine.bytes.set(enc.encode("ring"), 2000);
+  equal(dec.decode(theirs.bytes.subarray(2000, 2004)), "ring");
+  equal(sys.munmap(mine), 0);
+  equal(sys.munmap(theirs), 0);
+  // A message without descriptors leaves them all -1.
+  equal(sys.sendWithFds(a, msg, 0, 4, 0, []), 4);
+  equal(sys.recvWithFds(b, buf, 0, buf.length, 0, fds), 4);
+  deepEqual([...fds], new Array(sys.MAX_PASSED_FDS).fill(-1));
+  // More descriptors than one message may carry is refused on both sides.
+  equal(
+    sys.sendWithFds(a, msg, 0, 4, 0, new Array(sys.MAX_PASSED_FDS + 1).fill(mfd)),
+    -sys.Errno.EINVAL,
+  );
+  closeAll(a, b, mfd, efd, gotMem, gotEvent);
+});
+
 Deno.test("ioctl FIONREAD, fcntl flags and pipe size, prctl thread name", () => {
   const [a, b] = pair(sys.SOCK_STREAM);
   equal(sys.write(a, enc.encode("12345")), 5);

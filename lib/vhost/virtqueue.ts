@@ -157,6 +157,12 @@ export class SplitQueue {
     return true;
   }
 
+  /** Forgets the ring's mapping (its memory is about to go). */
+  unmap(): void {
+    this.#desc = this.#avail = this.#used = null;
+    this.size = 0;
+  }
+
   #view(addr: number, len: number): DataView | null {
     const mem = this.#mem;
     const off = mem.find(addr, len, AddrSpace.USER);

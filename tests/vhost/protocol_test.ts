@@ -4,38 +4,17 @@
  * reading it, and replies are laid out as the front-end expects.
  */
 import { deepEqual, equal, match } from "node:assert/strict";
+import { msg } from "./frontend.ts";
 import {
   type MemRegionDesc,
   VHOST_USER_FLAG_NEED_REPLY,
   VHOST_USER_FLAG_REPLY,
-  VHOST_USER_HDR_SIZE,
   VHOST_USER_VRING_NOFD,
   vhostReplyState,
   vhostReplyU64,
   VhostUserMsg,
   VhostUserRequest as Req,
 } from "../../lib/vhost/protocol.ts";
-
-/** A message: header (version 1, plus `flags`) and payload words of 32 or 64 bits. */
-function msg(request: number, payload: (number | bigint)[] = [], flags = 0): Uint8Array {
-  const size = payload.reduce<number>((n, w) => n + (typeof w === "bigint" ? 8 : 4), 0);
-  const buf = new Uint8Array(VHOST_USER_HDR_SIZE + size);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, request, true);
-  v.setUint32(4, 1 | flags, true);
-  v.setUint32(8, size, true);
-  let at = VHOST_USER_HDR_SIZE;
-  for (const w of payload) {
-    if (typeof w === "bigint") {
-      v.setBigUint64(at, w, true);
-      at += 8;
-    } else {
-      v.setUint32(at, w, true);
-      at += 4;
-    }
-  }
-  return buf;
-}
 
 function view(buf: Uint8Array): VhostUserMsg {
   const m = new VhostUserMsg();

@@ -1,0 +1,132 @@
+/**
+ * A vhost-user connection over a real UNIX socket pair: the test is the
+ * front-end, sending messages (with memfds and eventfds attached) the way
+ * QEMU does, and reading the replies.
+ */
+import { equal, match, ok } from "node:assert/strict";
+import * as sys from "../../lib/sys/mod.ts";
+import { VhostUserConn } from "../../lib/vhost/conn.ts";
+import { VhostUserRequest as Req } from "../../lib/vhost/protocol.ts";
+import { msg } from "./frontend.ts";
+
+const UVA = 0x7f00_0000_0000n;
+const MEM_SIZE = 1 << 20;
+
+/** A connected pair: [front-end's end, back-end's end], both non-blocking. */
+function socketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  sys.sysCheck(
+    sys.socketpair(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, 0, fds),
+    "socketpair",
+  );
+  return [fds[0], fds[1]];
+}
+
+function sendMsg(fd: number, m: Uint8Array, fds: number[] = []): void {
+  equal(sys.sendWithFds(fd, m, 0, m.length, 0, fds), m.length);
+}
+
+/** Reads the replies waiting on `fd`: their request codes and first payload words. */
+function replies(fd: number): [number, number][] {
+  const buf = new Uint8Array(4096);
+  const n = sys.recvAt(fd, buf, 0, buf.length, sys.MSG_DONTWAIT);
+  const out: [number, number][] = [];
+  const v = new DataView(buf.buffer);
+  for (let at = 0; at + 12 <= n; at += 12 + v.getUint32(at + 8, true)) {
+    out.push([v.getUint32(at, true), v.getUint32(at + 12, true)]);
+  }
+  return out;
+}
+
+function memfd(): number {
+  const fd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
+  equal(sys.write(fd, new Uint8Array(MEM_SIZE)), MEM_SIZE);
+  return fd;
+}
+
+function eventfd(): number {
+  return sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
+}
+
+/** QEMU's start of a virtio-net device, as one burst of messages. */
+function qemuStart(fe: number): number {
+  const sent: [Uint8Array, number[]][] = [
+    [msg(Req.GET_FEATURES), []],
+    [msg(Req.SET_FEATURES, [(1n << 32n) | (1n << 30n) | (1n << 29n)]), []],
+    [msg(Req.GET_PROTOCOL_FEATURES), []],
+    [msg(Req.SET_PROTOCOL_FEATURES, [1n << 3n]), []],
+    [msg(Req.SET_OWNER), []],
+    [msg(Req.SET_MEM_TABLE, [1, 0, 0n, BigInt(MEM_SIZE), UVA, 0n]), [memfd()]],
+  ];
+  for (let i = 0; i < 2; i++) {
+    const base = UVA + BigInt(i * 0x10000);
+    sent.push(
+      [msg(Req.SET_VRING_NUM, [i, 256]), []],
+      [msg(Req.SET_VRING_BASE, [i, 0]), []],
+      [msg(Req.SET_VRING_ADDR, [i, 0, base, base + 0x2000n, base + 0x1000n, 0n]), []],
+      [msg(Req.SET_VRING_KICK, [BigInt(i)]), [eventfd()]],
+      [msg(Req.SET_VRING_CALL, [BigInt(i)]), [eventfd()]],
+      [msg(Req.SET_VRING_ENABLE, [i, 1]), []],
+    );
+  }
+  for (const [m, fds] of sent) {
+    sendMsg(fe, m, fds);
+    for (const fd of fds) sys.close(fd); // the back-end has its own copies now
+  }
+  return sent.length;
+}
+
+Deno.test("a front-end's start-up burst is handled whole: replies written, rings running", () => {
+  const [fe, be] = socketPair();
+  const conn = new VhostUserConn(be);
+  const n = qemuStart(fe);
+  ok(conn.readable(), conn.error);
+  equal(conn.stats.messages, n);
+  const got = replies(fe);
+  equal(got.length, 2);
+  equal(got[0][0], Req.GET_FEATURES);
+  equal(got[1][0], Req.GET_PROTOCOL_FEATURES);
+  ok(conn.backend.vrings.every((v) => v.running), "both rings kicked and enabled");
+  conn.close();
+  equal(conn.backend.memory.regions.length, 0, "closing unmaps the guest's memory");
+  sys.close(fe);
+});
+
+Deno.test("a message that arrives in parts is handled once it is whole", () => {
+  const [fe, be] = socketPair();
+  const conn = new VhostUserConn(be);
+  const m = msg(Req.SET_VRING_NUM, [0, 256]);
+  equal(sys.sendAt(fe, m, 0, 7, 0), 7);
+  ok(conn.readable());
+  equal(conn.stats.messages, 0);
+  equal(sys.sendAt(fe, m, 7, 8, 0), 8);
+  ok(conn.readable());
+  equal(conn.stats.messages, 0, "payload still short");
+  equal(sys.sendAt(fe, m, 15, m.length - 15, 0), m.length - 15);
+  ok(conn.readable());
+  equal(conn.stats.messages, 1);
+  equal(conn.backend.vrings[0].num, 256);
+  conn.close();
+  sys.close(fe);
+});
+
+Deno.test("a malformed message ends the connection, and the next front-end starts afresh", () => {
+  const [fe, be] = socketPair();
+  const conn = new VhostUserConn(be);
+  qemuStart(fe);
+  sendMsg(fe, msg(99));
+  equal(conn.readable(), false);
+  match(conn.error, /unknown request 99/);
+  conn.close();
+  sys.close(fe);
+  const [fe2, be2] = socketPair();
+  const next = new VhostUserConn(be2);
+  qemuStart(fe2);
+  ok(next.readable(), next.error);
+  ok(next.backend.vrings.every((v) => v.running));
+  equal(replies(fe2).length, 2); // read, so the close below is an orderly end of stream
+  sys.close(fe2);
+  equal(next.readable(), false);
+  match(next.error, /closed/);
+  next.close();
+});

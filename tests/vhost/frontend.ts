@@ -3,7 +3,9 @@
  * writes them. (The in-process front-end that drives a whole data path
  * grows here.)
  */
+import { GuestMemory } from "../../lib/vhost/memory.ts";
 import { VHOST_USER_HDR_SIZE } from "../../lib/vhost/protocol.ts";
+import { SplitQueue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../lib/vhost/virtqueue.ts";
 
 /**
  * A message: header (version 1, plus `flags`) and a payload of words, each
@@ -27,4 +29,112 @@ export function msg(request: number, payload: (number | bigint)[] = [], flags = 
     }
   }
   return buf;
+}
+
+/** Guest-physical base of the one region, and where the front-end has it mapped. */
+export const GPA = 0x4000_0000;
+export const UVA = 0x7f00_0000_0000;
+export const REGION_SIZE = 1 << 20;
+/** Default ring size. */
+export const RING_SIZE = 8;
+/** Where the ring parts and the buffers sit in the region. */
+export const DESC_OFF = 0x0;
+export const AVAIL_OFF = 0x1000;
+export const USED_OFF = 0x2000;
+export const BUF_OFF = 0x10000;
+
+/** A buffer for a descriptor: guest address and length. */
+export type Buf = { addr: number; len: number; write?: boolean };
+
+/** The guest's driver side of one ring, writing straight into the region. */
+export class RingDriver {
+  readonly bytes = new Uint8Array(REGION_SIZE);
+  readonly view = new DataView(this.bytes.buffer);
+  readonly mem = new GuestMemory();
+  readonly queue = new SplitQueue(this.mem);
+  availIdx = 0;
+
+  /** Bump allocator for buffers, from BUF_OFF. */
+  #nextBuf = BUF_OFF;
+  /** Next free descriptor for {@linkcode offerWritable} (cycles through the table). */
+  #nextDesc = 0;
+
+  constructor(eventIdx = false, readonly size: number = RING_SIZE) {
+    this.mem.add({ guestAddr: GPA, userAddr: UVA, bytes: this.bytes });
+    this.queue.eventIdx = eventIdx;
+    if (!this.queue.map(size, UVA + DESC_OFF, UVA + AVAIL_OFF, UVA + USED_OFF)) {
+      throw new Error("ring not mapped");
+    }
+  }
+
+  /** Writes descriptor `i` of the table at region offset `tableOff`. */
+  desc(i: number, addr: number, len: number, flags: number, next = 0, tableOff = DESC_OFF): void {
+    const at = tableOff + 16 * i;
+    this.view.setBigUint64(at, BigInt(addr), true);
+    this.view.setUint32(at + 8, len, true);
+    this.view.setUint16(at + 12, flags, true);
+    this.view.setUint16(at + 14, next, true);
+  }
+
+  /** Chains `bufs` through descriptors `first..`, returns the head. */
+  chain(first: number, bufs: Buf[]): number {
+    bufs.forEach((b, k) => {
+      const last = k === bufs.length - 1;
+      const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write ? VIRTQ_DESC_F_WRITE : 0);
+      this.desc(first + k, b.addr, b.len, flags, first + k + 1);
+    });
+    return first;
+  }
+
+  /** Offers the chain at `head` in the available ring. */
+  offer(head: number): void {
+    this.view.setUint16(AVAIL_OFF + 4 + 2 * (this.availIdx % this.size), head, true);
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    this.view.setUint16(AVAIL_OFF + 2, this.availIdx, true);
+  }
+
+  /** The used index and entry `k` of the used ring. */
+  get usedIdx(): number {
+    return this.view.getUint16(USED_OFF + 2, true);
+  }
+  used(k: number): [number, number] {
+    const at = USED_OFF + 4 + 8 * (k % this.size);
+    return [this.view.getUint32(at, true), this.view.getUint32(at + 4, true)];
+  }
+
+  /** A fresh buffer of `len` bytes in the region: its guest address. */
+  alloc(len: number): number {
+    const addr = GPA + this.#nextBuf;
+    this.#nextBuf += (len + 63) & ~63;
+    if (this.#nextBuf > REGION_SIZE) throw new Error("region full");
+    return addr;
+  }
+
+  /** Offers one chain of fresh device-writable buffers of these lengths; returns its head. */
+  offerWritable(lens: number[]): number {
+    const first = this.#nextDesc;
+    if (first + lens.length > this.size) throw new Error("descriptor table full");
+    this.#nextDesc = (first + lens.length) % this.size;
+    const head = this.chain(
+      first,
+      lens.map((len) => ({ addr: this.alloc(len), len, write: true })),
+    );
+    this.offer(head);
+    return head;
+  }
+
+  /** The bytes a used chain got: its buffers' contents, `written` bytes in all. */
+  readChain(head: number, written: number): Uint8Array {
+    const out = new Uint8Array(written);
+    let got = 0;
+    for (let i = head; got < written;) {
+      const at = DESC_OFF + 16 * i;
+      const addr = Number(this.view.getBigUint64(at, true)) - GPA;
+      const n = Math.min(this.view.getUint32(at + 8, true), written - got);
+      out.set(this.bytes.subarray(addr, addr + n), got);
+      got += n;
+      i = this.view.getUint16(at + 14, true);
+    }
+    return out;
+  }
 }

@@ -8,76 +8,22 @@ import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { AddrSpace, GuestMemory } from "../../lib/vhost/memory.ts";
 import {
   DescChain,
-  SplitQueue,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
 } from "../../lib/vhost/virtqueue.ts";
-
-/** Guest-physical base of the one region, and where the front-end has it mapped. */
-const GPA = 0x4000_0000;
-const UVA = 0x7f00_0000_0000;
-const REGION_SIZE = 1 << 20;
-const RING_SIZE = 8;
-/** Where the ring parts and the buffers sit in the region. */
-const DESC_OFF = 0x0;
-const AVAIL_OFF = 0x1000;
-const USED_OFF = 0x2000;
-const BUF_OFF = 0x10000;
-
-/** A buffer for a descriptor: guest address and length. */
-type Buf = { addr: number; len: number; write?: boolean };
-
-/** The guest's driver side of one ring, writing straight into the region. */
-class Driver {
-  readonly bytes = new Uint8Array(REGION_SIZE);
-  readonly view = new DataView(this.bytes.buffer);
-  readonly mem = new GuestMemory();
-  readonly queue = new SplitQueue(this.mem);
-  availIdx = 0;
-
-  constructor(eventIdx = false) {
-    this.mem.add({ guestAddr: GPA, userAddr: UVA, bytes: this.bytes });
-    this.queue.eventIdx = eventIdx;
-    ok(this.queue.map(RING_SIZE, UVA + DESC_OFF, UVA + AVAIL_OFF, UVA + USED_OFF));
-  }
-
-  /** Writes descriptor `i` of the table at region offset `tableOff`. */
-  desc(i: number, addr: number, len: number, flags: number, next = 0, tableOff = DESC_OFF): void {
-    const at = tableOff + 16 * i;
-    this.view.setBigUint64(at, BigInt(addr), true);
-    this.view.setUint32(at + 8, len, true);
-    this.view.setUint16(at + 12, flags, true);
-    this.view.setUint16(at + 14, next, true);
-  }
-
-  /** Chains `bufs` through descriptors `first..`, returns the head. */
-  chain(first: number, bufs: Buf[]): number {
-    bufs.forEach((b, k) => {
-      const last = k === bufs.length - 1;
-      const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write ? VIRTQ_DESC_F_WRITE : 0);
-      this.desc(first + k, b.addr, b.len, flags, first + k + 1);
-    });
-    return first;
-  }
-
-  /** Offers the chain at `head` in the available ring. */
-  offer(head: number): void {
-    this.view.setUint16(AVAIL_OFF + 4 + 2 * (this.availIdx % RING_SIZE), head, true);
-    this.availIdx = (this.availIdx + 1) & 0xffff;
-    this.view.setUint16(AVAIL_OFF + 2, this.availIdx, true);
-  }
-
-  /** The used index and entry `k` of the used ring. */
-  get usedIdx(): number {
-    return this.view.getUint16(USED_OFF + 2, true);
-  }
-  used(k: number): [number, number] {
-    const at = USED_OFF + 4 + 8 * (k % RING_SIZE);
-    return [this.view.getUint32(at, true), this.view.getUint32(at + 4, true)];
-  }
-}
+import {
+  AVAIL_OFF,
+  type Buf,
+  BUF_OFF,
+  DESC_OFF,
+  GPA,
+  REGION_SIZE,
+  RING_SIZE,
+  RingDriver as Driver,
+  USED_OFF,
+  UVA,
+} from "./frontend.ts";
 
 /** `n` buffers of `len` bytes each, back to back from `BUF_OFF`. */
 function bufs(n: number, len: number, write = false): Buf[] {

@@ -1,0 +1,117 @@
+/**
+ * Frames written into a receive ring, read back as the guest's driver
+ * would: header and frame split at every byte, padding across buffers, a
+ * 64 KiB GSO frame over many mergeable buffers, and what happens when the
+ * guest has not made room.
+ */
+import { deepEqual, equal } from "node:assert/strict";
+import { RxResult, VNET_HDR_SIZE, VnetRx } from "../../lib/vhost/rx.ts";
+import { RingDriver } from "./frontend.ts";
+
+/** A frame of `len` bytes counting from 1 (so a stray zero is visible). */
+function frameOf(len: number): Uint8Array {
+  return Uint8Array.from({ length: len }, (_, i) => (i % 255) + 1);
+}
+
+/** What the guest expects to find: header (these fields, `numBuffers`), frame, zeros to 60. */
+function expected(frame: Uint8Array, numBuffers: number, gso = [0, 0, 0, 0, 0, 0]): Uint8Array {
+  const out = new Uint8Array(VNET_HDR_SIZE + Math.max(frame.length, 60));
+  const v = new DataView(out.buffer);
+  v.setUint8(0, gso[0]);
+  v.setUint8(1, gso[1]);
+  [2, 4, 6, 8].forEach((at, k) => v.setUint16(at, gso[k + 2], true));
+  v.setUint16(10, numBuffers, true);
+  out.set(frame, VNET_HDR_SIZE);
+  return out;
+}
+
+/** Everything the used entries from `from` on delivered, in order. */
+function delivered(d: RingDriver, from: number, to: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (let k = from; k < to; k++) parts.push(d.readChain(...d.used(k)));
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+Deno.test("a 42-byte ARP reply is padded to 60 across buffers split at every byte", () => {
+  const frame = frameOf(42);
+  const want = expected(frame, 1);
+  for (let split = 1; split < want.length; split++) {
+    const d = new RingDriver(false, 8);
+    const rx = new VnetRx(d.queue);
+    d.offerWritable([split, 200]);
+    equal(rx.write(frame, 0, 42, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN, `split at ${split}`);
+    d.queue.publish();
+    deepEqual(d.used(0)[1], want.length, `used length, split at ${split}`);
+    deepEqual(delivered(d, 0, 1), want, `split at ${split}`);
+  }
+});
+
+Deno.test("a 64 KiB GSO frame spreads over mergeable buffers, num_buffers says how many", () => {
+  const d = new RingDriver(false, 64);
+  const rx = new VnetRx(d.queue);
+  const frame = frameOf(65535);
+  const gso = [1, 1, 66, 1448, 34, 16]; // NEEDS_CSUM, TCPV4, header length, MSS, csum start/offset
+  for (let k = 0; k < 64; k++) d.offerWritable([1536]);
+  const chains = Math.ceil((VNET_HDR_SIZE + 65535) / 1536);
+  equal(
+    rx.write(frame, 0, frame.length, ...gso as [number, number, number, number, number, number]),
+    RxResult.WRITTEN,
+  );
+  d.queue.publish();
+  equal(d.usedIdx, chains);
+  deepEqual(delivered(d, 0, chains), expected(frame, chains, gso));
+  equal(rx.stats.chains, chains);
+});
+
+Deno.test("without room the frame waits, and the chains already taken serve it when more come", () => {
+  const d = new RingDriver(false, 64);
+  const rx = new VnetRx(d.queue);
+  const frame = frameOf(20000);
+  for (let k = 0; k < 5; k++) d.offerWritable([1536]);
+  equal(rx.write(frame, 0, frame.length, 0, 0, 0, 0, 0, 0), RxResult.NO_ROOM);
+  equal(d.usedIdx, 0, "nothing given back");
+  for (let k = 0; k < 20; k++) d.offerWritable([1536]);
+  equal(rx.write(frame, 0, frame.length, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+  d.queue.publish();
+  const chains = Math.ceil((VNET_HDR_SIZE + 20000) / 1536);
+  equal(d.usedIdx, chains);
+  deepEqual(delivered(d, 0, chains), expected(frame, chains));
+  // The chains held beyond those carry the next frame.
+  const small = frameOf(100);
+  equal(rx.write(small, 0, 100, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+  d.queue.publish();
+  deepEqual(delivered(d, chains, chains + 1), expected(small, 1));
+  equal(rx.stats.noRoom, 1);
+});
+
+Deno.test("without mergeable buffers a frame must fit one chain, or is dropped", () => {
+  const d = new RingDriver(false, 8);
+  const rx = new VnetRx(d.queue);
+  rx.mergeable = false;
+  d.offerWritable([1526]);
+  d.offerWritable([1526]);
+  equal(rx.write(frameOf(3000), 0, 3000, 0, 0, 0, 0, 0, 0), RxResult.DROPPED);
+  equal(rx.write(frameOf(1514), 0, 1514, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+  d.queue.publish();
+  deepEqual(delivered(d, 0, 1), expected(frameOf(1514), 1));
+  equal(rx.stats.tooBig, 1);
+});
+
+Deno.test("a receive chain with a device-readable buffer is given back unused", () => {
+  const d = new RingDriver(false, 8);
+  const rx = new VnetRx(d.queue);
+  const bad = d.chain(7, [{ addr: d.alloc(64), len: 64 }]); // readable: wrong for receive
+  d.offer(bad);
+  d.offerWritable([1536]);
+  equal(rx.write(frameOf(64), 0, 64, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+  d.queue.publish();
+  deepEqual(d.used(0), [bad, 0]);
+  equal(d.used(1)[1], VNET_HDR_SIZE + 64);
+  equal(rx.stats.badChains, 1);
+});

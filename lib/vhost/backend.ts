@@ -195,6 +195,8 @@ export class VhostUserBackend {
           return this.#refuse(`ring ${index}: size ${num}`);
         }
         v.num = num;
+        // Front-ends send the size first; should the addresses have come first, map now.
+        if (!this.#mapRing(v)) return this.#refuse(`ring ${index}: outside guest memory`);
         return 0;
       }
       case Req.SET_VRING_ADDR:

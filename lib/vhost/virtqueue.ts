@@ -92,6 +92,8 @@ export interface VirtqueueStats {
   badChains: number;
   /** Interrupts asked for by {@linkcode SplitQueue.publish}. */
   notifies: number;
+  /** Times the available index claimed more chains than the ring holds. */
+  badIndex: number;
 }
 
 /** Why {@linkcode SplitQueue.pop} refused a chain (for the log). */
@@ -106,7 +108,7 @@ export type ChainError =
 /** A split virtqueue over guest memory; see the module comment. */
 export class SplitQueue {
   /** Counters. */
-  readonly stats: VirtqueueStats = { chains: 0, badChains: 0, notifies: 0 };
+  readonly stats: VirtqueueStats = { chains: 0, badChains: 0, notifies: 0, badIndex: 0 };
   /** Entries in the ring (0 until set). */
   size = 0;
   /** Next available-ring position to read (`SET_VRING_BASE`, `GET_VRING_BASE`). */
@@ -171,11 +173,20 @@ export class SplitQueue {
     return new DataView(r.buffer, r.byteOffset + off, len);
   }
 
-  /** Chains the guest has made available and we have not taken. */
+  /**
+   * Chains the guest has made available and we have not taken. More than
+   * the ring holds is a broken available index: counted, and taken as none
+   * (reading on would take stale entries as chains).
+   */
   available(): number {
     const a = this.#avail;
     if (a === null) return 0;
-    return (a.getUint16(2, true) - this.lastAvail) & 0xffff;
+    const n = (a.getUint16(2, true) - this.lastAvail) & 0xffff;
+    if (n > this.size) {
+      this.stats.badIndex++;
+      return 0;
+    }
+    return n;
   }
 
   /**

@@ -190,3 +190,12 @@ Deno.test("indices wrap at 2^16 and a remapped ring resumes at the used index in
   equal(d.queue.lastAvail, 1);
   deepEqual(d.used(0xffff), [1, 7]);
 });
+
+Deno.test("an available index more than a ring ahead is taken as no chains, and counted", () => {
+  const d = new Driver();
+  const chain = new DescChain();
+  d.view.setUint16(AVAIL_OFF + 2, RING_SIZE + 1, true);
+  equal(d.queue.available(), 0);
+  equal(d.queue.pop(chain), false);
+  ok(d.queue.stats.badIndex >= 1);
+});

@@ -19,11 +19,10 @@ import {
   VhostUserMsg,
   VhostUserRequest as Req,
 } from "../../lib/vhost/protocol.ts";
-import { msg } from "./frontend.ts";
+import { eventfd, GUEST_MEM_SIZE, memfd, msg } from "./frontend.ts";
 
 const GPA = 0x0n;
 const UVA = 0x7f00_0000_0000n;
-const MEM_SIZE = 1 << 20;
 
 /** Sends one message to `b` with `passed` descriptors; returns [reply length, reply bytes]. */
 function send(b: VhostUserBackend, m: Uint8Array, passed: number[] = []): [number, DataView] {
@@ -41,16 +40,6 @@ function isOpen(fd: number): boolean {
   return sys.fcntl(fd, sys.F_GETFD) >= 0;
 }
 
-function memfd(): number {
-  const fd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
-  equal(sys.write(fd, new Uint8Array(MEM_SIZE)), MEM_SIZE);
-  return fd;
-}
-
-function eventfd(): number {
-  return sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
-}
-
 /** Features QEMU would accept: everything offered. */
 function acceptAll(b: VhostUserBackend): void {
   const [n, r] = send(b, msg(Req.GET_FEATURES));
@@ -63,7 +52,7 @@ function acceptAll(b: VhostUserBackend): void {
 
 /** Memory table of one region: the whole memfd, guest address GPA, front-end address UVA. */
 function memTable(b: VhostUserBackend, fd: number): number {
-  return send(b, msg(Req.SET_MEM_TABLE, [1, 0, GPA, BigInt(MEM_SIZE), UVA, 0n]), [fd])[0];
+  return send(b, msg(Req.SET_MEM_TABLE, [1, 0, GPA, BigInt(GUEST_MEM_SIZE), UVA, 0n]), [fd])[0];
 }
 
 /** Size, addresses and base for ring `i`, laid out at 64 KiB steps in the region. */
@@ -133,7 +122,7 @@ Deno.test("refused: bad ring sizes and indices, rings outside memory, fds that d
   const fd = memfd();
   equal(memTable(b, fd), 0);
   equal(send(b, msg(Req.SET_VRING_NUM, [0, 256]))[0], 0);
-  const outside = UVA + BigInt(MEM_SIZE) - 16n;
+  const outside = UVA + BigInt(GUEST_MEM_SIZE) - 16n;
   equal(send(b, msg(Req.SET_VRING_ADDR, [0, 0, outside, outside, outside, 0n]))[0], -1);
   match(b.error, /outside guest memory/);
   const lone = memfd();

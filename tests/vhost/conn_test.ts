@@ -7,10 +7,9 @@ import { equal, match, ok } from "node:assert/strict";
 import * as sys from "../../lib/sys/mod.ts";
 import { VhostUserConn } from "../../lib/vhost/conn.ts";
 import { VhostUserRequest as Req } from "../../lib/vhost/protocol.ts";
-import { msg } from "./frontend.ts";
+import { eventfd, GUEST_MEM_SIZE, memfd, msg } from "./frontend.ts";
 
 const UVA = 0x7f00_0000_0000n;
-const MEM_SIZE = 1 << 20;
 
 /** A connected pair: [front-end's end, back-end's end], both non-blocking. */
 function socketPair(): [number, number] {
@@ -38,16 +37,6 @@ function replies(fd: number): [number, number][] {
   return out;
 }
 
-function memfd(): number {
-  const fd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
-  equal(sys.write(fd, new Uint8Array(MEM_SIZE)), MEM_SIZE);
-  return fd;
-}
-
-function eventfd(): number {
-  return sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
-}
-
 /** QEMU's start of a virtio-net device, as one burst of messages. */
 function qemuStart(fe: number): number {
   const sent: [Uint8Array, number[]][] = [
@@ -56,7 +45,7 @@ function qemuStart(fe: number): number {
     [msg(Req.GET_PROTOCOL_FEATURES), []],
     [msg(Req.SET_PROTOCOL_FEATURES, [1n << 3n]), []],
     [msg(Req.SET_OWNER), []],
-    [msg(Req.SET_MEM_TABLE, [1, 0, 0n, BigInt(MEM_SIZE), UVA, 0n]), [memfd()]],
+    [msg(Req.SET_MEM_TABLE, [1, 0, 0n, BigInt(GUEST_MEM_SIZE), UVA, 0n]), [memfd()]],
   ];
   for (let i = 0; i < 2; i++) {
     const base = UVA + BigInt(i * 0x10000);

@@ -3,9 +3,27 @@
  * writes them. (The in-process front-end that drives a whole data path
  * grows here.)
  */
+import * as sys from "../../lib/sys/mod.ts";
 import { GuestMemory } from "../../lib/vhost/memory.ts";
 import { VHOST_USER_HDR_SIZE } from "../../lib/vhost/protocol.ts";
 import { SplitQueue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../lib/vhost/virtqueue.ts";
+
+/** Bytes of the guest memory {@linkcode memfd} makes. */
+export const GUEST_MEM_SIZE = 1 << 20;
+
+/** A memfd of {@linkcode GUEST_MEM_SIZE} zero bytes: guest memory to pass with SET_MEM_TABLE. */
+export function memfd(): number {
+  const fd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
+  if (sys.write(fd, new Uint8Array(GUEST_MEM_SIZE)) !== GUEST_MEM_SIZE) {
+    throw new Error("memfd write");
+  }
+  return fd;
+}
+
+/** A non-blocking eventfd: a kick or call fd to pass. */
+export function eventfd(): number {
+  return sys.sysCheck(sys.eventfd(0, sys.EFD_NONBLOCK | sys.EFD_CLOEXEC), "eventfd");
+}
 
 /**
  * A message: header (version 1, plus `flags`) and a payload of words, each

@@ -128,7 +128,7 @@ export class VhostUserBackend {
     for (let i = 0; i < keep; i++) fds[i] = closeFd(fds[i]);
     if (rc !== 0) return rc;
     // REPLY_ACK: a request without a reply of its own is acknowledged when asked.
-    if (msg.needReply && this.protocolFeatures & VHOST_OFFERED_PROTOCOL_FEATURES) {
+    if (msg.needReply && this.protocolFeatures & (1 << VHOST_USER_PROTOCOL_F_REPLY_ACK)) {
       return vhostReplyU64(reply, 0, msg.request, 0);
     }
     return 0;

@@ -167,10 +167,9 @@ export class VnetRx {
   ): void {
     const end = pos + n;
     if (pos < VNET_HDR_SIZE) {
-      const k = Math.min(end, VNET_HDR_SIZE) - pos;
-      dst.set(this.#hdr.subarray(pos, pos + k), at);
-      at += k;
-      pos += k;
+      // At most 12 bytes: a loop, not a subarray view per copy.
+      const hdrEnd = Math.min(end, VNET_HDR_SIZE);
+      while (pos < hdrEnd) dst[at++] = this.#hdr[pos++];
     }
     const frameEnd = VNET_HDR_SIZE + len;
     if (pos < end && pos < frameEnd) {

@@ -48,6 +48,9 @@ import {
 
 /** Unsolicited router advertisements: every this many milliseconds. */
 export const RA_INTERVAL_MS = 60_000;
+/** Reactor index of the backend's frame fd, and of its wake fd (see `TapBackend.wakeFd`). */
+const TAP_INDEX_FRAMES = 0;
+const TAP_INDEX_WAKE = 1;
 /** The pcap buffer is written out at least this often. */
 const PCAP_FLUSH_MS = 1000;
 
@@ -108,6 +111,9 @@ export class Tapir {
   #tapType = -1;
   /** The backend is watched for EPOLLOUT (or a wake-up is posted) after undelivered frames. */
   #waitingWritable = false;
+  /** The backend's fds the reactor watches now (frames in; room again), or -1. */
+  #watchedFd = -1;
+  #watchedWakeFd = -1;
   readonly #onBackendError: (errno: number) => void;
 
   /** Builds everything for `net` behind `backend`; call {@linkcode start}, then `loop.run()`. */
@@ -155,11 +161,16 @@ export class Tapir {
   /** Registers the backend, the per-turn work, timers and signal handling. */
   start(): void {
     const loop = this.loop;
-    this.#tapType = loop.defineType("tap", (_index, events) => {
+    this.#tapType = loop.defineType("tap", (index, events) => {
+      if (index === TAP_INDEX_WAKE) {
+        this.#backend.drainWake?.();
+        this.#writable();
+        return;
+      }
       if (events & sys.EPOLLOUT) this.#writable();
       if (events & (sys.EPOLLIN | sys.EPOLLERR | sys.EPOLLHUP)) this.#readGuest();
     });
-    if (this.#backend.fd >= 0) this.watchBackend();
+    this.watchBackend();
     loop.onTurn(() => {
       this.flows.deferredPass(performance.now());
       this.tap.flush();
@@ -247,6 +258,7 @@ export class Tapir {
   #waitWritable(): void {
     if (this.#waitingWritable) return;
     this.#waitingWritable = true;
+    if (this.#watchedWakeFd >= 0) return; // watched all along
     const fd = this.#backend.fd;
     if (fd < 0) {
       this.loop.post(() => this.#writable());
@@ -259,17 +271,43 @@ export class Tapir {
     if (!this.#waitingWritable) return;
     this.#waitingWritable = false;
     const fd = this.#backend.fd;
-    if (fd >= 0) this.loop.modify(fd, sys.EPOLLIN, this.#tapType, 0);
+    if (fd >= 0 && this.#watchedWakeFd < 0) this.loop.modify(fd, sys.EPOLLIN, this.#tapType, 0);
     this.tap.resume();
   }
 
   /**
-   * Watches the backend's fd for guest frames (the tap in namespace mode;
-   * each new guest connection in VM mode). Call after {@linkcode start}.
+   * Watches the backend's fds: its `fd` for guest frames, and its `wakeFd`
+   * if it has one (the tap in namespace mode; each new guest connection, or
+   * each change of vhost-user rings, in VM mode). Whatever was watched
+   * before is let go first. Call after {@linkcode start}.
    */
   watchBackend(): void {
-    this.#waitingWritable = false;
-    sys.sysCheck(this.loop.add(this.#backend.fd, sys.EPOLLIN, this.#tapType, 0), "epoll_ctl tap");
+    this.unwatchBackend();
+    const fd = this.#backend.fd;
+    const wake = this.#backend.wakeFd ?? -1;
+    if (fd >= 0) {
+      sys.sysCheck(
+        this.loop.add(fd, sys.EPOLLIN, this.#tapType, TAP_INDEX_FRAMES),
+        "epoll_ctl tap",
+      );
+      this.#watchedFd = fd;
+    }
+    if (wake >= 0) {
+      sys.sysCheck(
+        this.loop.add(wake, sys.EPOLLIN, this.#tapType, TAP_INDEX_WAKE),
+        "epoll_ctl tap",
+      );
+      this.#watchedWakeFd = wake;
+    }
+    // Producers that were waiting for room try again with whatever is there now.
+    if (this.#waitingWritable) this.loop.post(() => this.#writable());
+  }
+
+  /** Stops watching the backend's fds (before they are closed or replaced). */
+  unwatchBackend(): void {
+    if (this.#watchedFd >= 0) this.loop.remove(this.#watchedFd);
+    if (this.#watchedWakeFd >= 0) this.loop.remove(this.#watchedWakeFd);
+    this.#watchedFd = this.#watchedWakeFd = -1;
   }
 
   /** Adds a line `name: {...}` to {@linkcode counters} (for parts a mode adds). */

@@ -125,11 +125,3 @@ Deno.test("logging is set up from the config before the mode starts", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-Deno.test("--vhost-user is refused with one line naming it: not built yet", async () => {
-  const run = await tapir("vm", "--vhost-user", "--socket", "/tmp/tapir-cli-vhost.sock");
-  equal(run.code, 1);
-  const lines = run.stderr.trimEnd().split("\n");
-  equal(lines.length, 1, run.stderr);
-  match(lines[0], /error: --vhost-user: vhost-user is not available yet/);
-});

@@ -1,18 +1,23 @@
 /**
- * `tapir vm`: give a virtual machine connectivity over QEMU's stream socket.
+ * `tapir vm`: give a virtual machine connectivity over QEMU's stream socket
+ * or over vhost-user.
  *
  * tapir listens on a UNIX stream socket (`--socket PATH`, default
  * {@linkcode defaultSocketPath}) or takes an already connected one (`--fd
  * N`). QEMU connects with `-netdev stream,id=n0,server=off,addr.type=unix,
- * addr.path=PATH -device virtio-net-pci,netdev=n0`. One guest at a time: a
- * second connection while one is served is closed at once. When the guest
+ * addr.path=PATH -device virtio-net-pci,netdev=n0`, or with
+ * `--vhost-user`, with `-chardev socket,id=c0,path=PATH -netdev
+ * vhost-user,id=n0,chardev=c0` and guest memory QEMU can share (a
+ * `memory-backend-memfd` with `share=on`). One guest at a time: a second
+ * connection while one is served is closed at once. When the guest
  * disconnects, tapir waits for the next one, unless `--one-off` (or `--fd`,
  * where there is no listener) — then it exits.
  *
  * Everything else — services, TCP, UDP, ICMP, `-t`/`-u` forwarding, pcap —
  * is the same runtime as namespace mode (`lib/tapir.ts`) behind the stream
- * backend (`lib/tap/stream.ts`). There is no namespace, so no splice path
- * and no `-T`/`-U`. tapir never daemonizes; `-f` is accepted for pasta/passt
+ * backend (`lib/tap/stream.ts`) or the vhost-user device
+ * (`lib/vhost/device.ts`). There is no namespace, so no splice path and no
+ * `-T`/`-U`. tapir never daemonizes; `-f` is accepted for pasta/passt
  * compatibility.
  *
  * @module
@@ -24,7 +29,10 @@ import { hostFacts } from "../net.ts";
 import { pcapClose } from "../pcap.ts";
 import * as sys from "../sys/mod.ts";
 import { StreamBackend } from "../tap/stream.ts";
+import type { TapBackend } from "../tap/tap.ts";
 import { Tapir } from "../tapir.ts";
+import { VhostUserConn } from "../vhost/conn.ts";
+import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice } from "../vhost/device.ts";
 import { prepareGuest } from "./common.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
@@ -65,13 +73,128 @@ function listenUnix(path: string): number | string {
   return fd;
 }
 
+/**
+ * The guest's side of the run, by protocol: what the reactor watches for
+ * one front-end, from its connection to its leaving.
+ */
+interface GuestLink {
+  /** The backend tapir sends and receives through. */
+  readonly backend: TapBackend;
+  /** How QEMU connects, for the listening line. */
+  qemuHint(path: string): string;
+  /** Wires the link into a started `t`; `gone` is called when the guest leaves. */
+  start(t: Tapir, gone: (why: string) => void): void;
+  /** True while a front-end is served. */
+  readonly attached: boolean;
+  /** Serves the front-end connected on `fd` (non-blocking). */
+  attach(fd: number): void;
+  /** Lets the front-end go and closes its connection. */
+  detach(): void;
+}
+
+/** QEMU's `-netdev stream`: frames over the socket itself (`lib/tap/stream.ts`). */
+class StreamLink implements GuestLink {
+  readonly backend = new StreamBackend();
+  #t: Tapir | null = null;
+
+  qemuHint(path: string): string {
+    return `qemu -netdev stream,id=n0,server=off,addr.type=unix,addr.path=${path}`;
+  }
+
+  start(t: Tapir): void {
+    this.#t = t;
+    t.addCounters("stream", () => this.backend.stats);
+    if (this.backend.fd >= 0) t.watchBackend();
+  }
+
+  get attached(): boolean {
+    return this.backend.fd >= 0;
+  }
+
+  attach(fd: number): void {
+    this.backend.attach(fd);
+    this.#t?.watchBackend();
+  }
+
+  detach(): void {
+    this.#t?.unwatchBackend();
+    this.backend.detach();
+  }
+}
+
+/**
+ * vhost-user: the socket carries control messages (`lib/vhost/conn.ts`),
+ * frames go through rings in guest memory (`lib/vhost/device.ts`), whose
+ * kick fds the reactor watches once the rings run.
+ */
+class VhostLink implements GuestLink {
+  readonly backend = new VhostNetDevice();
+  #conn: VhostUserConn | null = null;
+  #t: Tapir | null = null;
+  #type = -1;
+  /** Messages of front-ends gone before this one. */
+  #messagesBefore = 0;
+
+  qemuHint(path: string): string {
+    return `qemu -object memory-backend-memfd,id=mem,size=SIZE,share=on -numa node,memdev=mem ` +
+      `-chardev socket,id=c0,path=${path} -netdev vhost-user,id=n0,chardev=c0`;
+  }
+
+  start(t: Tapir, gone: (why: string) => void): void {
+    this.#t = t;
+    const dev = this.backend;
+    dev.control.ringUser = {
+      quiesce: () => {
+        t.unwatchBackend();
+        dev.quiesce();
+      },
+      resume: () => {
+        dev.resume();
+        t.watchBackend();
+      },
+    };
+    t.addCounters("vhost-user", () => ({
+      ...dev.stats,
+      rx: dev.rx.stats,
+      rxRing: dev.control.vrings[VHOST_RX_RING].queue.stats,
+      txRing: dev.control.vrings[VHOST_TX_RING].queue.stats,
+      messages: this.#messagesBefore + (this.#conn?.stats.messages ?? 0),
+    }));
+    this.#type = t.loop.defineType("vhost-user", () => {
+      const conn = this.#conn;
+      if (conn !== null && !conn.readable()) gone(`vhost-user: ${conn.error}`);
+    });
+    if (this.#conn !== null) this.#watch();
+  }
+
+  get attached(): boolean {
+    return this.#conn !== null;
+  }
+
+  attach(fd: number): void {
+    this.#conn = new VhostUserConn(fd, this.backend.control);
+    if (this.#t !== null) this.#watch();
+  }
+
+  #watch(): void {
+    sys.sysCheck(
+      this.#t!.loop.add(this.#conn!.fd, sys.EPOLLIN, this.#type, 0),
+      "epoll_ctl vhost-user",
+    );
+  }
+
+  detach(): void {
+    const conn = this.#conn;
+    if (conn === null) return;
+    this.#conn = null;
+    this.#messagesBefore += conn.stats.messages;
+    this.#t?.loop.remove(conn.fd);
+    conn.close(); // resets the back-end: the rings stop, memory is unmapped
+  }
+}
+
 /** Runs VM mode until the (last) guest leaves or a signal stops it. */
 export async function runVm(conf: VmConfig): Promise<number> {
-  if (conf.vhostUser) {
-    // Not built yet: say so rather than speak another protocol to QEMU.
-    logError("--vhost-user: vhost-user is not available yet; QEMU's stream socket is");
-    return 1;
-  }
   const net = prepareGuest(conf, hostFacts());
   if (net === null) return 1;
   const path = conf.socket ?? defaultSocketPath();
@@ -86,30 +209,26 @@ export async function runVm(conf: VmConfig): Promise<number> {
     listenFd = fd;
   }
 
-  const backend = new StreamBackend();
+  const link: GuestLink = conf.vhostUser ? new VhostLink() : new StreamLink();
   const oneGuest = conf.oneOff || listenFd < 0;
-  let tapir: Tapir | null = null;
-  const guestGone = (errno: number) => {
-    const t = tapir!;
-    logInfo(`guest disconnected (${sys.errnoName(errno)})`);
-    t.loop.remove(backend.fd);
-    backend.detach();
-    t.guest.forget();
-    if (oneGuest) t.loop.stop("guest disconnected");
-  };
-  tapir = new Tapir(net, backend, {
-    onBackendError: guestGone,
+  const t = new Tapir(net, link.backend, {
+    onBackendError: (errno) => guestGone(sys.errnoName(errno)),
     offload: conf.offload,
     rsc: conf.rsc,
   });
-  const t = tapir;
-  t.addCounters("stream", () => backend.stats);
+  function guestGone(why: string): void {
+    logInfo(`guest disconnected (${why})`);
+    link.detach();
+    t.guest.forget();
+    if (oneGuest) t.loop.stop("guest disconnected");
+  }
   try {
     if (conf.fd !== null) {
       sys.fcntl(conf.fd, sys.F_SETFL, sys.fcntl(conf.fd, sys.F_GETFL) | sys.O_NONBLOCK);
-      backend.attach(conf.fd);
+      link.attach(conf.fd);
     }
     t.start();
+    link.start(t, guestGone);
     t.tcpListeners.bind(conf.tcp);
     t.udp.listen(conf.udp);
     if (listenFd >= 0) {
@@ -117,20 +236,17 @@ export async function runVm(conf: VmConfig): Promise<number> {
         for (;;) {
           const fd = sys.accept4(listenFd, sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
           if (fd < 0) return;
-          if (backend.fd >= 0) {
+          if (link.attached) {
             logInfo("a second guest connected while one is served: closed");
             sys.close(fd);
             continue;
           }
-          backend.attach(fd);
-          t.watchBackend();
+          link.attach(fd);
           logInfo("guest connected");
         }
       });
       sys.sysCheck(t.loop.add(listenFd, sys.EPOLLIN, type, 0), "epoll_ctl vm-listen");
-      logInfo(
-        `listening on ${path}: qemu -netdev stream,id=n0,server=off,addr.type=unix,addr.path=${path}`,
-      );
+      logInfo(`listening on ${path}: ${link.qemuHint(path)}`);
     }
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
     const reason = await t.loop.run();
@@ -138,7 +254,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
     return 0;
   } finally {
     pcapClose();
-    backend.detach();
+    link.detach();
     t.tcpListeners.close();
     t.udp.close();
     t.loop.close();

@@ -168,6 +168,14 @@ export interface TapBackend {
   /** The fd the reactor watches for incoming frames (EPOLLIN), or -1. */
   readonly fd: number;
   /**
+   * For a backend whose `fd` cannot report EPOLLOUT (vhost-user: an
+   * eventfd), an fd that turns readable when a send that stopped for want
+   * of room may go on; -1 (or absent) where `fd` reports EPOLLOUT.
+   */
+  readonly wakeFd?: number;
+  /** Empties {@linkcode wakeFd} once the reactor saw it readable. */
+  drainWake?(): void;
+  /**
    * True if frames may carry a partial TCP/UDP checksum in both directions
    * (vnet header NEEDS_CSUM): the guest's kernel treats ours as checked, and
    * tapir must not verify the guest's.
@@ -240,8 +248,7 @@ export class TapSender {
   readonly #handlers: (UndeliveredHandler | null)[] = new Array(MAX_PRODUCERS).fill(null);
   readonly #resumers: (() => void)[] = [];
   #producers = 0;
-  /** TCP GSO frames allowed (the backend takes them and offloads are on). */
-  readonly gsoTcp: boolean;
+  readonly #offload: boolean;
   /** Set by a flush that left frames undelivered for EAGAIN; cleared by the reactor. */
   blocked = false;
 
@@ -261,7 +268,15 @@ export class TapSender {
     this.#owner = new Uint8Array(capacity);
     this.#ownerFlow = new Int32Array(capacity);
     this.#ownerSeq = new Uint32Array(capacity);
-    this.gsoTcp = offload && backend.gsoTcp;
+    this.#offload = offload;
+  }
+
+  /**
+   * TCP GSO frames allowed: the backend takes them (for vhost-user, what
+   * the guest accepted, which a new guest may change) and offloads are on.
+   */
+  get gsoTcp(): boolean {
+    return this.#offload && this.#backend.gsoTcp;
   }
 
   /** Frames committed and waiting for the next flush. */

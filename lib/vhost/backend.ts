@@ -44,16 +44,39 @@ import {
 } from "./protocol.ts";
 import { SplitQueue, VIRTQ_MAX_SIZE } from "./virtqueue.ts";
 
-/** Feature bits (low word) tapir offers: event index, protocol features, mergeable rx buffers. */
-export const VIRTIO_RING_F_EVENT_IDX = 29;
-export const VIRTIO_NET_F_MRG_RXBUF = 15;
+/** virtio-net feature bits (low word) tapir understands. */
+export const VirtioNetFeature = {
+  /** The guest may send frames with a partial checksum (we complete or offload it). */
+  CSUM: 0,
+  /** We may send the guest frames with a partial checksum. */
+  GUEST_CSUM: 1,
+  /** We may send the guest TCP GSO frames, IPv4 and IPv6. */
+  GUEST_TSO4: 7,
+  GUEST_TSO6: 8,
+  /** The guest may send us TCP GSO frames, IPv4 and IPv6. */
+  HOST_TSO4: 11,
+  HOST_TSO6: 12,
+  /** Receive buffers may be merged: a frame spans several chains (`num_buffers`). */
+  MRG_RXBUF: 15,
+  /** Descriptors may point to tables of descriptors. */
+  INDIRECT_DESC: 28,
+  /** `used_event` and `avail_event` replace the ring flags for notification. */
+  EVENT_IDX: 29,
+} as const;
 /** Feature bit 32 (bit 0 of the high word): a virtio 1.x device. */
 export const VIRTIO_F_VERSION_1_HI = 0;
 
-/** The feature words offered: [bits 0–31, bits 32–63]. */
+const F = VirtioNetFeature;
+/**
+ * The feature words offered: [bits 0–31, bits 32–63]. Checksum and TCP
+ * segmentation offload both ways — the guest sends and receives 64 KiB
+ * segments through the same frame descriptors as the tap device — merged
+ * receive buffers, indirect descriptors, event index, protocol features.
+ */
 export const VHOST_OFFERED_FEATURES: readonly [number, number] = [
-  ((1 << VIRTIO_NET_F_MRG_RXBUF) | (1 << VIRTIO_RING_F_EVENT_IDX) |
-    (1 << VHOST_USER_F_PROTOCOL_FEATURES)) >>> 0,
+  ((1 << F.CSUM) | (1 << F.GUEST_CSUM) | (1 << F.GUEST_TSO4) | (1 << F.GUEST_TSO6) |
+    (1 << F.HOST_TSO4) | (1 << F.HOST_TSO6) | (1 << F.MRG_RXBUF) | (1 << F.INDIRECT_DESC) |
+    (1 << F.EVENT_IDX) | (1 << VHOST_USER_F_PROTOCOL_FEATURES)) >>> 0,
   1 << VIRTIO_F_VERSION_1_HI,
 ];
 /** Protocol features offered: REPLY_ACK. */
@@ -87,6 +110,19 @@ export class VringControl {
   }
 }
 
+/**
+ * Who uses the rings between requests (the data path): told before a
+ * request changes rings or memory, so it lets go of everything that points
+ * into them (registered kick fds, held chains), and after, so it takes up
+ * what is running then.
+ */
+export interface VhostRingUser {
+  /** Rings or memory are about to change: stop touching them. */
+  quiesce(): void;
+  /** The change is done: take up the rings that run now. */
+  resume(): void;
+}
+
 /** The control side of one front-end's session; see the module comment. */
 export class VhostUserBackend {
   /** Guest memory, as mapped from the last SET_MEM_TABLE. */
@@ -101,6 +137,8 @@ export class VhostUserBackend {
   owner = false;
   /** Why the last message was refused. */
   error = "";
+  /** The data path, told around every change to rings or memory. */
+  ringUser: VhostRingUser | null = null;
 
   readonly #mappings: sys.Mapping[] = [];
   readonly #region: MemRegionDesc = { guestAddr: 0, size: 0, userAddr: 0, mmapOffset: 0 };
@@ -124,7 +162,10 @@ export class VhostUserBackend {
     while (count < fds.length && fds[count] >= 0) count++;
     const keep = Math.min(count, this.#fdsKept(msg));
     for (let i = keep; i < count; i++) fds[i] = closeFd(fds[i]);
+    const changes = changesRings(msg.request);
+    if (changes) this.ringUser?.quiesce();
     const rc = this.#dispatch(msg, fds, keep, reply);
+    if (changes) this.ringUser?.resume();
     for (let i = 0; i < keep; i++) fds[i] = closeFd(fds[i]);
     if (rc !== 0) return rc;
     // REPLY_ACK: a request without a reply of its own is acknowledged when asked.
@@ -161,7 +202,7 @@ export class VhostUserBackend {
           return this.#refuse(`features ${hex(hi, lo)} not offered`);
         }
         this.features = [lo >>> 0, hi >>> 0];
-        const eventIdx = (lo & (1 << VIRTIO_RING_F_EVENT_IDX)) !== 0;
+        const eventIdx = (lo & (1 << F.EVENT_IDX)) !== 0;
         for (const v of this.vrings) v.queue.eventIdx = eventIdx;
         return 0;
       }
@@ -300,6 +341,7 @@ export class VhostUserBackend {
 
   /** Back to the state before any request: memory unmapped, eventfds closed, features cleared. */
   reset(): void {
+    this.ringUser?.quiesce();
     this.#unmapAll();
     for (const v of this.vrings) {
       v.kickFd = closeFd(v.kickFd);
@@ -314,6 +356,24 @@ export class VhostUserBackend {
     this.protocolFeatures = 0;
     this.owner = false;
   }
+}
+
+/** True for the requests that may change what the data path uses. */
+function changesRings(request: number): boolean {
+  switch (request) {
+    case Req.SET_FEATURES:
+    case Req.RESET_OWNER:
+    case Req.SET_MEM_TABLE:
+    case Req.SET_VRING_NUM:
+    case Req.SET_VRING_ADDR:
+    case Req.SET_VRING_BASE:
+    case Req.GET_VRING_BASE:
+    case Req.SET_VRING_KICK:
+    case Req.SET_VRING_CALL:
+    case Req.SET_VRING_ENABLE:
+      return true;
+  }
+  return false;
 }
 
 /** Closes `fd` if it is one; returns -1, for the slot that held it. */

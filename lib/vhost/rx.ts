@@ -32,6 +32,8 @@ import { DescChain, type SplitQueue } from "./virtqueue.ts";
 
 /** Bytes of the virtio-net header with `num_buffers` (always, with VERSION_1). */
 export const VNET_HDR_SIZE = 12;
+/** Bytes of the legacy header without `num_buffers` (neither VERSION_1 nor MRG_RXBUF). */
+export const VNET_HDR_SIZE_LEGACY = 10;
 /** Ethernet frames shorter than this are padded with zeros. */
 const ETH_MIN = 60;
 /** Most chains one frame may take. */
@@ -67,6 +69,8 @@ export class VnetRx {
   readonly stats: VnetRxStats = { frames: 0, chains: 0, noRoom: 0, tooBig: 0, badChains: 0 };
   /** The guest accepted VIRTIO_NET_F_MRG_RXBUF. */
   mergeable = true;
+  /** Header bytes in front of each frame: {@linkcode VNET_HDR_SIZE}, or the legacy 10. */
+  hdrSize: number = VNET_HDR_SIZE;
 
   readonly #queue: SplitQueue;
   readonly #hdr = new Uint8Array(VNET_HDR_SIZE);
@@ -95,7 +99,8 @@ export class VnetRx {
     csumOffset: number,
   ): number {
     const q = this.#queue;
-    const total = VNET_HDR_SIZE + Math.max(len, ETH_MIN);
+    const hdrSize = this.hdrSize;
+    const total = hdrSize + Math.max(len, ETH_MIN);
     let taken = 0;
     let room = 0;
     while (room < total) {
@@ -128,7 +133,7 @@ export class VnetRx {
     h.setUint16(4, gsoSize, true);
     h.setUint16(6, csumStart, true);
     h.setUint16(8, csumOffset, true);
-    h.setUint16(10, taken, true);
+    h.setUint16(10, taken, true); // num_buffers; not copied with the legacy header
     // Copy the stream header + frame + padding across the chains.
     let pos = 0;
     for (let k = 0; k < taken; k++) {
@@ -136,7 +141,7 @@ export class VnetRx {
       let wrote = 0;
       for (let b = 0; b < c.count && pos < total; b++) {
         const n = Math.min(c.lens[b], total - pos);
-        this.#copy(c.bufs[b], c.offs[b], pos, n, frame, off, len);
+        this.#copy(c.bufs[b], c.offs[b], pos, n, hdrSize, frame, off, len);
         pos += n;
         wrote += n;
       }
@@ -161,25 +166,39 @@ export class VnetRx {
     at: number,
     pos: number,
     n: number,
+    hdrSize: number,
     frame: Uint8Array,
     off: number,
     len: number,
   ): void {
     const end = pos + n;
-    if (pos < VNET_HDR_SIZE) {
+    if (pos < hdrSize) {
       // At most 12 bytes: a loop, not a subarray view per copy.
-      const hdrEnd = Math.min(end, VNET_HDR_SIZE);
+      const hdrEnd = Math.min(end, hdrSize);
       while (pos < hdrEnd) dst[at++] = this.#hdr[pos++];
     }
-    const frameEnd = VNET_HDR_SIZE + len;
+    const frameEnd = hdrSize + len;
     if (pos < end && pos < frameEnd) {
       const k = Math.min(end, frameEnd) - pos;
-      const from = off + pos - VNET_HDR_SIZE;
+      const from = off + pos - hdrSize;
       dst.set(frame.subarray(from, from + k), at);
       at += k;
       pos += k;
     }
     if (pos < end) dst.fill(0, at, at + end - pos);
+  }
+
+  /**
+   * Lets go of the chains held for a frame that did not fit: the ring is
+   * stopping or its memory is about to be unmapped, and a held chain points
+   * into it. They are not given back (the ring is no longer ours to write);
+   * returns how many there were.
+   */
+  drop(): number {
+    const n = this.#held;
+    for (let k = 0; k < n; k++) this.#chains[k].reset();
+    this.#held = 0;
+    return n;
   }
 
   #chain(k: number): DescChain {

@@ -34,7 +34,14 @@
  * **Ordering.** The guest writes a chain's descriptors, then the ring entry,
  * then the available index; we read in the opposite order, and x86 keeps
  * loads in order. We write used entries before the used index; stores stay
- * in order too. A port to a weakly ordered CPU needs fences here.
+ * in order too. What x86 does reorder is a store followed by a load, and
+ * two places depend on that order: publishing the used index then reading
+ * the guest's `used_event` (else we may miss an interrupt the guest asked
+ * for), and writing `avail_event` then reading the available index again
+ * (else a chain offered just then waits for a kick that never comes). Both
+ * stores are `Atomics.store`s, which V8 emits as a locked exchange — a full
+ * fence, the `mb()` the kernel's virtio code puts in the same places. Rings
+ * must be aligned as the spec says (used ring to 4 bytes) for that view.
  *
  * @module
  */
@@ -124,6 +131,8 @@ export class SplitQueue {
   #desc: DataView | null = null;
   #avail: DataView | null = null;
   #used: DataView | null = null;
+  /** The used ring as 16-bit words, for the fenced stores (see the module comment). */
+  #usedWords: Uint16Array | null = null;
   /** Used index last published, for the event-index test. */
   #publishedUsed = 0;
 
@@ -143,16 +152,19 @@ export class SplitQueue {
    * {@linkcode VIRTQ_MAX_SIZE} or a part not wholly inside guest memory.
    */
   map(size: number, desc: number, avail: number, used: number): boolean {
-    this.#desc = this.#avail = this.#used = null;
+    this.unmap();
     if (!(size > 0 && size <= VIRTQ_MAX_SIZE && (size & (size - 1)) === 0)) return false;
+    // Alignment as virtio 1.2 §2.7 requires (descriptors 16, available 2, used 4).
+    if (desc % 16 !== 0 || avail % 2 !== 0 || used % 4 !== 0) return false;
     const d = this.#view(desc, size * DESC_SIZE);
     const a = this.#view(avail, 6 + 2 * size);
     const u = this.#view(used, 6 + 8 * size);
-    if (d === null || a === null || u === null) return false;
+    if (d === null || a === null || u === null || u.byteOffset % 2 !== 0) return false;
     this.size = size;
     this.#desc = d;
     this.#avail = a;
     this.#used = u;
+    this.#usedWords = new Uint16Array(u.buffer, u.byteOffset, (6 + 8 * size) / 2);
     // Carry on from where the used ring is (a reconnecting back-end finds
     // the previous one's work there); the available side starts at the base.
     this.usedIdx = this.#publishedUsed = u.getUint16(2, true);
@@ -162,6 +174,7 @@ export class SplitQueue {
   /** Forgets the ring's mapping (its memory is about to go). */
   unmap(): void {
     this.#desc = this.#avail = this.#used = null;
+    this.#usedWords = null;
     this.size = 0;
   }
 
@@ -288,7 +301,7 @@ export class SplitQueue {
     const old = this.#publishedUsed;
     const now = this.usedIdx;
     if (old === now) return false;
-    u.setUint16(2, now, true);
+    Atomics.store(this.#usedWords!, 1, now); // fenced: `used_event` is read next
     this.#publishedUsed = now;
     let notify: boolean;
     if (this.eventIdx) {
@@ -310,10 +323,11 @@ export class SplitQueue {
    * just before may have come without a kick.
    */
   wantKick(): void {
-    const u = this.#used;
-    if (u === null) return;
-    if (this.eventIdx) u.setUint16(4 + 8 * this.size, this.lastAvail, true);
-    else u.setUint16(0, 0, true);
+    const w = this.#usedWords;
+    if (w === null) return;
+    // Fenced: the caller reads the available index next.
+    if (this.eventIdx) Atomics.store(w, (4 + 8 * this.size) / 2, this.lastAvail);
+    else Atomics.store(w, 0, 0);
   }
 
   /** Restarts reading the available ring at `base` (`SET_VRING_BASE`). */

@@ -62,9 +62,12 @@
  * must then drop (they lie past a hole) cannot tell which were lost
  * without SACK; its recovery declares its own timeout spurious and stalls
  * for seconds of backed-off timeouts. What neither socket nor spill takes
- * is not acknowledged, and a segment beyond a gap is dropped and answered
- * with duplicate ACKs (the guest's fast retransmit fills the gap); overlaps
- * are trimmed. One ACK per connection per loop turn, from the flow table's
+ * is not acknowledged. A segment beyond a hole (a frame lost before tapir
+ * read it) is answered with duplicate ACKs, so the guest's fast retransmit
+ * fills the hole, and its bytes are kept meanwhile in a queue of the
+ * connection's, allocated only then (`tcp_ooo.ts`): the bytes that fill the
+ * hole go out with everything held behind them, and one ACK covers it all.
+ * Overlaps are trimmed. One ACK per connection per loop turn, from the flow table's
  * deferred pass, however many segments arrived.
  *
  * **State is events and flags, not RFC states.** {@linkcode TcpEv} records
@@ -100,10 +103,11 @@
  * guest's side; the guest's own keepalives are answered like any old
  * segment, with an ACK.
  *
- * **Bounds.** Per connection tapir holds no data but the spill: host →
- * guest bytes wait in the socket's receive queue, guest → host bytes are
- * taken by the socket, kept in the spill (at most
- * {@linkcode TCP_SPILL_MAX}, only while the socket is full) or not
+ * **Bounds.** Per connection tapir holds no data but the spill and the
+ * out-of-order queue: host → guest bytes wait in the socket's receive
+ * queue, guest → host bytes are taken by the socket, kept in the spill (at
+ * most {@linkcode TCP_SPILL_MAX}, only while the socket is full), held past
+ * a hole (bounded per connection and in all, see `tcp_ooo.ts`) or not
  * acknowledged. While the guest's window is full the
  * socket is not read (STALLED), so the kernel's own flow control pushes back
  * on the host peer.
@@ -138,6 +142,7 @@ import * as sys from "../sys/mod.ts";
 import { GsoType, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
+import { TcpOoo } from "./tcp_ooo.ts";
 
 /** Window scale we offer the guest: windows up to 65535 << 8 = 16 MiB. */
 export const TCP_WS_TO_TAP = 8;
@@ -258,8 +263,14 @@ export interface TcpStats {
   rewinds: number;
   /** Probes of a zero window from the guest (its window update may have been lost). */
   windowProbes: number;
-  /** Segments from the guest past a gap (dropped, answered with a duplicate ACK). */
+  /** Segments from the guest past a hole (answered with duplicate ACKs). */
   outOfOrder: number;
+  /** Of their bytes, those kept until the hole was filled... */
+  oooKept: number;
+  /** ...and those later written behind the bytes that filled it. */
+  oooDelivered: number;
+  /** Segments past a hole not kept (no room in the queue or the budget). */
+  oooRefused: number;
   /** Segments from the guest that repeat bytes already taken (its retransmissions). */
   oldData: number;
   /** RSTs sent to the guest. */
@@ -303,6 +314,8 @@ class TcpConn {
   /** Bytes in `spill` from `spillStart`. */
   spillLen = 0;
   spillStart = 0;
+  /** Guest bytes that arrived past a hole, kept until it is filled (or null; see `tcp_ooo.ts`). */
+  ooo: TcpOoo | null = null;
   /** Largest payload per segment to the guest. */
   mss = DEFAULT_MSS;
   /** Retransmissions, or window probes, the guest has not answered yet. */
@@ -368,6 +381,9 @@ export class Tcp {
     rewinds: 0,
     windowProbes: 0,
     outOfOrder: 0,
+    oooKept: 0,
+    oooDelivered: 0,
+    oooRefused: 0,
     oldData: 0,
     rstToTap: 0,
     noFlow: 0,
@@ -405,13 +421,16 @@ export class Tcp {
   readonly #frames = new Uint16Array(MAX_FRAMES_PER_READ);
   /** Connections waiting for the backend to take frames again (see `#resume`). */
   readonly #resumeList: number[] = [];
-  /** Payload pieces of the segment being written (the head's, then those RSC merged). */
-  readonly #pBufs: Uint8Array[] = new Array(TCP_MERGE_MAX_PIECES + 1);
-  readonly #pOffs = new Uint32Array(TCP_MERGE_MAX_PIECES + 1);
-  readonly #pLens = new Uint32Array(TCP_MERGE_MAX_PIECES + 1);
+  /**
+   * Payload pieces of the segment being written: the head's, those RSC
+   * merged, then held out-of-order bytes that now follow them.
+   */
+  readonly #pBufs: Uint8Array[] = new Array(TCP_MERGE_MAX_PIECES + 2);
+  readonly #pOffs = new Uint32Array(TCP_MERGE_MAX_PIECES + 2);
+  readonly #pLens = new Uint32Array(TCP_MERGE_MAX_PIECES + 2);
   #pFirst = 0;
   #pCount = 0;
-  readonly #wIov = new sys.IovecArray(TCP_MERGE_MAX_PIECES + 1);
+  readonly #wIov = new sys.IovecArray(TCP_MERGE_MAX_PIECES + 2);
   readonly #wHdr = new sys.MmsgHdrArray(1);
 
   /** Registers with the reactor and the flow table. */
@@ -1040,8 +1059,23 @@ export class Tcp {
       seq = c.seqFromTap;
     } else if (seq !== c.seqFromTap) {
       this.stats.outOfOrder++;
+      this.#oooKeep(c, seq, len);
       this.#flag(index, c, TcpFl.GAP, true);
-      return; // a gap: drop; the duplicate ACKs ask for the missing bytes
+      return; // a hole: the duplicate ACKs ask for the missing bytes
+    }
+    const ooo = c.ooo;
+    if (ooo !== null) {
+      // Held bytes that continue this segment go out behind it (not past a FIN).
+      const end = seqAdd(seq, len);
+      const held = fin ? 0 : ooo.heldFrom(end);
+      if (held > 0) {
+        const k = this.#pCount++;
+        this.#pBufs[k] = ooo.buf;
+        this.#pOffs[k] = ooo.offsetOf(end);
+        this.#pLens[k] = held;
+        len += held;
+        this.stats.oooDelivered += held;
+      }
     }
     if (len > 0) {
       let accepted = 0;
@@ -1062,6 +1096,10 @@ export class Tcp {
         this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
       }
       c.seqFromTap = seqAdd(c.seqFromTap, accepted);
+      if (ooo !== null) {
+        ooo.advance(c.seqFromTap);
+        if (ooo.empty) this.#oooRelease(c);
+      }
       if (accepted < len) {
         this.stats.spillFull++;
         this.#flag(index, c, TcpFl.GAP, true);
@@ -1073,6 +1111,29 @@ export class Tcp {
       this.#event(index, c, TcpEv.TAP_FIN_RCVD);
       if (c.spillLen === 0) this.#finToSock(index, c);
     }
+  }
+
+  /** Keeps the pieces (`len` bytes from `seq`, past a hole) if there is room; see `tcp_ooo.ts`. */
+  #oooKeep(c: TcpConn, seq: number, len: number): void {
+    if (len === 0) return;
+    if (c.ooo === null) {
+      c.ooo = TcpOoo.create(c.seqFromTap);
+      if (c.ooo === null) {
+        this.stats.oooRefused++;
+        return;
+      }
+    }
+    if (c.ooo.store(seq, len, this.#pBufs, this.#pOffs, this.#pLens, this.#pFirst, this.#pCount)) {
+      this.stats.oooKept += len;
+    } else {
+      this.stats.oooRefused++;
+    }
+  }
+
+  /** Gives the connection's out-of-order queue back. */
+  #oooRelease(c: TcpConn): void {
+    c.ooo?.release();
+    c.ooo = null;
   }
 
   /** The guest's FIN, all its bytes written: shut the socket's sending side. */
@@ -1420,6 +1481,7 @@ export class Tcp {
     // (the host closed first): the deferred pass skips closed flows, so now.
     if (!reset && c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(index, c);
     this.#loop.disarm(c.timer);
+    this.#oooRelease(c);
     if (c.fd >= 0) {
       if (c.epollMask >= 0) this.#loop.remove(c.fd);
       sys.close(c.fd);

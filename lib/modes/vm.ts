@@ -32,7 +32,7 @@ import { StreamBackend } from "../tap/stream.ts";
 import type { TapBackend } from "../tap/tap.ts";
 import { Tapir } from "../tapir.ts";
 import { VhostUserConn } from "../vhost/conn.ts";
-import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice } from "../vhost/device.ts";
+import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice, vhostServe } from "../vhost/device.ts";
 import { prepareGuest } from "./common.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
@@ -143,16 +143,7 @@ class VhostLink implements GuestLink {
   start(t: Tapir, gone: (why: string) => void): void {
     this.#t = t;
     const dev = this.backend;
-    dev.control.ringUser = {
-      quiesce: () => {
-        t.unwatchBackend();
-        dev.quiesce();
-      },
-      resume: () => {
-        dev.resume();
-        t.watchBackend();
-      },
-    };
+    vhostServe(dev, t);
     t.addCounters("vhost-user", () => ({
       ...dev.stats,
       rx: dev.rx.stats,

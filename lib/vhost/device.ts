@@ -54,7 +54,12 @@
 
 import * as sys from "../sys/mod.ts";
 import { type FrameBatch, GsoType, TAP_HEADROOM, type TapBackend } from "../tap/tap.ts";
-import { VhostUserBackend, VIRTIO_F_VERSION_1_HI, VirtioNetFeature as F } from "./backend.ts";
+import {
+  type VhostRingUser,
+  VhostUserBackend,
+  VIRTIO_F_VERSION_1_HI,
+  VirtioNetFeature as F,
+} from "./backend.ts";
 import { RxResult, VNET_HDR_SIZE, VNET_HDR_SIZE_LEGACY, VnetRx } from "./rx.ts";
 import { DescChain } from "./virtqueue.ts";
 
@@ -262,6 +267,34 @@ export class VhostNetDevice implements TapBackend {
     this.#publish(VHOST_RX_RING);
     return k;
   }
+}
+
+/** What watches a backend's fds: the reactor side of `Tapir`. */
+export interface BackendWatcher {
+  /** Watches the backend's current fds (its frame fd and wake fd). */
+  watchBackend(): void;
+  /** Stops watching them. */
+  unwatchBackend(): void;
+}
+
+/**
+ * Makes `dev` the data path of its control side, with `watcher` (the
+ * `Tapir` it serves) watching the kick fds of whatever rings run: before a
+ * change the fds are let go and the device quiesces, after it the device
+ * takes up the rings and the fds are watched again.
+ */
+export function vhostServe(dev: VhostNetDevice, watcher: BackendWatcher): void {
+  const user: VhostRingUser = {
+    quiesce: () => {
+      watcher.unwatchBackend();
+      dev.quiesce();
+    },
+    resume: () => {
+      dev.resume();
+      watcher.watchBackend();
+    },
+  };
+  dev.control.ringUser = user;
 }
 
 /** Sets frame `i`'s descriptor from the virtio-net header at `slot[at..]`. */

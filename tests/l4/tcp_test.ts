@@ -31,6 +31,7 @@ import {
   tcpReprNew,
 } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
+import { tcpOooAllocated } from "../../lib/l4/tcp_ooo.ts";
 import { Tapir, type TapirOptions } from "../../lib/tapir.ts";
 import type { FrameBatch } from "../../lib/tap/tap.ts";
 import { GUEST_MAC, NET, netWith, RecordingBackend } from "../services/harness.ts";
@@ -682,4 +683,43 @@ Deno.test("a zero window whose update was lost is probed, and the transfer resum
     ok(tapir.tcp.stats.windowProbes >= 2, `${tapir.tcp.stats.windowProbes} probes counted`);
     guest.assertHealthy();
   });
+});
+
+Deno.test("bytes past a hole are kept: the segment that fills it is acknowledged with all of them", async () => {
+  for (const rsc of [true, false]) {
+    await withConnection(
+      async (guest, peer, tapir) => {
+        peer.startReading();
+        const seg = 1000;
+        const base = guest.sndNxt;
+        const at = (k: number) => seqAdd(base, k * seg);
+        // Segments 0..9 of 1000 bytes; the guest's frames 0, 3 and 4 are lost
+        // on the way; later 3 is resent, and 4 with part of 5 (an overlap).
+        guest.sendRange(at(1), at(3), seg);
+        guest.sendRange(at(5), at(10), seg);
+        await tick(20);
+        guest.readReplies();
+        equal(guest.acked, base, "nothing past the first hole is acknowledged");
+        const st = tapir.tcp.stats;
+        equal(st.oooKept, 7 * seg, "segments 1, 2 and 5..9 kept");
+        guest.sendRange(at(3), at(4), seg);
+        guest.sendRange(at(4), seqAdd(at(5), 500), 1500);
+        await tick(20);
+        guest.readReplies();
+        equal(guest.acked, base, "still waiting for segment 0");
+        guest.sendRange(at(0), at(1), seg); // the retransmission that fills the first hole
+        await waitFor("the ACK past everything held", () => {
+          guest.readReplies();
+          return guest.acked === at(10);
+        });
+        equal(st.oooDelivered, 9 * seg, "segments 1..9 went out behind segment 0");
+        equal(tcpOooAllocated(), 0, "the queue is released once empty");
+        const fin = await finFromGuest(guest);
+        assertReceivedUpTo(await peer.received(), guest, fin);
+        await closeFromHost(guest, peer, tapir);
+      },
+      new RecordingBackend(),
+      { rsc },
+    );
+  }
 });

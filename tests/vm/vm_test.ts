@@ -236,16 +236,17 @@ for (const mtu of [65520, 1500]) {
 }
 
 /**
- * vhost-user: the guest's virtqueues in memory QEMU shares with tapir. The
+ * vhost-user: the guest's virtqueues in memory QEMU shares with tapir, at
+ * MTU 1500 so that TCP needs segmentation offload both ways. The
  * guest has legacy interrupts (`vectors=0`): Debian's QEMU 7.2 under TCG
  * crashes in `msix_set_vector_notifiers` when a Linux guest starts a
  * vhost-user device with MSI-X. After the first guest powers off, a second
  * QEMU connects to the same tapir and gets its lease and pings.
  */
 Deno.test(
-  `a QEMU guest on tapir over vhost-user: DHCP, ping, 64 MiB download and upload, inbound -t; a second guest reconnects`,
+  `a QEMU guest on tapir over vhost-user at MTU 1500: DHCP, ping, 64 MiB download and upload, inbound -t; a second guest reconnects`,
   { ignore: BACKEND !== "tapir" },
-  (t) => vmTest(t, { mtu: 65520, relay: false, vhost: true }),
+  (t) => vmTest(t, { mtu: 1500, relay: false, vhost: true }),
 );
 
 /**
@@ -610,7 +611,7 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
           equal(uploads[0].sha256, up.kv.sha256);
         });
       }
-      if (BACKEND === "tapir" && mtu === 1500) {
+      if (BACKEND === "tapir" && mtu === 1500 && !vhost) {
         await t.step("the guest's MSS-sized segments were coalesced (RSC)", async () => {
           const log = await backendLog;
           const rsc = /rsc: (\{.*\})/.exec(log);

@@ -11,38 +11,16 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_FLAG_NEED_REPLY,
   VHOST_USER_PROTOCOL_F_REPLY_ACK,
-  VhostUserMsg,
   VhostUserRequest as Req,
 } from "../../lib/vhost/protocol.ts";
-import { eventfd, GUEST_MEM_SIZE, memfd, msg } from "./frontend.ts";
+import { acceptAll, eventfd, GUEST_MEM_SIZE, memfd, msg, request as send } from "./frontend.ts";
 
 const GPA = 0x0n;
 const UVA = 0x7f00_0000_0000n;
 
-/** Sends one message to `b` with `passed` descriptors; returns [reply length, reply bytes]. */
-function send(b: VhostUserBackend, m: Uint8Array, passed: number[] = []): [number, DataView] {
-  const view = new VhostUserMsg();
-  equal(view.wrap(m, 0, m.length), null);
-  const fds = new Int32Array(sys.MAX_PASSED_FDS).fill(-1);
-  passed.forEach((fd, i) => fds[i] = fd);
-  const reply = new Uint8Array(64);
-  const n = b.handle(view, fds, reply);
-  return [n, new DataView(reply.buffer)];
-}
-
 /** True if `fd` is an open descriptor. */
 function isOpen(fd: number): boolean {
   return sys.fcntl(fd, sys.F_GETFD) >= 0;
-}
-
-/** Features QEMU would accept: everything offered. */
-function acceptAll(b: VhostUserBackend): void {
-  const [n, r] = send(b, msg(Req.GET_FEATURES));
-  equal(n, 20);
-  const offered = r.getBigUint64(12, true);
-  equal(send(b, msg(Req.SET_FEATURES, [offered]))[0], 0);
-  const [, p] = send(b, msg(Req.GET_PROTOCOL_FEATURES));
-  equal(send(b, msg(Req.SET_PROTOCOL_FEATURES, [p.getBigUint64(12, true)]))[0], 0);
 }
 
 /** Memory table of one region: the whole memfd, guest address GPA, front-end address UVA. */

@@ -5,7 +5,13 @@
  */
 import * as sys from "../../lib/sys/mod.ts";
 import { GuestMemory } from "../../lib/vhost/memory.ts";
-import { VHOST_USER_HDR_SIZE } from "../../lib/vhost/protocol.ts";
+import { equal } from "node:assert/strict";
+import type { VhostUserBackend } from "../../lib/vhost/backend.ts";
+import {
+  VHOST_USER_HDR_SIZE,
+  VhostUserMsg,
+  VhostUserRequest as Req,
+} from "../../lib/vhost/protocol.ts";
 import { SplitQueue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../lib/vhost/virtqueue.ts";
 
 /** Bytes of the guest memory {@linkcode memfd} makes. */
@@ -49,6 +55,31 @@ export function msg(request: number, payload: (number | bigint)[] = [], flags = 
   return buf;
 }
 
+/** Sends one message to `b` with `passed` descriptors; returns [reply length, reply bytes]. */
+export function request(
+  b: VhostUserBackend,
+  m: Uint8Array,
+  passed: number[] = [],
+): [number, DataView] {
+  const view = new VhostUserMsg();
+  equal(view.wrap(m, 0, m.length), null);
+  const fds = new Int32Array(sys.MAX_PASSED_FDS).fill(-1);
+  passed.forEach((fd, i) => fds[i] = fd);
+  const reply = new Uint8Array(64);
+  const n = b.handle(view, fds, reply);
+  return [n, new DataView(reply.buffer)];
+}
+
+/** Features QEMU would accept: everything offered. */
+export function acceptAll(b: VhostUserBackend): void {
+  const [n, r] = request(b, msg(Req.GET_FEATURES));
+  equal(n, 20);
+  const offered = r.getBigUint64(12, true);
+  equal(request(b, msg(Req.SET_FEATURES, [offered]))[0], 0);
+  const [, p] = request(b, msg(Req.GET_PROTOCOL_FEATURES));
+  equal(request(b, msg(Req.SET_PROTOCOL_FEATURES, [p.getBigUint64(12, true)]))[0], 0);
+}
+
 /** Guest-physical base of the one region, and where the front-end has it mapped. */
 export const GPA = 0x4000_0000;
 export const UVA = 0x7f00_0000_0000;
@@ -64,20 +95,50 @@ export const BUF_OFF = 0x10000;
 /** A buffer for a descriptor: guest address and length. */
 export type Buf = { addr: number; len: number; write?: boolean };
 
-/** The guest's driver side of one ring, writing straight into the region. */
+/**
+ * Where one ring lives in a region shared by several: its parts from
+ * `ringOff` (descriptors, then available and used rings at the usual
+ * steps), its buffers in `[bufOff, bufEnd)`.
+ */
+export interface RingPlace {
+  bytes: Uint8Array;
+  ringOff: number;
+  bufOff: number;
+  bufEnd: number;
+}
+
+/**
+ * The guest's driver side of one ring, writing straight into the region:
+ * its own region (with a device-side queue over it, for unit tests), or a
+ * place in a shared one (a whole front-end's guest memory).
+ */
 export class RingDriver {
-  readonly bytes = new Uint8Array(REGION_SIZE);
-  readonly view = new DataView(this.bytes.buffer);
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
   readonly mem = new GuestMemory();
   readonly queue = new SplitQueue(this.mem);
   availIdx = 0;
+  /** Region offsets of the ring's parts. */
+  readonly descOff: number;
+  readonly availOff: number;
+  readonly usedOff: number;
 
   /** Bump allocator for buffers, from BUF_OFF. */
-  #nextBuf = BUF_OFF;
+  #nextBuf: number;
+  readonly #bufEnd: number;
   /** Next free descriptor for {@linkcode offerWritable} (cycles through the table). */
   #nextDesc = 0;
 
-  constructor(eventIdx = false, readonly size: number = RING_SIZE) {
+  constructor(eventIdx = false, readonly size: number = RING_SIZE, place?: RingPlace) {
+    this.bytes = place?.bytes ?? new Uint8Array(REGION_SIZE);
+    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    const ring = place?.ringOff ?? 0;
+    this.descOff = ring + DESC_OFF;
+    this.availOff = ring + AVAIL_OFF;
+    this.usedOff = ring + USED_OFF;
+    this.#nextBuf = place?.bufOff ?? BUF_OFF;
+    this.#bufEnd = place?.bufEnd ?? REGION_SIZE;
+    if (place !== undefined) return; // the device under test reads this ring
     this.mem.add({ guestAddr: GPA, userAddr: UVA, bytes: this.bytes });
     this.queue.eventIdx = eventIdx;
     if (!this.queue.map(size, UVA + DESC_OFF, UVA + AVAIL_OFF, UVA + USED_OFF)) {
@@ -86,7 +147,14 @@ export class RingDriver {
   }
 
   /** Writes descriptor `i` of the table at region offset `tableOff`. */
-  desc(i: number, addr: number, len: number, flags: number, next = 0, tableOff = DESC_OFF): void {
+  desc(
+    i: number,
+    addr: number,
+    len: number,
+    flags: number,
+    next = 0,
+    tableOff = this.descOff,
+  ): void {
     const at = tableOff + 16 * i;
     this.view.setBigUint64(at, BigInt(addr), true);
     this.view.setUint32(at + 8, len, true);
@@ -106,17 +174,17 @@ export class RingDriver {
 
   /** Offers the chain at `head` in the available ring. */
   offer(head: number): void {
-    this.view.setUint16(AVAIL_OFF + 4 + 2 * (this.availIdx % this.size), head, true);
+    this.view.setUint16(this.availOff + 4 + 2 * (this.availIdx % this.size), head, true);
     this.availIdx = (this.availIdx + 1) & 0xffff;
-    this.view.setUint16(AVAIL_OFF + 2, this.availIdx, true);
+    this.view.setUint16(this.availOff + 2, this.availIdx, true);
   }
 
   /** The used index and entry `k` of the used ring. */
   get usedIdx(): number {
-    return this.view.getUint16(USED_OFF + 2, true);
+    return this.view.getUint16(this.usedOff + 2, true);
   }
   used(k: number): [number, number] {
-    const at = USED_OFF + 4 + 8 * (k % this.size);
+    const at = this.usedOff + 4 + 8 * (k % this.size);
     return [this.view.getUint32(at, true), this.view.getUint32(at + 4, true)];
   }
 
@@ -124,14 +192,14 @@ export class RingDriver {
   alloc(len: number): number {
     const addr = GPA + this.#nextBuf;
     this.#nextBuf += (len + 63) & ~63;
-    if (this.#nextBuf > REGION_SIZE) throw new Error("region full");
+    if (this.#nextBuf > this.#bufEnd) throw new Error("region full");
     return addr;
   }
 
   /** Offers one chain of fresh device-writable buffers of these lengths; returns its head. */
   offerWritable(lens: number[]): number {
-    const first = this.#nextDesc;
-    if (first + lens.length > this.size) throw new Error("descriptor table full");
+    // Wraps to the table's start: tests offer again only what was used.
+    const first = this.#nextDesc + lens.length > this.size ? 0 : this.#nextDesc;
     this.#nextDesc = (first + lens.length) % this.size;
     const head = this.chain(
       first,
@@ -146,7 +214,7 @@ export class RingDriver {
     const out = new Uint8Array(written);
     let got = 0;
     for (let i = head; got < written;) {
-      const at = DESC_OFF + 16 * i;
+      const at = this.descOff + 16 * i;
       const addr = Number(this.view.getBigUint64(at, true)) - GPA;
       const n = Math.min(this.view.getUint32(at + 8, true), written - got);
       out.set(this.bytes.subarray(addr, addr + n), got);

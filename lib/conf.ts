@@ -68,6 +68,8 @@ export interface CommonConfig {
   readonly dns: readonly IpAddr[];
   /** `-S`: DNS search domains offered to the guest, in the order given. */
   readonly search: readonly string[];
+  /** `--dhcp-bootfile`: the boot file (URL) offered by DHCP and DHCPv6, or "". */
+  readonly bootfile: string;
   /** IPv4 is enabled (not `-6`). */
   readonly ipv4: boolean;
   /** IPv6 is enabled (not `-4`). */
@@ -244,6 +246,12 @@ const OPTIONS: readonly OptionSpec[] = [
     repeat: true,
     scope: "both",
     help: "DNS search domain offered to the guest",
+  },
+  {
+    long: "dhcp-bootfile",
+    value: "URL",
+    scope: "both",
+    help: "boot file offered by DHCP (option 67) and DHCPv6 (option 59), e.g. an iPXE script URL",
   },
   { long: "ipv4-only", short: "4", scope: "both", help: "IPv4 only" },
   { long: "ipv6-only", short: "6", scope: "both", help: "IPv6 only" },
@@ -577,6 +585,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let mtu = MTU_MAX;
   const dns: IpAddr[] = [];
   const search: string[] = [];
+  let bootfile = "";
   let pcap: string | null = null;
   let logFile: string | null = null;
   let pidFile: string | null = null;
@@ -645,6 +654,9 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
       case "search":
         search.push(checkDomain(raw, value));
         break;
+      case "dhcp-bootfile":
+        bootfile = checkBootfile(raw, value);
+        break;
       case "pcap":
         pcap = checkPath(raw, value);
         break;
@@ -683,6 +695,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     mtu,
     dns,
     search,
+    bootfile,
     ipv4,
     ipv6,
     dhcp: !given.has("no-dhcp"),
@@ -806,6 +819,17 @@ function checkDomain(raw: string, text: string): string {
   const label = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
   if (name.length === 0 || name.length > 253 || !name.split(".").every((l) => label.test(l))) {
     throw new ConfError(`${raw}: '${text}' is not a valid domain name`);
+  }
+  return text;
+}
+
+/**
+ * `--dhcp-bootfile`: printable ASCII that fits one DHCP option (255 bytes);
+ * clients take it as a file name or, like iPXE, a URL.
+ */
+function checkBootfile(raw: string, text: string): string {
+  if (!/^[\x21-\x7e]{1,255}$/.test(text)) {
+    throw new ConfError(`${raw}: '${text}' must be 1 to 255 printable ASCII characters`);
   }
   return text;
 }

@@ -82,6 +82,8 @@ export interface GuestNet extends AddrMapRules {
   readonly ip6: GuestNet6 | null;
   /** DNS search domains. */
   readonly search: readonly string[];
+  /** Boot file (URL) offered by DHCP and DHCPv6, or "" for none. */
+  readonly bootfile: string;
   /** Idle timeout of UDP flows, ms. */
   readonly udpTimeoutMs: number;
   /** Which services tapir runs for the guest. */
@@ -219,6 +221,7 @@ export function guestNetFrom(
     ip4,
     ip6,
     search: conf.search,
+    bootfile: conf.bootfile,
     mapLo4,
     mapLo6,
     loopbackOnly: conf.loopbackOnly,

@@ -135,10 +135,19 @@ Deno.test("every shared option is read, long and short", () => {
       [6, [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53]],
     ]);
     deepStrictEqual(conf.search, ["example.org", "lab.example."]);
+    equal(conf.bootfile, "");
     equal(conf.pcap, "/tmp/t.pcap");
     equal(conf.logFile, "/tmp/t.log");
     equal(conf.pidFile, "/tmp/t.pid");
   }
+});
+
+Deno.test("--dhcp-bootfile is kept as given, in both modes", () => {
+  equal(
+    vm("--dhcp-bootfile", "http://10.0.2.2:8080/boot.ipxe").bootfile,
+    "http://10.0.2.2:8080/boot.ipxe",
+  );
+  equal(ns("--dhcp-bootfile=tftp://h/pxelinux.0").bootfile, "tftp://h/pxelinux.0");
 });
 
 Deno.test("flags: families, foreground, and the log level", () => {
@@ -324,6 +333,14 @@ const ERRORS: [string[], string][] = [
   [["ns", "-S", ""], "-S: '' is not a valid domain name"],
   [["ns", "--search=-lead.example"], "--search: '-lead.example' is not a valid domain name"],
   [["ns", "-S", "a b"], "-S: 'a b' is not a valid domain name"],
+  [
+    ["vm", "--dhcp-bootfile", "http://x/a b"],
+    "--dhcp-bootfile: 'http://x/a b' must be 1 to 255 printable ASCII characters",
+  ],
+  [
+    ["vm", "--dhcp-bootfile", "h".repeat(256)],
+    `--dhcp-bootfile: '${"h".repeat(256)}' must be 1 to 255 printable ASCII characters`,
+  ],
   [
     ["ns", "-S", `${"x".repeat(64)}.example`],
     `-S: '${"x".repeat(64)}.example' is not a valid domain name`,

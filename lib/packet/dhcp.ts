@@ -149,6 +149,7 @@ export const DhcpOption = {
   RebindingTime: 59,
   VendorClassId: 60,
   ClientId: 61,
+  BootfileName: 67,
   RapidCommit: 80, // RFC 4039
   DomainSearch: 119, // RFC 3397
   ClasslessRoutes: 121, // RFC 3442
@@ -496,6 +497,8 @@ export interface DhcpRepr {
   clientId: Uint8Array | null;
   /** Option 12. */
   hostname: string;
+  /** Option 67: the boot file (a URL for HTTP boot); "" when absent. */
+  bootfile: string;
 }
 
 /** A {@linkcode DhcpRepr} for an Ethernet BOOTREPLY with every option absent. */
@@ -530,6 +533,7 @@ export function dhcpReprNew(): DhcpRepr {
     paramRequestList: [],
     clientId: null,
     hostname: "",
+    bootfile: "",
   };
 }
 
@@ -660,6 +664,7 @@ export function dhcpParse(msg: DhcpMessage, out: DhcpRepr = dhcpReprNew()): Dhcp
   out.clientId = clientId;
   out.hostname = textOption(msg, DhcpOption.Hostname);
   out.domainName = textOption(msg, DhcpOption.DomainName);
+  out.bootfile = textOption(msg, DhcpOption.BootfileName);
 
   const listErr = addrList(msg, DhcpOption.Router, out.routers) ||
     addrList(msg, DhcpOption.DnsServers, out.dnsServers);
@@ -897,6 +902,7 @@ function optionsLen(r: DhcpRepr): number {
   if (r.paramRequestList.length > 0) n += splitLen(r.paramRequestList.length);
   if (r.clientId !== null) n += splitLen(r.clientId.length);
   if (r.hostname.length > 0) n += splitLen(r.hostname.length);
+  if (r.bootfile.length > 0) n += splitLen(r.bootfile.length);
   return n;
 }
 
@@ -914,7 +920,7 @@ export function dhcpEmitLen(r: DhcpRepr): number {
  * (from `r.chaddr`, zero-filled past its length), zeroed `sname` and `file`,
  * the cookie, the options present in `r`, END and zero padding up to 300
  * bytes. Options go in this order: 53, 61, 57, 55, 12, 50, 54, 51, 58, 59,
- * 1, 3, 6, 15, 119, 26, 121 (message type first, as clients expect; then
+ * 1, 3, 6, 15, 119, 26, 121, 67 (message type first, as clients expect; then
  * the client's options, then the server's).
  *
  * @throws RangeError if `buf` is too small or a value cannot be encoded
@@ -961,6 +967,7 @@ export function dhcpEmit(buf: Uint8Array, off: number, r: DhcpRepr): number {
   if (r.domainSearch.length > 0) p += dhcpOptionDomainSearch(buf, p, r.domainSearch);
   if (r.mtu >= 0) p += dhcpOptionU16(buf, p, DhcpOption.InterfaceMtu, r.mtu);
   if (r.classlessRoutes.length > 0) p += dhcpOptionClasslessRoutes(buf, p, r.classlessRoutes);
+  if (r.bootfile.length > 0) p += dhcpOptionString(buf, p, DhcpOption.BootfileName, r.bootfile);
   p += dhcpOptionEnd(buf, p);
   bytesZero(buf, p, off + total - p);
   return total;

@@ -172,6 +172,7 @@ export const Dhcp6Option = {
   IaPrefix: 26,
   InfoRefreshTime: 32,
   ClientFqdn: 39, // RFC 4704
+  BootfileUrl: 59, // RFC 5970
   SolMaxRt: 82,
   InfMaxRt: 83,
 } as const;
@@ -401,6 +402,8 @@ export interface Dhcp6Repr {
   dnsServers: Uint8Array[];
   /** DOMAIN_LIST: domain names. */
   domainList: string[];
+  /** OPT_BOOTFILE_URL (RFC 5970): the URL of a boot file; "" when absent. */
+  bootfileUrl: string;
 }
 
 /** A {@linkcode Dhcp6Repr} with type 0 and every option absent. */
@@ -419,6 +422,7 @@ export function dhcp6ReprNew(): Dhcp6Repr {
     statusMessage: "",
     dnsServers: [],
     domainList: [],
+    bootfileUrl: "",
   };
 }
 
@@ -585,6 +589,13 @@ export function dhcp6Parse(
     if (typeof names === "number") return names;
     out.domainList = names;
   }
+
+  out.bootfileUrl = "";
+  const url = msg.optionOffset(Dhcp6Option.BootfileUrl);
+  if (url >= 0) {
+    const len = msg.optionLength(url);
+    for (let p = url; p < url + len; p++) out.bootfileUrl += String.fromCharCode(buf[p]);
+  }
   return out;
 }
 
@@ -663,6 +674,22 @@ export function dhcp6OptionAddrs(
   dhcp6OptionHeader(buf, off, code, len);
   for (let i = 0; i < addrs.length; i++) bytesCopy(buf, off + O.data + 16 * i, addrs[i], 0, 16);
   return O.data + len;
+}
+
+/**
+ * Writes option `code` holding the ASCII string `s` (a URL), without a terminator.
+ *
+ * @throws RangeError if `s` has a character above 0x7f or it does not fit
+ */
+export function dhcp6OptionAscii(buf: Uint8Array, off: number, code: number, s: string): number {
+  emitSpace(buf, off, O.data + s.length, "dhcp6OptionAscii");
+  dhcp6OptionHeader(buf, off, code, s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) throw new RangeError(`dhcp6OptionAscii: not ASCII: ${JSON.stringify(s)}`);
+    buf[off + O.data + i] = c;
+  }
+  return O.data + s.length;
 }
 
 /**
@@ -835,6 +862,7 @@ export function dhcp6EmitLen(r: Dhcp6Repr): number {
     if (len < 0) throw new RangeError(`dhcp6EmitLen: invalid name in ${r.domainList.join(" ")}`);
     n += O.data + len;
   }
+  if (r.bootfileUrl.length > 0) n += O.data + r.bootfileUrl.length;
   return n;
 }
 
@@ -842,7 +870,8 @@ export function dhcp6EmitLen(r: Dhcp6Repr): number {
  * Writes the whole message `r` at `buf[off..]` and returns its length
  * ({@linkcode dhcp6EmitLen}): the header, then the options present in `r`
  * in this order: CLIENTID, SERVERID, ELAPSED_TIME, ORO, PREFERENCE,
- * RAPID_COMMIT, each IA_NA, STATUS_CODE, DNS_SERVERS, DOMAIN_LIST. For a
+ * RAPID_COMMIT, each IA_NA, STATUS_CODE, DNS_SERVERS, DOMAIN_LIST,
+ * OPT_BOOTFILE_URL. For a
  * server's ADVERTISE or REPLY, set the type, echo the client's transaction
  * id, CLIENTID and IAIDs, and add SERVERID and the answers.
  *
@@ -865,5 +894,8 @@ export function dhcp6Emit(buf: Uint8Array, off: number, r: Dhcp6Repr): number {
   if (r.status >= 0) p += dhcp6OptionStatus(buf, p, r.status, r.statusMessage);
   if (r.dnsServers.length > 0) p += dhcp6OptionAddrs(buf, p, Dhcp6Option.DnsServers, r.dnsServers);
   if (r.domainList.length > 0) p += dhcp6OptionDomainList(buf, p, r.domainList);
+  if (r.bootfileUrl.length > 0) {
+    p += dhcp6OptionAscii(buf, p, Dhcp6Option.BootfileUrl, r.bootfileUrl);
+  }
   return p - off;
 }

@@ -30,10 +30,12 @@
  * gateway address, lease time (51, not in the ACK of an INFORM), subnet mask
  * (1), router (3) = the gateway, DNS servers (6) if any, domain search (119,
  * RFC 3397) if any, interface MTU (26) when the MTU fits DHCP's 16-bit field
- * (capped at 65535) and is at least 68, the IPv4 minimum. A NAK carries only
+ * (capped at 65535) and is at least 68, the IPv4 minimum, and the boot file
+ * name (67) with `--dhcp-bootfile` (for network boot: iPXE takes it as the
+ * URL of its script). A NAK carries only
  * the message type, the client identifier and the server identifier. Should
  * the reply exceed what the client accepts (576 bytes of IP datagram, or its
- * option 57), the search list is left out.
+ * option 57), the search list is left out, then the boot file.
  *
  * **Addressing** (§4.1): from the gateway address and tapir's MAC, UDP port
  * 67 to 68. A NAK, a reply to a client without an address (`ciaddr` 0) and a
@@ -236,6 +238,7 @@ export class DhcpService {
       r.domainSearch = this.#searchList(net);
     }
     r.mtu = config && net.mtu >= DHCP_MIN_MTU ? Math.min(net.mtu, DHCP_MAX_MTU) : -1;
+    r.bootfile = config ? net.bootfile : "";
     return r;
   }
 
@@ -247,6 +250,7 @@ export class DhcpService {
     const clientMax = Math.max(DHCP_MIN_CLIENT_DATAGRAM, req.maxMessageSize);
     const limit = Math.min(clientMax, tap.maxFrame - ETH_HEADER_LEN);
     if (headers + dhcpEmitLen(r) > limit) r.domainSearch = [];
+    if (headers + dhcpEmitLen(r) > limit) r.bootfile = "";
 
     const broadcast = type === DhcpMessageType.Nak || req.ciaddr === 0 ||
       (req.flags & DHCP_FLAG_BROADCAST) !== 0;

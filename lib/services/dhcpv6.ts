@@ -30,7 +30,9 @@
  * Every reply carries the client's CLIENTID and tapir's SERVERID; ADVERTISE
  * and REPLY to SOLICIT, REQUEST, RENEW, REBIND and INFORMATION-REQUEST also
  * carry DNS_SERVERS (RFC 3646) and DOMAIN_LIST when those are non-empty,
- * whether or not the client's ORO asked (RFC 8415 §18.3 allows it).
+ * whether or not the client's ORO asked (RFC 8415 §18.3 allows it), and
+ * with `--dhcp-bootfile` OPT_BOOTFILE_URL (59), only when the ORO asks for
+ * it (RFC 5970 §3.1).
  *
  * **Refused** (dropped, by reason): a message that breaks the format at any
  * level `dhcp6Parse` checks (`malformed`, also a source address a reply
@@ -70,6 +72,7 @@ import {
   dhcp6IaNaNew,
   Dhcp6Message,
   Dhcp6MessageType,
+  Dhcp6Option,
   dhcp6Parse,
   type Dhcp6Repr,
   dhcp6ReprNew,
@@ -240,6 +243,7 @@ export class Dhcp6Service {
     r.statusMessage = "";
     r.dnsServers = [];
     r.domainList = [];
+    r.bootfileUrl = "";
     let config = true;
     switch (req.msgType) {
       case Dhcp6MessageType.Solicit:
@@ -284,6 +288,8 @@ export class Dhcp6Service {
     if (config) {
       r.dnsServers = net6.dns.slice();
       r.domainList = this.#searchList(net);
+      // RFC 5970 §3.1: only to a client that asked for it.
+      if (req.oro.includes(Dhcp6Option.BootfileUrl)) r.bootfileUrl = net.bootfile;
     }
     return r;
   }
@@ -296,6 +302,7 @@ export class Dhcp6Service {
     const limit = Math.min(Math.max(IP6_MIN_MTU, net.mtu), tap.maxFrame - ETH_HEADER_LEN) -
       IP6_HEADER_LEN - UDP_HEADER_LEN;
     if (dhcp6EmitLen(r) > limit) r.domainList = [];
+    if (dhcp6EmitLen(r) > limit) r.bootfileUrl = "";
     while (dhcp6EmitLen(r) > limit && r.dnsServers.length > 0) r.dnsServers.pop();
 
     const ip = this.#ip;

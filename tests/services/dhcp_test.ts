@@ -387,3 +387,26 @@ Deno.test("a /32 and a /8 get the right subnet masks", () => {
     equal(parseReply(r.sent()[0]).dhcp.subnetMask, v4(mask), `/${prefixLen}`);
   }
 });
+
+Deno.test("--dhcp-bootfile: OFFER and ACK name the boot file (option 67), a NAK does not", () => {
+  const url = "http://192.0.2.1:8080/boot.ipxe";
+  const r = rig(netWith({ bootfile: url }));
+  const dhcp = new DhcpService();
+  input(dhcp, r.ctx, DISCOVER());
+  equal(parseReply(r.sent()[0]).dhcp.bootfile, url, "OFFER");
+  input(dhcp, r.ctx, REQUEST());
+  equal(parseReply(r.sent()[0]).dhcp.bootfile, url, "ACK");
+  input(
+    dhcp,
+    r.ctx,
+    fromUnconfigured(clientMessage(DhcpMessageType.Request, (m) => {
+      m.requestedIp = v4("192.0.2.99");
+    })),
+  );
+  const nak = parseReply(r.sent()[0]).dhcp;
+  equal(nak.messageType, DhcpMessageType.Nak);
+  equal(nak.bootfile, "");
+  const none = rig();
+  input(new DhcpService(), none.ctx, DISCOVER());
+  equal(parseReply(none.sent()[0]).dhcp.bootfile, "", "without the option, none");
+});

@@ -385,3 +385,14 @@ Deno.test("lists too long for one packet give way: search list first, then serve
   ok(d.dnsServers.length > 0 && d.dnsServers.length < dns.length);
   deepEqual(d.dnsServers, dns.slice(0, d.dnsServers.length));
 });
+
+Deno.test("--dhcp-bootfile: OPT_BOOTFILE_URL goes to a client whose ORO asks for it, and only then", () => {
+  const url = "http://[2001:db8::1]:8080/boot.ipxe";
+  const r = rig(netWith({ bootfile: url }));
+  const dhcp6 = new Dhcp6Service();
+  const asking = (r: Dhcp6Repr) => r.oro.push(Dhcp6Option.BootfileUrl);
+  input(dhcp6, r.ctx, fromClient(clientMessage(Dhcp6MessageType.Solicit, both(askIa, asking))));
+  equal(parseReply(r.sent()[0]).bootfileUrl, url);
+  input(dhcp6, r.ctx, SOLICIT());
+  equal(parseReply(r.sent()[0]).bootfileUrl, "", "not asked for");
+});

@@ -72,6 +72,7 @@ export const NET: GuestNet = {
     dns: [v6("2001:db8::1"), v6("2001:db8:53::53")],
   },
   search: ["example.com", "lab.example.org"],
+  bootfile: "",
   mapLo4: [],
   mapLo6: [],
   loopbackOnly: false,

@@ -11,6 +11,11 @@
  *   standard output, so the test checks the upload on the host side.
  * It prints `{"listening":PORT}` once it accepts connections.
  *
+ * `boot PORT GATEWAY` serves two iPXE scripts on 127.0.0.1:PORT: `/boot.ipxe`
+ * chains to `http://GATEWAY:PORT/second.ipxe` (the address the guest reaches
+ * this server by), which echoes a line and exits. Every request prints
+ * `{"get":PATH}`.
+ *
  * `fetch PORT TOKEN BYTES` connects to 127.0.0.1:PORT (the guest's forwarded
  * port), sends `TOKEN\n`, and reads; once BYTES have arrived it sends
  * `sha256=HEX\n` of them (the guest waits for that before it closes, so it
@@ -64,6 +69,26 @@ async function serve(port: number, file: string): Promise<void> {
         return new Response(`bytes=${got.bytes} sha256=${got.sha256}\n`);
       }
       return new Response("not found\n", { status: 404 });
+    },
+  );
+  await server.finished;
+}
+
+async function bootScripts(port: number, gateway: string): Promise<void> {
+  const scripts: Record<string, string> = {
+    "/boot.ipxe":
+      `#!ipxe\necho TAPIR-IPXE first script\nchain http://${gateway}:${port}/second.ipxe\n`,
+    "/second.ipxe": "#!ipxe\necho TAPIR-IPXE second script\nexit\n",
+  };
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port, onListen: () => printJson({ listening: port }) },
+    (req) => {
+      const path = new URL(req.url).pathname;
+      printJson({ get: path });
+      const body = scripts[path];
+      return body === undefined
+        ? new Response("not found\n", { status: 404 })
+        : new Response(body, { headers: { "content-type": "text/plain" } });
     },
   );
   await server.finished;
@@ -172,13 +197,15 @@ function portArg(text: string | undefined): number {
 if (import.meta.main) {
   const [cmd, port, arg] = Deno.args;
   if (cmd === "serve" && arg) await serve(portArg(port), arg);
+  else if (cmd === "boot" && arg) await bootScripts(portArg(port), arg);
   else if (cmd === "fetch" && arg && Deno.args[3]) {
     await fetchFromGuest(portArg(port), arg, Number(Deno.args[3]));
   } else if (cmd === "relay" && arg) {
     await relay(portArg(port), portArg(arg), Deno.args.slice(3).map(Number));
   } else {
     console.error(
-      "usage: host_peer.ts serve PORT FILE | fetch PORT TOKEN BYTES | relay SRC DST SIZE...",
+      "usage: host_peer.ts serve PORT FILE | boot PORT GATEWAY | fetch PORT TOKEN BYTES | " +
+        "relay SRC DST SIZE...",
     );
     Deno.exit(2);
   }

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HOST_NS, nsArgs, run, runOk, withHostNs } from "../helpers/netns.ts";
 import { MAIN } from "../helpers/tapir.ts";
@@ -691,3 +691,148 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
     }
   });
 }
+
+/** Port of the iPXE scripts' server on host loopback. */
+const BOOT_PORT = 8081;
+/** iPXE ROM of Debian's ipxe-qemu for the modern virtio-net device (PCI id 1af4:1041). */
+const IPXE_ROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
+/** A terminal control sequence (ESC [ ... letter). */
+const ANSI_ESCAPE = new RegExp(String.fromCharCode(27) + "\\[[0-9;?]*[A-Za-z]", "g");
+/** iPXE must have fetched both scripts by then. */
+const IPXE_DEADLINE_MS = 120_000;
+
+/**
+ * Network boot: no kernel and no disk, QEMU's own virtio-net option ROM
+ * (iPXE) on vhost-user takes its lease from tapir and fetches the script
+ * `--dhcp-bootfile` names from a server on host loopback (through the
+ * gateway address), and that script chains a second one. The ROM is given
+ * by path (this QEMU does not find Debian's ROMs by name), and the device
+ * drops its legacy interface (`disable-legacy=on`), as the ROM is built
+ * for the modern device's PCI id.
+ */
+Deno.test(
+  "iPXE in QEMU's option ROM on vhost-user gets a lease from tapir and fetches the --dhcp-bootfile script, which chains a second",
+  { ignore: BACKEND !== "tapir" },
+  async () => {
+    await withHostNs(async (host) => {
+      const dir = await Deno.makeTempDir({ prefix: "tapir-ipxe-" });
+      const socket = `${dir}/guest.sock`;
+      const procs: Deno.ChildProcess[] = [];
+      const gets: string[] = [];
+      const serial: string[] = [];
+      let sawBoth: () => void = () => {};
+      const both = new Promise<void>((r) => sawBoth = r);
+      const deadline = setTimeout(() => sawBoth(), IPXE_DEADLINE_MS);
+      let backendLog = Promise.resolve("");
+      try {
+        const [sc, sa] = nsArgs(host, Deno.execPath(), [
+          "run",
+          "-A",
+          `${HERE}host_peer.ts`,
+          "boot",
+          `${BOOT_PORT}`,
+          GUEST.gw,
+        ]);
+        const server = new Deno.Command(sc, { args: sa, stdin: "null", stdout: "piped" }).spawn();
+        procs.push(server);
+        let listening: () => void = () => {};
+        const ready = new Promise<void>((r) => listening = r);
+        const served = (async () => {
+          for await (const line of lines(server.stdout)) {
+            const m = JSON.parse(line);
+            if (m.listening) listening();
+            if (m.get) gets.push(m.get);
+            if (gets.includes("/second.ipxe")) sawBoth();
+          }
+        })();
+        await ready;
+
+        const bootUrl = `http://${GUEST.gw}:${BOOT_PORT}/boot.ipxe`;
+        const [bc, ba] = nsArgs(host, Deno.execPath(), [
+          "run",
+          "-A",
+          MAIN,
+          "vm",
+          "--vhost-user",
+          "--socket",
+          socket,
+          "--loopback-only",
+          "-d",
+          "-a",
+          GUEST.addr,
+          "-n",
+          `${GUEST.prefix}`,
+          "-g",
+          GUEST.gw,
+          "--dhcp-bootfile",
+          bootUrl,
+          "-1",
+        ]);
+        const backend = new Deno.Command(bc, {
+          args: ba,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        procs.push(backend);
+        backendLog = Promise.all([collect(backend.stdout), collect(backend.stderr)]).then((
+          [o, e],
+        ) => o + e);
+        await waitForSocket(socket, backend);
+
+        const [qc, qa] = nsArgs(host, "qemu-system-x86_64", [
+          "-machine",
+          "pc,graphics=off",
+          "-accel",
+          "tcg",
+          "-m",
+          "256",
+          "-object",
+          "memory-backend-memfd,id=mem,size=256M,share=on",
+          "-numa",
+          "node,memdev=mem",
+          "-nodefaults",
+          "-display",
+          "none",
+          "-serial",
+          "stdio",
+          "-chardev",
+          `socket,id=c0,path=${socket}`,
+          "-netdev",
+          "vhost-user,id=n0,chardev=c0",
+          "-device",
+          `virtio-net-pci,netdev=n0,vectors=0,disable-legacy=on,romfile=${IPXE_ROM},bootindex=1`,
+        ]);
+        const qemu = new Deno.Command(qc, {
+          args: qa,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        procs.push(qemu);
+        const console = (async () => {
+          for await (const line of lines(qemu.stdout)) {
+            // iPXE redraws with escape sequences; keep the text.
+            serial.push(line.replace(ANSI_ESCAPE, ""));
+          }
+        })();
+        await both;
+        kill(qemu);
+        await qemu.status;
+        await console;
+        const backendStatus = await backend.status;
+        kill(server);
+        await served;
+        const context = `\n--- serial\n${serial.join("\n")}\n--- tapir\n${await backendLog}`;
+        deepEqual(gets, ["/boot.ipxe", "/second.ipxe"], `requests seen${context}`);
+        match(await backendLog, /DHCPACK 10\.0\.2\.15/, `no lease${context}`);
+        equal(backendStatus.code, 0, `tapir exit${context}`);
+      } finally {
+        clearTimeout(deadline);
+        for (const p of procs) kill(p);
+        await Promise.allSettled([...procs.map((p) => p.status), backendLog]);
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+);

@@ -14,6 +14,7 @@
  */
 
 import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
+import type { BackendResults, BackendRun } from "./vhost_backend.ts";
 import {
   atDefaultMtu,
   type ContenderName,
@@ -226,6 +227,7 @@ export function renderMarkdown(
   run: RunInfo,
   chart: string,
   streamRsc: StreamRscResults | null = null,
+  backends: BackendResults | null = null,
 ): string {
   const notes = new Notes();
   const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
@@ -339,7 +341,7 @@ than pasta needs at its default MTU ${DEFAULT_MTU}. Ratios are taken within each
 median (min–max); "met" judges the median.
 
 ${targetTable(results, names)}
-${streamRscSection(streamRsc)}
+${streamRscSection(streamRsc)}${backendSection(backends)}
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -448,5 +450,70 @@ data byte to the ACK of the FIN; writes from tapir's counters at exit. The guest
 | --- | --: | --: | --: |
 ${streamRscRow("Gbit/s ↑", r, (x) => x.gbps, 2)}
 ${streamRscRow("writes to the host socket per MiB ↓", r, (x) => x.writesPerMiB, 1)}
+${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
+}
+
+/** "median (min–max)" of the runs that did not fail, or "not measured". */
+function backendCell(
+  runs: BackendRun[],
+  pick: (r: { gbps: number; cpuSPerGB: number }) => number,
+  digits: number,
+): string {
+  const v = runs.flatMap((x) =>
+    "error" in x ? [] : [pick(x as { gbps: number; cpuSPerGB: number })]
+  );
+  const s = summarize(v);
+  return s === null ? "not measured" : formatSummary(s, digits);
+}
+
+/** Median of `a` over median of `b`, or "—". */
+function medianRatio(
+  a: BackendRun[],
+  b: BackendRun[],
+  pick: (r: { gbps: number; cpuSPerGB: number }) => number,
+): string {
+  const med = (runs: BackendRun[]) =>
+    summarize(
+      runs.flatMap((x) => "error" in x ? [] : [pick(x as { gbps: number; cpuSPerGB: number })]),
+    );
+  const x = med(a);
+  const y = med(b);
+  return x === null || y === null ? "—" : `${(x.median / y.median).toFixed(2)}×`;
+}
+
+/** The section comparing the stream socket with vhost-user, or nothing when it did not run. */
+function backendSection(r: BackendResults | null): string {
+  if (r === null) return "";
+  const all = Object.values(r.runs).flat();
+  const errors = all.flatMap((x) => "error" in x ? [x.error] : []);
+  const row = (
+    label: string,
+    stream: BackendRun[],
+    vhost: BackendRun[],
+    pick: (r: { gbps: number; cpuSPerGB: number }) => number,
+    digits: number,
+  ) =>
+    `| ${label} | ${backendCell(stream, pick, digits)} | ${backendCell(vhost, pick, digits)} | ${
+      medianRatio(vhost, stream, pick)
+    } |`;
+  const { streamUp, streamDown, vhostUp, vhostDown } = r.runs;
+  return `
+## Stream socket vs vhost-user
+
+\`tapir vm -m 1500\` with a guest program in place of QEMU, one TCP connection of
+${(r.bytes / 2 ** 20).toFixed(0)} MiB each way to socat on the host namespace's loopback. Over the
+stream socket (\`bench/stream_guest.ts\`) the guest sends MSS-sized segments, which RSC merges, and
+receives MTU-sized frames; over vhost-user (\`bench/vhost_guest.ts\`: guest memory in a memfd, rings
+and eventfds as QEMU sets them up) guest and tapir exchange 64 KiB GSO frames through the rings. Rate
+from the first data byte to the end of the transfer; CPU is tapir's own over the same interval. The
+guest programs are JavaScript and their cost is in the rate; a real guest is QEMU under TCG here,
+slower than both.
+
+| | stream socket | vhost-user | vhost-user/stream |
+| --- | --: | --: | --: |
+${row("guest → host, Gbit/s ↑", streamUp, vhostUp, (x) => x.gbps, 2)}
+${row("host → guest, Gbit/s ↑", streamDown, vhostDown, (x) => x.gbps, 2)}
+${row("guest → host, tapir CPU s/GB ↓", streamUp, vhostUp, (x) => x.cpuSPerGB, 2)}
+${row("host → guest, tapir CPU s/GB ↓", streamDown, vhostDown, (x) => x.cpuSPerGB, 2)}
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }

@@ -10,11 +10,8 @@
  * @module
  */
 
-import { type HostEnv, inHost } from "./hostns.ts";
-import { runBounded, spawnTracked } from "./proc.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const GUEST = { addr: "10.0.2.15", prefix: "24", gw: "10.0.2.2" } as const;
+import type { HostEnv } from "./hostns.ts";
+import { vmGuestRun } from "./vm_guest.ts";
 
 /** One run's outcome, or why there is none. */
 export type StreamRscRun = { readonly gbps: number; readonly writesPerMiB: number } | {
@@ -39,80 +36,15 @@ export async function streamRscRun(
   bytes: number,
   on: boolean,
 ): Promise<StreamRscRun> {
-  const cleanup = env.cleanup;
-  const socket = `${env.dir}/rsc-${port}.sock`;
-  const log = `${env.dir}/rsc-${port}.log`;
-  const sink = spawnTracked(
-    cleanup,
-    inHost(env.ns, [
-      "socat",
-      "-u",
-      `TCP4-LISTEN:${port},bind=127.0.0.1,reuseaddr`,
-      "OPEN:/dev/null",
-    ]),
-  );
-  const tapir = spawnTracked(
-    cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
-      "vm",
-      "--socket",
-      socket,
-      "-m",
-      "1500",
-      "-a",
-      GUEST.addr,
-      "-n",
-      GUEST.prefix,
-      "-g",
-      GUEST.gw,
-      "-f",
-      "-1",
-      "-d",
-      "--log-file",
-      log,
-      ...(on ? [] : ["--no-rsc"]),
-    ]),
-  );
-  try {
-    for (let i = 0; i < 100; i++) {
-      const st = await Deno.stat(socket).catch(() => null);
-      if (st?.isSocket) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const guest = await runBounded(
-      cleanup,
-      inHost(env.ns, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${ROOT}/bench/stream_guest.ts`,
-        socket,
-        GUEST.addr,
-        GUEST.gw,
-        String(port),
-        String(bytes),
-      ]),
-      120_000,
-    );
-    if (guest.code !== 0 || guest.timedOut) {
-      return { error: `guest: ${guest.timedOut ? "timed out" : guest.stderr.trim()}` };
-    }
-    const { ms } = JSON.parse(guest.stdout.trim().split("\n").pop()!);
-    await Promise.race([tapir.status, new Promise((r) => setTimeout(r, 5000))]);
-    const text = await Deno.readTextFile(log);
-    const tcp = /tcp: (\{.*\})/.exec(text);
-    if (tcp === null) return { error: "no tcp counters in tapir's log" };
-    const writes = JSON.parse(tcp[1]).sockWrites as number;
-    return { gbps: (bytes * 8) / (ms / 1000) / 1e9, writesPerMiB: writes / (bytes / 2 ** 20) };
-  } catch (err) {
-    return { error: (err as Error).message };
-  } finally {
-    await tapir.stop();
-    await sink.stop();
-    await Deno.remove(log).catch(() => {});
-  }
+  const r = await vmGuestRun(env, mainTs, port, {
+    vhost: false,
+    upload: true,
+    bytes,
+    tapirArgs: on ? [] : ["--no-rsc"],
+  });
+  if ("error" in r) return r;
+  const tcp = /tcp: (\{.*\})/.exec(r.log);
+  if (tcp === null) return { error: "no tcp counters in tapir's log" };
+  const writes = JSON.parse(tcp[1]).sockWrites as number;
+  return { gbps: r.gbps, writesPerMiB: writes / (bytes / 2 ** 20) };
 }

@@ -27,6 +27,7 @@ import { Cleanup } from "./proc.ts";
 import { type Machine, renderMarkdown, type RunInfo } from "./report.ts";
 import { runSession, type SessionConfig } from "./session.ts";
 import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
+import { BACKEND_CASES, type BackendResults, backendRun } from "./vhost_backend.ts";
 import { renderSvg } from "./svg.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -251,6 +252,20 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     }
     streamRsc = r;
   }
+  let backends: BackendResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const b: BackendResults = {
+      bytes: opts.quick ? 64 * 2 ** 20 : 2 ** 30,
+      runs: { streamUp: [], streamDown: [], vhostUp: [], vhostDown: [] },
+    };
+    for (let rep = 0; rep < opts.reps; rep++) {
+      for (const c of rotate([...BACKEND_CASES], rep)) {
+        progress(`bench: rep ${rep + 1}: ${c.key}`);
+        b.runs[c.key].push(await backendRun(env, MAIN_TS, port++, b.bytes, c.vhost, c.upload));
+      }
+    }
+    backends = b;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -279,13 +294,23 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
   const report = `${opts.out}/BENCHMARKS.md`;
   await Deno.writeTextFile(
     report,
-    renderMarkdown(results, opts.contenders, noTranslator, machine, run, "bench.svg", streamRsc),
+    renderMarkdown(
+      results,
+      opts.contenders,
+      noTranslator,
+      machine,
+      run,
+      "bench.svg",
+      streamRsc,
+      backends,
+    ),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
   if (opts.json) {
     await Deno.writeTextFile(
       opts.json,
-      JSON.stringify({ machine, run, results: results.toJSON(), streamRsc }, null, 2) + "\n",
+      JSON.stringify({ machine, run, results: results.toJSON(), streamRsc, backends }, null, 2) +
+        "\n",
     );
   }
   progress(`bench: wrote ${opts.out}/BENCHMARKS.md and bench.svg in ${run.elapsedS.toFixed(0)} s`);

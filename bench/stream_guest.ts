@@ -1,16 +1,18 @@
 /**
- * A guest without a VM, for the RSC benchmark: it connects to `tapir vm`'s
- * stream socket and, speaking Ethernet frames in QEMU's stream protocol
- * (4-byte big-endian length, then the frame), opens one TCP connection to
- * the gateway and sends BYTES of payload in MSS-sized segments (1460 bytes,
- * what a guest at MTU 1500 without TSO sends), as fast as tapir's window
- * lets it: up to {@linkcode BURST} segments per write, then whatever ACKs
- * have come back. No retransmission: the benchmark needs a lossless path,
- * and a stall fails it.
+ * A guest without a VM, for the RSC and backend benchmarks: it connects to
+ * `tapir vm`'s stream socket and, speaking Ethernet frames in QEMU's stream
+ * protocol (4-byte big-endian length, then the frame), opens one TCP
+ * connection to the gateway and either sends BYTES of payload in MSS-sized
+ * segments (`up`, the default: 1460 bytes, what a guest at MTU 1500 without
+ * TSO sends), as fast as tapir's window lets it — up to {@linkcode BURST}
+ * segments per write, then whatever ACKs have come back — or receives what
+ * the host sends until its FIN (`down`), acknowledging after each read. No
+ * retransmission: the benchmark needs a lossless path, and a stall fails it.
  *
- * Usage: deno run -A bench/stream_guest.ts SOCKET GUEST_IP GATEWAY PORT BYTES
+ * Usage: deno run -A bench/stream_guest.ts SOCKET GUEST_IP GATEWAY PORT BYTES [up|down] [PID]
  * Prints one JSON line: {"bytes": N, "ms": elapsed from the first data byte
- * to the ACK of the FIN}.
+ * to the ACK of our FIN (or the host's FIN), "cpuTicks": CPU clock ticks
+ * process PID spent meanwhile (0 without PID)}.
  *
  * @module
  */
@@ -30,6 +32,7 @@ import {
 } from "../lib/packet/tcp.ts";
 import { IpProto } from "../lib/packet/wire.ts";
 import { seqAdd, seqDiff, seqGt, seqLt } from "../lib/l4/seq.ts";
+import { cpuTicks } from "./proc.ts";
 
 /** Payload per segment: MTU 1500 less IPv4 and TCP headers. */
 const MSS = 1460;
@@ -41,7 +44,9 @@ const GUEST_MAC = new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const GUEST_PORT = 40000;
 const ISN = 0x1000_0000;
 
-const [socketPath, guestText, gatewayText, portText, bytesText] = Deno.args;
+const [socketPath, guestText, gatewayText, portText, bytesText, dirText, pidText] = Deno.args;
+const upload = (dirText ?? "up") === "up";
+const pid = Number(pidText ?? 0);
 const guest = ip4ToU32(parseIp4(guestText ?? "")!);
 const gateway = ip4ToU32(parseIp4(gatewayText ?? "")!);
 const port = Number(portText);
@@ -62,6 +67,16 @@ let wndRight = ISN;
 let wscale = 0;
 let synAcked = false;
 let wake: () => void = () => {};
+/** Download: payload taken in order, the host's FIN seen, and when the first byte came. */
+let received = 0;
+let finSeen = false;
+let start = 0;
+let cpuStart = 0;
+
+function begin(): void {
+  start = performance.now();
+  cpuStart = pid ? cpuTicks([pid]) : 0;
+}
 
 /** Writes one frame into `out` at `off` (length prefix included); returns the bytes used. */
 function frame(out: Uint8Array, off: number, seq: number, flags: number, len: number): number {
@@ -131,6 +146,15 @@ async function readLoop(): Promise<void> {
         acked = seg.ack;
         wndRight = seqAdd(seg.ack, seg.window * 2 ** wscale);
       }
+      if (!(seg.flags & TcpFlag.Syn) && seg.seq === rcvNxt) {
+        if (seg.payloadLen > 0 && received === 0) begin();
+        rcvNxt = seqAdd(rcvNxt, seg.payloadLen);
+        received += seg.payloadLen;
+        if (seg.flags & TcpFlag.Fin) {
+          rcvNxt = seqAdd(rcvNxt, 1);
+          finSeen = true;
+        }
+      }
       wake();
     }
     buf.copyWithin(0, off, have);
@@ -154,22 +178,35 @@ while (!synAcked) await changed();
 let sndNxt = seqAdd(ISN, 1);
 await writeAll(out.subarray(0, frame(out, 0, sndNxt, TcpFlag.Ack, 0)));
 
-const end = seqAdd(sndNxt, total);
-const start = performance.now();
-while (seqLt(acked, end)) {
-  const limit = seqLt(wndRight, end) ? wndRight : end;
-  let used = 0;
-  for (let k = 0; k < BURST && seqLt(sndNxt, limit); k++) {
-    const len = Math.min(MSS, seqDiff(limit, sndNxt));
-    used += frame(out, used, sndNxt, TcpFlag.Ack, len);
-    sndNxt = seqAdd(sndNxt, len);
+if (upload) {
+  const end = seqAdd(sndNxt, total);
+  begin();
+  while (seqLt(acked, end)) {
+    const limit = seqLt(wndRight, end) ? wndRight : end;
+    let used = 0;
+    for (let k = 0; k < BURST && seqLt(sndNxt, limit); k++) {
+      const len = Math.min(MSS, seqDiff(limit, sndNxt));
+      used += frame(out, used, sndNxt, TcpFlag.Ack, len);
+      sndNxt = seqAdd(sndNxt, len);
+    }
+    if (used > 0) await writeAll(out.subarray(0, used));
+    else await changed(); // the window is full: wait for an ACK
   }
-  if (used > 0) await writeAll(out.subarray(0, used));
-  else await changed(); // the window is full: wait for an ACK
+  await writeAll(out.subarray(0, frame(out, 0, sndNxt, TcpFlag.Fin | TcpFlag.Ack, 0)));
+  while (!seqGt(acked, end)) await changed();
+} else {
+  // One ACK for whatever each read brought, until the host's FIN.
+  let ackedTo = rcvNxt;
+  for (;;) {
+    if (rcvNxt !== ackedTo) {
+      ackedTo = rcvNxt;
+      await writeAll(out.subarray(0, frame(out, 0, sndNxt, TcpFlag.Ack, 0)));
+    } else if (finSeen) break;
+    else await changed();
+  }
 }
-await writeAll(out.subarray(0, frame(out, 0, sndNxt, TcpFlag.Fin | TcpFlag.Ack, 0)));
-while (!seqGt(acked, end)) await changed();
 const ms = performance.now() - start;
-console.log(JSON.stringify({ bytes: total, ms }));
+const ticks = pid ? cpuTicks([pid]) - cpuStart : 0;
+console.log(JSON.stringify({ bytes: upload ? total : received, ms, cpuTicks: ticks }));
 conn.close();
 await reading.catch(() => {});

@@ -42,7 +42,10 @@ const TAPIRS: readonly ContenderName[] = ["tapir", "tapir-nooffload"];
 /** The kernel-only contender: it has no translator process to cost. */
 const KERNEL_ONLY: ContenderName = "veth";
 
-type Report = { results: Record<string, Record<string, (Outcome | null)[]>> };
+type Report = {
+  results: Record<string, Record<string, (Outcome | null)[]>>;
+  backends: { runs: Record<string, object[]> };
+};
 
 Deno.test("bench --quick writes the report and chart, and every contender measures every scenario", async () => {
   const out = await Deno.makeTempDir({ prefix: "tapir-bench-test-" });
@@ -69,7 +72,16 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
     ok(svg.trimEnd().endsWith("</svg>"));
     for (const c of CONTENDERS) ok(svg.includes(`>${c}</text>`), `${c} in the chart legend`);
 
-    const { results } = JSON.parse(await Deno.readTextFile(`${out}/results.json`)) as Report;
+    const { results, backends } = JSON.parse(
+      await Deno.readTextFile(`${out}/results.json`),
+    ) as Report;
+    // The stream-vs-vhost-user scenario: every setting ran, in the report.
+    ok(flatMd.includes("## Stream socket vs vhost-user"));
+    for (const [key, runs] of Object.entries(backends.runs)) {
+      equal(runs.length, 1, key);
+      ok(!("error" in runs[0]), `${key}: ${JSON.stringify(runs[0])}\n${log}`);
+      ok((runs[0] as { gbps: number }).gbps > 0, key);
+    }
     for (const m of METRICS) {
       for (const c of CONTENDERS) {
         const cell = results[m.id]?.[c];

@@ -441,7 +441,7 @@ function streamRscSection(r: StreamRscResults | null): string {
 \`tapir vm -m 1500\` over QEMU's stream socket, which carries no offload metadata, so a guest sends
 MSS-sized (1460-byte) segments. In place of QEMU, \`bench/stream_guest.ts\` connects to the socket
 and uploads ${(r.bytes / 2 ** 20).toFixed(0)} MiB over one TCP connection as fast as tapir's window
-allows; socat on the host namespace's loopback receives. With RSC, tapir merges the in-order segments
+allows; socat on the host namespace's loopback receives (1 MiB blocks). With RSC, tapir merges the in-order segments
 of each receive batch into one socket write; \`--no-rsc\` writes each segment. Rate from the first
 data byte to the ACK of the FIN; writes from tapir's counters at exit. The guest program's own cost
 (frames and checksums built in JavaScript) is in the rate.
@@ -501,7 +501,8 @@ function backendSection(r: BackendResults | null): string {
 ## Stream socket vs vhost-user
 
 \`tapir vm -m 1500\` with a guest program in place of QEMU, one TCP connection of
-${(r.bytes / 2 ** 20).toFixed(0)} MiB each way to socat on the host namespace's loopback. Over the
+${(r.bytes / 2 ** 20).toFixed(0)} MiB each way to socat on the host namespace's loopback (1 MiB
+blocks; zeros from \`/dev/zero\` toward the guest). Over the
 stream socket (\`bench/stream_guest.ts\`) the guest sends MSS-sized segments, which RSC merges, and
 receives MTU-sized frames; over vhost-user (\`bench/vhost_guest.ts\`: guest memory in a memfd, rings
 and eventfds as QEMU sets them up) guest and tapir exchange 64 KiB GSO frames through the rings. Rate

@@ -255,7 +255,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
   let backends: BackendResults | null = null;
   if (opts.contenders.includes("tapir")) {
     const b: BackendResults = {
-      bytes: opts.quick ? 64 * 2 ** 20 : 2 ** 30,
+      bytes: opts.quick ? 64 * 2 ** 20 : 2 * 2 ** 30,
       runs: { streamUp: [], streamDown: [], vhostUp: [], vhostDown: [] },
     };
     for (let rep = 0; rep < opts.reps; rep++) {

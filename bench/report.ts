@@ -15,6 +15,7 @@
 
 import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import type { BackendResults, BackendRun } from "./vhost_backend.ts";
+import type { QemuResults, QemuRun } from "./qemu_guest.ts";
 import {
   atDefaultMtu,
   type ContenderName,
@@ -228,6 +229,7 @@ export function renderMarkdown(
   chart: string,
   streamRsc: StreamRscResults | null = null,
   backends: BackendResults | null = null,
+  qemu: QemuResults | null = null,
 ): string {
   const notes = new Notes();
   const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
@@ -341,7 +343,7 @@ than pasta needs at its default MTU ${DEFAULT_MTU}. Ratios are taken within each
 median (min–max); "met" judges the median.
 
 ${targetTable(results, names)}
-${streamRscSection(streamRsc)}${backendSection(backends)}
+${streamRscSection(streamRsc)}${backendSection(backends)}${qemuSection(qemu)}
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -516,5 +518,38 @@ ${row("guest → host, Gbit/s ↑", streamUp, vhostUp, (x) => x.gbps, 2)}
 ${row("host → guest, Gbit/s ↑", streamDown, vhostDown, (x) => x.gbps, 2)}
 ${row("guest → host, tapir CPU s/GB ↓", streamUp, vhostUp, (x) => x.cpuSPerGB, 2)}
 ${row("host → guest, tapir CPU s/GB ↓", streamDown, vhostDown, (x) => x.cpuSPerGB, 2)}
+${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
+}
+
+/** The section on a real guest under QEMU, or nothing when it did not run. */
+function qemuSection(r: QemuResults | null): string {
+  if (r === null) return "";
+  const errors = [...r.stream, ...r.vhost].flatMap((x) => "error" in x ? [x.error] : []);
+  type Ok = { downMbps: number; upMbps: number };
+  const values = (runs: QemuRun[], pick: (x: Ok) => number) =>
+    runs.flatMap((x) => "error" in x ? [] : [pick(x as Ok)]);
+  const cell = (runs: QemuRun[], pick: (x: Ok) => number) => {
+    const s = summarize(values(runs, pick));
+    return s === null ? "not measured" : formatSummary(s, 0);
+  };
+  const ratio = (pick: (x: Ok) => number) => {
+    const a = summarize(values(r.vhost, pick));
+    const b = summarize(values(r.stream, pick));
+    return a === null || b === null ? "—" : `${(a.median / b.median).toFixed(2)}×`;
+  };
+  const row = (label: string, pick: (x: Ok) => number) =>
+    `| ${label} | ${cell(r.stream, pick)} | ${cell(r.vhost, pick)} | ${ratio(pick)} |`;
+  return `
+## A QEMU guest: stream socket vs vhost-user
+
+The VM tests' guest (Debian's kernel, busybox) under QEMU 7.2 with TCG — no KVM on these machines —
+on \`tapir vm -m 1500\`, downloads ${(r.bytes / 2 ** 20).toFixed(0)} MiB with wget from a server on
+the host namespace's loopback and uploads as many; the guest times each transfer. The emulated guest
+is the bottleneck here, not tapir: these rows are what such a VM gets on this machine.
+
+| | stream socket | vhost-user | vhost-user/stream |
+| --- | --: | --: | --: |
+${row("host → guest (download), Mbit/s ↑", (x) => x.downMbps)}
+${row("guest → host (upload), Mbit/s ↑", (x) => x.upMbps)}
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }

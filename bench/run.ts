@@ -28,6 +28,7 @@ import { type Machine, renderMarkdown, type RunInfo } from "./report.ts";
 import { runSession, type SessionConfig } from "./session.ts";
 import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
 import { BACKEND_CASES, type BackendResults, backendRun } from "./vhost_backend.ts";
+import { qemuGuestRun, type QemuResults } from "./qemu_guest.ts";
 import { renderSvg } from "./svg.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -266,6 +267,19 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     }
     backends = b;
   }
+  let qemu: QemuResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const q: QemuResults = { bytes: (opts.quick ? 4 : 32) * 2 ** 20, stream: [], vhost: [] };
+    for (let rep = 0; rep < opts.reps; rep++) {
+      for (const vhost of rep % 2 ? [true, false] : [false, true]) {
+        progress(
+          `bench: rep ${rep + 1}: QEMU guest over ${vhost ? "vhost-user" : "the stream socket"}`,
+        );
+        (vhost ? q.vhost : q.stream).push(await qemuGuestRun(env, MAIN_TS, port++, q.bytes, vhost));
+      }
+    }
+    qemu = q;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -303,13 +317,18 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
       "bench.svg",
       streamRsc,
       backends,
+      qemu,
     ),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
   if (opts.json) {
     await Deno.writeTextFile(
       opts.json,
-      JSON.stringify({ machine, run, results: results.toJSON(), streamRsc, backends }, null, 2) +
+      JSON.stringify(
+        { machine, run, results: results.toJSON(), streamRsc, backends, qemu },
+        null,
+        2,
+      ) +
         "\n",
     );
   }

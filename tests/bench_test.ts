@@ -45,6 +45,7 @@ const KERNEL_ONLY: ContenderName = "veth";
 type Report = {
   results: Record<string, Record<string, (Outcome | null)[]>>;
   backends: { runs: Record<string, object[]> };
+  qemu: { stream: object[]; vhost: object[] };
 };
 
 Deno.test("bench --quick writes the report and chart, and every contender measures every scenario", async () => {
@@ -72,7 +73,7 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
     ok(svg.trimEnd().endsWith("</svg>"));
     for (const c of CONTENDERS) ok(svg.includes(`>${c}</text>`), `${c} in the chart legend`);
 
-    const { results, backends } = JSON.parse(
+    const { results, backends, qemu } = JSON.parse(
       await Deno.readTextFile(`${out}/results.json`),
     ) as Report;
     // The stream-vs-vhost-user scenario: every setting ran, in the report.
@@ -81,6 +82,12 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
       equal(runs.length, 1, key);
       ok(!("error" in runs[0]), `${key}: ${JSON.stringify(runs[0])}\n${log}`);
       ok((runs[0] as { gbps: number }).gbps > 0, key);
+    }
+    // A real guest under QEMU, both backends.
+    ok(flatMd.includes("## A QEMU guest: stream socket vs vhost-user"));
+    for (const runs of [qemu.stream, qemu.vhost]) {
+      equal(runs.length, 1);
+      ok(!("error" in runs[0]), `${JSON.stringify(runs[0])}\n${log}`);
     }
     for (const m of METRICS) {
       for (const c of CONTENDERS) {

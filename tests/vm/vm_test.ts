@@ -22,6 +22,7 @@ import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HOST_NS, nsArgs, run, runOk, withHostNs } from "../helpers/netns.ts";
 import { MAIN } from "../helpers/tapir.ts";
+import { buildGuest, guestAppend, qemuArgs } from "./qemu.ts";
 
 /** Which program serves the guest's network. */
 const BACKEND = Deno.env.get("TAPIR_VM_BACKEND") ?? "tapir";
@@ -36,8 +37,6 @@ const DOWNLOAD_BYTES = 10 * 1024 * 1024 + 12_345;
 const UPLOAD_BYTES = 1024 * 1024 + 4_321;
 /** Both ways over vhost-user. */
 const VHOST_TRANSFER_BYTES = 64 * 1024 * 1024 + 9_876;
-/** Guest memory over vhost-user: the 64 MiB files live in the guest's RAM. */
-const VHOST_GUEST_MEM_MB = 512;
 const INBOUND_BYTES = 1024 * 1024 + 777;
 /**
  * The guest must have finished by then, or everything is killed. A run takes
@@ -133,12 +132,6 @@ async function writeRandomFile(path: string, bytes: number): Promise<string> {
     file.close();
   }
   return hash.digest("hex");
-}
-
-/** Builds (or finds in the cache) the guest's kernel and initramfs. */
-async function buildGuest(): Promise<{ kernel: string; initrd: string }> {
-  const out = (await runOk("sh", [`${HERE}build.sh`])).trim().split("\n").pop()!;
-  return { kernel: `${out}/vmlinuz`, initrd: `${out}/initramfs.gz` };
 }
 
 async function ensurePasstUser(): Promise<void> {
@@ -270,82 +263,9 @@ interface VmTestOptions {
   vhost: boolean;
 }
 
-/**
- * QEMU's arguments for a guest booted with kernel command line `append`,
- * networked through `socket` by the stream protocol or vhost-user.
- */
-function qemuArgs(
-  guest: { kernel: string; initrd: string },
-  append: string,
-  socket: string,
-  vhost: boolean,
-): string[] {
-  const common = [
-    "-machine",
-    "q35",
-    "-accel",
-    "tcg",
-    "-nodefaults",
-    "-display",
-    "none",
-    "-no-reboot",
-    "-serial",
-    "stdio",
-    "-kernel",
-    guest.kernel,
-    "-initrd",
-    guest.initrd,
-    "-append",
-    append,
-  ];
-  if (vhost) {
-    return [
-      ...common,
-      "-m",
-      `${VHOST_GUEST_MEM_MB}`,
-      // vhost-user needs guest memory tapir can map: a shared memfd.
-      "-object",
-      `memory-backend-memfd,id=mem,size=${VHOST_GUEST_MEM_MB}M,share=on`,
-      "-numa",
-      "node,memdev=mem",
-      "-chardev",
-      `socket,id=c0,path=${socket}`,
-      "-netdev",
-      "vhost-user,id=n0,chardev=c0",
-      "-device",
-      "virtio-net-pci,netdev=n0,romfile=,vectors=0",
-    ];
-  }
-  return [
-    ...common,
-    "-m",
-    "256",
-    "-netdev",
-    `stream,id=n0,server=off,addr.type=unix,addr.path=${socket}`,
-    // No option ROM: the kernel is loaded directly, iPXE would only slow
-    // boot. No event index: with it, QEMU 7.2 under TCG stopped filling
-    // the guest's receive ring for good in 4 of 8 relay runs (the
-    // guest's rx_packets frozen while QEMU had read every frame tapir
-    // sent, window probes included; the same with mrg_rxbuf=off); with
-    // notifications suppressed by flags instead, none of 6 stalled.
-    "-device",
-    "virtio-net-pci,netdev=n0,romfile=,event_idx=off",
-  ];
-}
-
 /** "N MiB", for step names. */
 function mib(bytes: number): string {
   return `${Math.floor(bytes / (1024 * 1024))} MiB`;
-}
-
-/** The kernel command line of a guest that runs the steps `params` lists. */
-function guestAppend(params: Record<string, string | number>): string {
-  return [
-    "console=ttyS0",
-    "loglevel=1",
-    "panic=-1",
-    ...Object.entries(params).map(([k, v]) => `tapirvm.${k}=${v}`),
-  ].join(" ");
 }
 
 async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {

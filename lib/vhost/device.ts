@@ -45,9 +45,11 @@
  * points into memory that may be unmapped. After it,
  * {@linkcode VhostNetDevice.resume} takes up the rings that run then.
  *
- * Copies: one per byte each way for now (ring buffers ↔ slot), the same as
- * the tap device's read and write; frames are not yet built in, or written
- * to sockets from, guest memory directly.
+ * **Copies**: two per byte each way for now, as with the tap device —
+ * between the rings and a slot here, between the slot and the host socket
+ * in the kernel. Frames are not yet built in guest memory (TCP peeking
+ * straight into receive buffers) nor written to sockets from it (iovecs
+ * over transmit buffers), which would leave one.
  *
  * @module
  */

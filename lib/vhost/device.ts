@@ -41,8 +41,9 @@
  * **Rings come and go** with the front-end's requests. Before any request
  * that changes rings or memory the control side calls
  * {@linkcode VhostNetDevice.quiesce}: the reactor stops watching the kick
- * fds and chains held for a frame that did not fit are let go, so nothing
- * points into memory that may be unmapped. After it,
+ * fds, and chains held for a frame that did not fit are given back empty
+ * while the ring is still mapped, so nothing points into memory that may
+ * be unmapped and no receive buffer is lost to the guest. After it,
  * {@linkcode VhostNetDevice.resume} takes up the rings that run then.
  *
  * **Copies**: two per byte each way for now, as with the tap device —
@@ -79,8 +80,8 @@ export interface VhostNetStats {
   badFrames: number;
   /** Interrupts (call eventfd writes), both rings. */
   calls: number;
-  /** Chains held for a frame that did not fit, let go when the rings changed. */
-  heldDropped: number;
+  /** Chains held for a frame that did not fit, given back empty when the rings changed. */
+  heldReleased: number;
 }
 
 /** One guest's vhost-user network device; see the module comment. */
@@ -95,7 +96,7 @@ export class VhostNetDevice implements TapBackend {
     bytesIn: 0,
     badFrames: 0,
     calls: 0,
-    heldDropped: 0,
+    heldReleased: 0,
   };
   /** See `TapBackend.sendBlocked`. */
   sendBlocked = false;
@@ -148,7 +149,12 @@ export class VhostNetDevice implements TapBackend {
 
   /** See the module comment: let go of the rings before they change. */
   quiesce(): void {
-    this.stats.heldDropped += this.rx.drop();
+    // The ring is still mapped here: what is held goes back before it changes.
+    const held = this.rx.release();
+    if (held > 0) {
+      this.stats.heldReleased += held;
+      this.#publish(VHOST_RX_RING);
+    }
     this.sendBlocked = false;
   }
 

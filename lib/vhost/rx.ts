@@ -23,7 +23,8 @@
  * and `write` returns false, so the caller keeps the frame and tries again
  * on the guest's next kick, as the tap backend does on EAGAIN. (Rewinding
  * the ring's read position instead would be wrong: a broken chain met on
- * the way has already been given back.)
+ * the way has already been given back.) Should the ring change meanwhile,
+ * {@linkcode VnetRx.release} gives the held chains back empty.
  *
  * @module
  */
@@ -189,14 +190,18 @@ export class VnetRx {
   }
 
   /**
-   * Lets go of the chains held for a frame that did not fit: the ring is
-   * stopping or its memory is about to be unmapped, and a held chain points
-   * into it. They are not given back (the ring is no longer ours to write);
-   * returns how many there were.
+   * Gives the chains held for a frame that did not fit back to the guest
+   * unused (length 0), before the ring stops or its memory is unmapped: a
+   * held chain points into it, and one never given back would be lost to
+   * the guest's receive ring for good. Returns how many there were; the
+   * caller publishes.
    */
-  drop(): number {
+  release(): number {
     const n = this.#held;
-    for (let k = 0; k < n; k++) this.#chains[k].reset();
+    for (let k = 0; k < n; k++) {
+      this.#queue.push(this.#chains[k].head, 0);
+      this.#chains[k].reset();
+    }
     this.#held = 0;
     return n;
   }

@@ -90,6 +90,19 @@ Deno.test("without room the frame waits, and the chains already taken serve it w
   equal(rx.stats.noRoom, 1);
 });
 
+Deno.test("chains held for a frame that did not fit are given back empty when the ring changes", () => {
+  const d = new RingDriver(false, 64);
+  const rx = new VnetRx(d.queue);
+  const heads = [0, 1, 2].map(() => d.offerWritable([1536]));
+  const frame = frameOf(20000);
+  equal(rx.write(frame, 0, frame.length, 0, 0, 0, 0, 0, 0), RxResult.NO_ROOM);
+  equal(rx.release(), 3);
+  d.queue.publish();
+  equal(d.usedIdx, 3);
+  deepEqual([0, 1, 2].map((k) => d.used(k)), heads.map((h) => [h, 0]));
+  equal(rx.release(), 0, "nothing held any more");
+});
+
 Deno.test("without mergeable buffers a frame must fit one chain, or is dropped", () => {
   const d = new RingDriver(false, 8);
   const rx = new VnetRx(d.queue);

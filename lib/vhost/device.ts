@@ -165,8 +165,8 @@ export class VhostNetDevice implements TapBackend {
     this.#hdrSize = legacy ? VNET_HDR_SIZE_LEGACY : VNET_HDR_SIZE;
     this.rx.hdrSize = this.#hdrSize;
     this.rx.mergeable = this.#has(F.MRG_RXBUF);
-    // The kick fds are read only when epoll says so, and QEMU never reads
-    // them, so making them non-blocking is safe and guards the loop.
+    // Each receive reads the kick fd whether or not a kick came; QEMU only
+    // writes to it, so making it non-blocking changes nothing on its side.
     for (const v of this.control.vrings) {
       if (v.running) {
         sys.fcntl(v.kickFd, sys.F_SETFL, sys.fcntl(v.kickFd, sys.F_GETFL) | sys.O_NONBLOCK);

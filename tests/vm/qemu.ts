@@ -27,13 +27,16 @@ export async function buildGuest(): Promise<GuestImage> {
 
 /**
  * QEMU's arguments for a guest booted with kernel command line `append`,
- * networked through `socket` by the stream protocol or vhost-user.
+ * networked through `socket` by the stream protocol or vhost-user (with
+ * `listen`, QEMU is the socket's server, as when libvirt hands the
+ * back-end a connected socket).
  */
 export function qemuArgs(
   guest: GuestImage,
   append: string,
   socket: string,
   vhost: boolean,
+  listen = false,
 ): string[] {
   const common = [
     "-machine",
@@ -64,7 +67,8 @@ export function qemuArgs(
       "-numa",
       "node,memdev=mem",
       "-chardev",
-      `socket,id=c0,path=${socket}`,
+      // `listen`: QEMU makes the socket and waits for its back-end to connect.
+      `socket,id=c0,path=${socket}${listen ? ",server=on,wait=on" : ""}`,
       "-netdev",
       "vhost-user,id=n0,chardev=c0",
       "-device",

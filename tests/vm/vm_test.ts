@@ -756,3 +756,91 @@ Deno.test(
     });
   },
 );
+
+/**
+ * `--fd N` with vhost-user: QEMU listens on the socket (`server=on`), and
+ * tapir gets the connection already made on fd 3 — socat connects and
+ * execs tapir in its own place with the socket there (`nofork`), as a
+ * management tool passing a connected socket would. One guest: tapir exits
+ * when it leaves.
+ */
+Deno.test(
+  "tapir vm --vhost-user --fd N serves a QEMU that listens, on a socket it inherits, and exits when the guest leaves",
+  { ignore: BACKEND !== "tapir" },
+  async () => {
+    const guest = await buildGuest();
+    await withHostNs(async (host) => {
+      const dir = await Deno.makeTempDir({ prefix: "tapir-vhost-fd-" });
+      const socket = `${dir}/qemu.sock`;
+      const append = guestAppend({
+        steps: "dhcp,ping",
+        addr: GUEST.addr,
+        prefix: GUEST.prefix,
+        gw: GUEST.gw,
+        mtu: 65520,
+        wait: 30,
+        deadline: 100,
+      });
+      const [qc, qa] = nsArgs(
+        host,
+        "qemu-system-x86_64",
+        qemuArgs(guest, append, socket, true, true),
+      );
+      const qemu = new Deno.Command(qc, {
+        args: qa,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      })
+        .spawn();
+      const serial = collect(qemu.stdout);
+      const qemuErr = collect(qemu.stderr);
+      let tapir: Deno.ChildProcess | null = null;
+      const deadline = setTimeout(() => {
+        kill(qemu);
+        kill(tapir);
+      }, DEADLINE_MS);
+      try {
+        await waitForSocket(socket, qemu);
+        const tapirArgv = [
+          Deno.execPath(),
+          "run",
+          "-A",
+          MAIN,
+          "vm",
+          "--vhost-user",
+          "--fd",
+          "3",
+          "--loopback-only",
+          "-a",
+          GUEST.addr,
+          "-n",
+          `${GUEST.prefix}`,
+          "-g",
+          GUEST.gw,
+        ].join(" ");
+        const [sc, sa] = nsArgs(host, "socat", [
+          `UNIX-CONNECT:${socket}`,
+          `EXEC:${tapirArgv},nofork,fdin=3,fdout=3`,
+        ]);
+        tapir = new Deno.Command(sc, { args: sa, stdin: "null", stdout: "piped", stderr: "piped" })
+          .spawn();
+        const tapirLog = Promise.all([collect(tapir.stdout), collect(tapir.stderr)]);
+        const qemuStatus = await qemu.status;
+        const tapirStatus = await tapir.status;
+        const context = `\n--- serial\n${await serial}\n--- qemu\n${await qemuErr}\n--- tapir\n${
+          (await tapirLog).join("")
+        }`;
+        equal(qemuStatus.code, 0, context);
+        match(await serial, /^TAPIR-VM DONE passed=4 failed=0 skipped=0\r?$/m, context);
+        equal(tapirStatus.code, 0, `tapir exits 0 when the guest leaves${context}`);
+      } finally {
+        clearTimeout(deadline);
+        kill(qemu);
+        kill(tapir);
+        await Promise.allSettled([qemu.status, tapir?.status, serial, qemuErr]);
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+);

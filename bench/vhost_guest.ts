@@ -20,32 +20,17 @@
 import { parseIp4 } from "../lib/addr.ts";
 import { Loop } from "../lib/loop.ts";
 import { seqAdd, seqDiff, seqGt, seqLt } from "../lib/l4/seq.ts";
-import { ip4ToU32, TAPIR_MAC } from "../lib/net.ts";
-import { tcp4ChecksumFill } from "../lib/packet/checksum.ts";
-import { ETH_HEADER_LEN, ethEmit, EtherType, EthFrame } from "../lib/packet/eth.ts";
-import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../lib/packet/ip4.ts";
-import {
-  tcpEmit,
-  TcpFlag,
-  tcpHeaderLen,
-  TcpOptions,
-  TcpPacket,
-  tcpReprNew,
-} from "../lib/packet/tcp.ts";
-import { IpProto } from "../lib/packet/wire.ts";
+import { ip4ToU32 } from "../lib/net.ts";
+import { ETH_HEADER_LEN } from "../lib/packet/eth.ts";
+import { IP4_HEADER_LEN } from "../lib/packet/ip4.ts";
+import { TcpFlag } from "../lib/packet/tcp.ts";
 import * as sys from "../lib/sys/mod.ts";
 import { VhostUserRequest as Req } from "../lib/vhost/protocol.ts";
+import { GUEST_HEADERS, GUEST_ISN, GUEST_MSS, GuestTcp } from "./guest_tcp.ts";
 import { cpuTicks } from "./proc.ts";
 
-const MSS = 1460;
 /** Payload per GSO frame: whole segments, under 64 KiB with the headers. */
-const GSO_PAYLOAD = 44 * MSS;
-const GUEST_MAC = new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
-const GUEST_PORT = 40000;
-const ISN = 0x1000_0000;
-/** Our receive window: 8 MiB (scale 7). */
-const WSCALE = 7;
-const WINDOW = 65535;
+const GSO_PAYLOAD = 44 * GUEST_MSS;
 
 const HDR = 12;
 const RING = 256;
@@ -203,102 +188,31 @@ const txFree: number[] = Array.from({ length: RING }, (_, i) => RING - 1 - i);
 // ---------------------------------------------------------------------------
 // TCP, as the guest's kernel
 
-const repr = tcpReprNew();
-const ip = ip4ReprNew();
-let rcvNxt = 0;
-let acked = ISN;
-let wndRight = ISN;
-let wscale = 0;
-let synAcked = false;
-let sndNxt = seqAdd(ISN, 1);
-let ackDue = false;
-let finSeen = false;
-let received = 0;
+const tcp = new GuestTcp(guest, gateway, port);
+let sndNxt = seqAdd(GUEST_ISN, 1);
 let start = 0;
 let cpuStart = 0;
 let finSent = -1;
 
-/** Builds a segment with its vnet header in transmit buffer `head`; sends it with the batch. */
+/** Builds a segment behind its vnet header in a free transmit buffer and offers it. */
 function segment(seq: number, flags: number, len: number): void {
   const head = txFree.pop()!;
   const base = TX_BUFS + head * BUF;
-  repr.srcPort = GUEST_PORT;
-  repr.dstPort = port;
-  repr.seq = seq;
-  repr.ack = flags & TcpFlag.Ack ? rcvNxt : 0;
-  repr.flags = flags;
-  repr.window = WINDOW;
-  repr.payloadLen = len;
-  repr.options.reset();
-  if (flags & TcpFlag.Syn) {
-    repr.options.mss = MSS;
-    repr.options.wscale = WSCALE;
-  }
-  const segLen = tcpHeaderLen(repr) + len;
-  const f = base + HDR;
-  let p = f + ethEmit(mem, f, TAPIR_MAC, GUEST_MAC, EtherType.Ipv4);
-  ip.src = guest;
-  ip.dst = gateway;
-  ip.proto = IpProto.Tcp;
-  ip.dontFragment = true;
-  ip.payloadLen = segLen;
-  p += ip4Emit(mem, p, ip);
-  tcpEmit(mem, p, repr); // the payload stays as it is: zeros
-  const gso = len > MSS;
+  const frameLen = tcp.emit(mem, base + HDR, seq, flags, len, len > 0);
   mem.fill(0, base, base + HDR);
   if (len > 0) {
     // Checksum left to the device, as a guest with offloads does.
-    mem[p + 16] = mem[p + 17] = 0;
     mem[base] = 1; // NEEDS_CSUM
     dv.setUint16(base + 6, ETH_HEADER_LEN + IP4_HEADER_LEN, true);
     dv.setUint16(base + 8, 16, true);
-    if (gso) {
+    if (len > GUEST_MSS) {
       mem[base + 1] = 1; // TCPV4
-      dv.setUint16(base + 2, p + tcpHeaderLen(repr) - f, true);
-      dv.setUint16(base + 4, MSS, true);
+      dv.setUint16(base + 2, GUEST_HEADERS, true);
+      dv.setUint16(base + 4, GUEST_MSS, true);
     }
-  } else {
-    mem[p + 16] = mem[p + 17] = 0;
-    tcp4ChecksumFill(mem, p, segLen, guest, gateway);
   }
-  tx.setLen(head, HDR + ETH_HEADER_LEN + IP4_HEADER_LEN + segLen);
+  tx.setLen(head, HDR + frameLen);
   tx.offer(head);
-}
-
-const eth = new EthFrame();
-const ipv = new Ip4Packet();
-const seg = new TcpPacket();
-const opts = new TcpOptions();
-
-/** One frame from tapir, at `off` of guest memory. */
-function fromTapir(off: number, len: number): void {
-  if (eth.wrap(mem, off, len) !== 0 || eth.ethertype !== EtherType.Ipv4) return;
-  if (ipv.wrap(mem, eth.payloadOffset, eth.payloadLen) !== 0) return;
-  if (ipv.proto !== IpProto.Tcp || seg.wrap(mem, ipv.payloadOffset, ipv.payloadLen) !== 0) return;
-  if (seg.dstPort !== GUEST_PORT) return;
-  if (seg.flags & TcpFlag.Rst) throw new Error("tapir reset the connection");
-  if (seg.flags & TcpFlag.Syn) {
-    seg.parseOptions(opts);
-    wscale = Math.max(0, opts.wscale);
-    rcvNxt = seqAdd(seg.seq, 1);
-    synAcked = true;
-    ackDue = true;
-  }
-  if (seg.flags & TcpFlag.Ack && !seqLt(seg.ack, acked)) {
-    acked = seg.ack;
-    wndRight = seqAdd(seg.ack, seg.window * 2 ** (seg.flags & TcpFlag.Syn ? 0 : wscale));
-  }
-  if (seg.payloadLen > 0 && seg.seq === rcvNxt) {
-    if (received === 0) begin();
-    rcvNxt = seqAdd(rcvNxt, seg.payloadLen);
-    received += seg.payloadLen;
-    ackDue = true;
-  }
-  if (seg.flags & TcpFlag.Fin && seqAdd(seg.seq, seg.payloadLen) === rcvNxt) {
-    rcvNxt = seqAdd(rcvNxt, 1);
-    finSeen = true;
-    ackDue = true;
-  }
 }
 
 function begin(): void {
@@ -319,7 +233,8 @@ function work(): void {
     while (rx.lastUsed !== rx.usedIdx) {
       const head = rx.usedHead(rx.lastUsed);
       const len = rx.usedLen(rx.lastUsed);
-      fromTapir(RX_BUFS + head * BUF + HDR, len - HDR);
+      tcp.take(mem, RX_BUFS + head * BUF + HDR, len - HDR);
+      if (tcp.received > 0 && start === 0) begin();
       rx.offer(head);
       rx.lastUsed = (rx.lastUsed + 1) & 0xffff;
     }
@@ -334,17 +249,17 @@ function work(): void {
 }
 
 function send(): void {
-  if (!synAcked) return;
+  if (!tcp.synAcked) return;
   if (upload) {
-    const end = seqAdd(ISN + 1, total);
-    if (start === 0 && ackDue) {
-      segment(sndNxt, TcpFlag.Ack, 0);
-      ackDue = false;
+    const end = seqAdd(GUEST_ISN + 1, total);
+    if (start === 0 && tcp.ackDue) {
+      segment(sndNxt, TcpFlag.Ack, 0); // the handshake's last ACK
+      tcp.ackDue = false;
       begin();
     }
-    while (txFree.length > 0 && seqLt(sndNxt, end) && seqLt(sndNxt, wndRight)) {
-      const room = Math.min(seqDiff(end, sndNxt), seqDiff(wndRight, sndNxt), GSO_PAYLOAD);
-      if (room < MSS && seqLt(seqAdd(sndNxt, room), end)) break; // wait for a whole segment
+    while (txFree.length > 0 && seqLt(sndNxt, end) && seqLt(sndNxt, tcp.wndRight)) {
+      const room = Math.min(seqDiff(end, sndNxt), seqDiff(tcp.wndRight, sndNxt), GSO_PAYLOAD);
+      if (room < GUEST_MSS && seqLt(seqAdd(sndNxt, room), end)) break; // wait for a whole segment
       segment(sndNxt, TcpFlag.Ack | TcpFlag.Psh, room);
       sndNxt = seqAdd(sndNxt, room);
     }
@@ -353,20 +268,22 @@ function send(): void {
       segment(sndNxt, TcpFlag.Fin | TcpFlag.Ack, 0);
       sndNxt = seqAdd(sndNxt, 1);
     }
-  } else if (ackDue && txFree.length > 0) {
+  } else if (tcp.ackDue && txFree.length > 0) {
     segment(sndNxt, TcpFlag.Ack, 0);
-    ackDue = false;
+    tcp.ackDue = false;
   }
 }
 
 function finished(): boolean {
   if (done) return true;
-  const over = upload ? finSent >= 0 && seqGt(acked, finSent) : finSeen && !ackDue;
+  const over = upload ? finSent >= 0 && seqGt(tcp.acked, finSent) : tcp.finSeen && !tcp.ackDue;
   if (!over) return false;
   done = true;
   const ms = performance.now() - start;
   const cpuTicksUsed = pid ? cpuTicks([pid]) - cpuStart : 0;
-  console.log(JSON.stringify({ bytes: upload ? total : received, ms, cpuTicks: cpuTicksUsed }));
+  console.log(
+    JSON.stringify({ bytes: upload ? total : tcp.received, ms, cpuTicks: cpuTicksUsed }),
+  );
   loop.stop("done");
   return true;
 }
@@ -378,12 +295,12 @@ const type = loop.defineType("call", (index) => {
 sys.sysCheck(loop.add(rx.call, sys.EPOLLIN, type, 0), "epoll_ctl");
 sys.sysCheck(loop.add(tx.call, sys.EPOLLIN, type, 1), "epoll_ctl");
 loop.post(() => {
-  segment(ISN, TcpFlag.Syn, 0);
+  segment(GUEST_ISN, TcpFlag.Syn, 0);
   tx.publish();
   work();
 });
 const timeout = setTimeout(() => {
-  console.error(`stalled: acked ${seqDiff(acked, ISN)}, received ${received}`);
+  console.error(`stalled: acked ${seqDiff(tcp.acked, GUEST_ISN)}, received ${tcp.received}`);
   Deno.exit(1);
 }, 120_000);
 await loop.run();

@@ -13,9 +13,9 @@
 import { buildGuest, guestAppend, qemuArgs } from "../tests/vm/qemu.ts";
 import { type HostEnv, inHost } from "./hostns.ts";
 import { runBounded, spawnTracked } from "./proc.ts";
+import { GUEST, socketReady, spawnTapirVm } from "./vm_guest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const GUEST = { addr: "10.0.2.15", prefix: "24", gw: "10.0.2.2" } as const;
 /** Boot, two transfers and power-off must fit in this. */
 const QEMU_LIMIT_MS = 300_000;
 
@@ -57,35 +57,9 @@ export async function qemuGuestRun(
       file,
     ]),
   );
-  const tapir = spawnTracked(
-    cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
-      "vm",
-      ...(vhost ? ["--vhost-user"] : []),
-      "--socket",
-      socket,
-      "-m",
-      "1500",
-      "-a",
-      GUEST.addr,
-      "-n",
-      GUEST.prefix,
-      "-g",
-      GUEST.gw,
-      "-f",
-      "-1",
-    ]),
-  );
+  const tapir = spawnTapirVm(env, mainTs, socket, vhost);
   try {
-    for (let i = 0; i < 100; i++) {
-      const st = await Deno.stat(socket).catch(() => null);
-      if (st?.isSocket) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await socketReady(socket);
     const append = guestAppend({
       steps: "dhcp,download,upload",
       addr: GUEST.addr,

@@ -11,10 +11,11 @@
  */
 
 import { type HostEnv, inHost } from "./hostns.ts";
-import { runBounded, spawnTracked, ticksPerSecond } from "./proc.ts";
+import { runBounded, spawnTracked, ticksPerSecond, type Tracked } from "./proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const GUEST = { addr: "10.0.2.15", prefix: "24", gw: "10.0.2.2" } as const;
+/** The guest's address, prefix and gateway in the VM scenarios. */
+export const GUEST = { addr: "10.0.2.15", prefix: "24", gw: "10.0.2.2" } as const;
 /** socat's block size for the host peer. */
 const PEER_BLOCK = 1 << 20;
 
@@ -36,6 +37,52 @@ export type VmGuestOutcome = {
   readonly cpuSPerGB: number;
   readonly log: string;
 } | { readonly error: string };
+
+/**
+ * Starts `tapir vm -m 1500` in the host namespace serving one guest on
+ * `socket` (by vhost-user or the stream protocol), with `more` options.
+ */
+export function spawnTapirVm(
+  env: HostEnv,
+  mainTs: string,
+  socket: string,
+  vhost: boolean,
+  more: readonly string[] = [],
+): Tracked {
+  return spawnTracked(
+    env.cleanup,
+    inHost(env.ns, [
+      Deno.execPath(),
+      "run",
+      "-A",
+      mainTs,
+      "vm",
+      ...(vhost ? ["--vhost-user"] : []),
+      "--socket",
+      socket,
+      "-m",
+      "1500",
+      "-a",
+      GUEST.addr,
+      "-n",
+      GUEST.prefix,
+      "-g",
+      GUEST.gw,
+      "-f",
+      "-1",
+      ...more,
+    ]),
+  );
+}
+
+/** Waits (up to 10 s) for `socket` to exist: tapir listens. */
+export async function socketReady(socket: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const st = await Deno.stat(socket).catch(() => null);
+    if (st?.isSocket) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 /** Runs `run` once, the host peer on `port`. */
 export async function vmGuestRun(
@@ -60,39 +107,14 @@ export async function vmGuestRun(
         : ["socat", "-b", `${PEER_BLOCK}`, "-U", listen, `OPEN:/dev/zero,readbytes=${run.bytes}`],
     ),
   );
-  const tapir = spawnTracked(
-    cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
-      "vm",
-      ...(run.vhost ? ["--vhost-user"] : []),
-      "--socket",
-      socket,
-      "-m",
-      "1500",
-      "-a",
-      GUEST.addr,
-      "-n",
-      GUEST.prefix,
-      "-g",
-      GUEST.gw,
-      "-f",
-      "-1",
-      "-d",
-      "--log-file",
-      log,
-      ...run.tapirArgs,
-    ]),
-  );
+  const tapir = spawnTapirVm(env, mainTs, socket, run.vhost, [
+    "-d",
+    "--log-file",
+    log,
+    ...run.tapirArgs,
+  ]);
   try {
-    for (let i = 0; i < 100; i++) {
-      const st = await Deno.stat(socket).catch(() => null);
-      if (st?.isSocket) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await socketReady(socket);
     const guest = await runBounded(
       cleanup,
       inHost(env.ns, [

@@ -83,6 +83,16 @@ export const GsoType = {
   ECN: 0x80,
 } as const;
 
+/** Size of `struct virtio_net_hdr` (without `num_buffers`). */
+export const VNET_HDR_LEN = 10;
+/** Offsets of its fields (16-bit ones little-endian: virtio 1.x, or a legacy header on LE hosts). */
+const VNET_FLAGS = 0;
+const VNET_GSO_TYPE = 1;
+const VNET_HDR_LEN_AT = 2;
+const VNET_GSO_SIZE = 4;
+const VNET_CSUM_START = 6;
+const VNET_CSUM_OFFSET = 8;
+
 /** A fixed set of frame slots, each with its descriptor; see the module comment. */
 export class FrameBatch {
   /** The slots; frame i starts at `TAP_HEADROOM` of `slots[i]`. */
@@ -147,6 +157,35 @@ export class FrameBatch {
   /** Bytes a frame may occupy in a slot. */
   get maxFrame(): number {
     return this.slots[0].length - TAP_HEADROOM;
+  }
+
+  /**
+   * Sets slot `i`'s descriptor to a frame of `len` bytes with the fields of
+   * the virtio-net header at `src[at..]`, as the guest's kernel wrote them
+   * (the dispatcher checks them against the frame before trusting any).
+   */
+  setFromVnetHeader(i: number, len: number, src: Uint8Array, at: number): void {
+    this.lens[i] = len;
+    this.vnetFlags[i] = src[at + VNET_FLAGS];
+    this.gsoType[i] = src[at + VNET_GSO_TYPE];
+    this.hdrLen[i] = get16le(src, at + VNET_HDR_LEN_AT);
+    this.gsoSize[i] = get16le(src, at + VNET_GSO_SIZE);
+    this.csumStart[i] = get16le(src, at + VNET_CSUM_START);
+    this.csumOffset[i] = get16le(src, at + VNET_CSUM_OFFSET);
+  }
+
+  /**
+   * Writes slot `i`'s descriptor as a virtio-net header at `dst[at..]`: only
+   * NEEDS_CSUM of the flags, and the checksum fields only with it.
+   */
+  writeVnetHeader(i: number, dst: Uint8Array, at: number): void {
+    const flags = this.vnetFlags[i] & VnetFlag.NEEDS_CSUM;
+    dst[at + VNET_FLAGS] = flags;
+    dst[at + VNET_GSO_TYPE] = this.gsoType[i];
+    set16le(dst, at + VNET_HDR_LEN_AT, this.hdrLen[i]);
+    set16le(dst, at + VNET_GSO_SIZE, this.gsoSize[i]);
+    set16le(dst, at + VNET_CSUM_START, flags ? this.csumStart[i] : 0);
+    set16le(dst, at + VNET_CSUM_OFFSET, flags ? this.csumOffset[i] : 0);
   }
 
   /** Sets slot `i`'s descriptor to a plain frame of `len` bytes (no offload). */
@@ -482,6 +521,15 @@ export class TapSender {
     }
     return sent;
   }
+}
+
+function get16le(b: Uint8Array, at: number): number {
+  return b[at] | (b[at + 1] << 8);
+}
+
+function set16le(b: Uint8Array, at: number, v: number): void {
+  b[at] = v;
+  b[at + 1] = v >> 8;
 }
 
 /** The length a frame goes out with: padded to the Ethernet minimum. */

@@ -40,7 +40,7 @@
 
 import * as sys from "../sys/mod.ts";
 import { log, LogLevel } from "../log.ts";
-import { type FrameBatch, TAP_HEADROOM, type TapBackend, tapWireLen, VnetFlag } from "./tap.ts";
+import { type FrameBatch, TAP_HEADROOM, type TapBackend, tapWireLen, VNET_HDR_LEN } from "./tap.ts";
 
 /** Size of `struct ifreq`. */
 const IFREQ_SIZE = 40;
@@ -57,15 +57,7 @@ export interface TuntapDevice {
   readonly vnetHdr: boolean;
 }
 
-/** Size of `struct virtio_net_hdr`. */
-export const VNET_HDR_LEN = 10;
-/** Offsets of virtio-net header fields (16-bit ones little-endian for a legacy tap on LE hosts). */
-const VNET_FLAGS = 0;
-const VNET_GSO_TYPE = 1;
-const VNET_HDR_LEN_AT = 2;
-const VNET_GSO_SIZE = 4;
-const VNET_CSUM_START = 6;
-const VNET_CSUM_OFFSET = 8;
+export { VNET_HDR_LEN };
 
 /** What {@linkcode tuntapGrantOffloads} asks for, most first; each needs TUN_F_CSUM. */
 const OFFLOAD_TRIES: readonly number[] = [
@@ -139,15 +131,6 @@ export interface TuntapStats {
   writeErrors: number;
 }
 
-function get16le(b: Uint8Array, at: number): number {
-  return b[at] | (b[at + 1] << 8);
-}
-
-function set16le(b: Uint8Array, at: number, v: number): void {
-  b[at] = v;
-  b[at + 1] = v >> 8;
-}
-
 /** Reads and writes frames on a tap fd; see the module comment. */
 export class TuntapBackend implements TapBackend {
   /** For logs. */
@@ -199,19 +182,8 @@ export class TuntapBackend implements TapBackend {
         break;
       }
       const len = rc - v;
-      batch.setPlain(n, len);
-      if (v > 0) {
-        // The descriptor is what the guest's kernel said; the dispatcher
-        // checks it against the frame before trusting any of it.
-        const slot = batch.slots[n];
-        const h = TAP_HEADROOM - v;
-        batch.vnetFlags[n] = slot[h + VNET_FLAGS];
-        batch.gsoType[n] = slot[h + VNET_GSO_TYPE];
-        batch.hdrLen[n] = get16le(slot, h + VNET_HDR_LEN_AT);
-        batch.gsoSize[n] = get16le(slot, h + VNET_GSO_SIZE);
-        batch.csumStart[n] = get16le(slot, h + VNET_CSUM_START);
-        batch.csumOffset[n] = get16le(slot, h + VNET_CSUM_OFFSET);
-      }
+      if (v > 0) batch.setFromVnetHeader(n, len, batch.slots[n], TAP_HEADROOM - v);
+      else batch.setPlain(n, len);
       this.stats.bytesIn += len;
       n++;
     }
@@ -226,17 +198,7 @@ export class TuntapBackend implements TapBackend {
     this.sendBlocked = false;
     for (let k = 0; k < count; k++) {
       const i = batch.order[k];
-      if (v) {
-        const slot = batch.slots[i];
-        const h = TAP_HEADROOM - v;
-        const flags = batch.vnetFlags[i] & VnetFlag.NEEDS_CSUM;
-        slot[h + VNET_FLAGS] = flags;
-        slot[h + VNET_GSO_TYPE] = batch.gsoType[i];
-        set16le(slot, h + VNET_HDR_LEN_AT, batch.hdrLen[i]);
-        set16le(slot, h + VNET_GSO_SIZE, batch.gsoSize[i]);
-        set16le(slot, h + VNET_CSUM_START, flags ? batch.csumStart[i] : 0);
-        set16le(slot, h + VNET_CSUM_OFFSET, flags ? batch.csumOffset[i] : 0);
-      }
+      if (v) batch.writeVnetHeader(i, batch.slots[i], TAP_HEADROOM - v);
       batch.iov.setRaw(i, batch.addrs[i] + TAP_HEADROOM - v, tapWireLen(batch.lens[i]) + v);
       const rc = sys.writev(this.fd, batch.iov, 1, i);
       if (rc < 0) {

@@ -56,7 +56,7 @@
  */
 
 import * as sys from "../sys/mod.ts";
-import { type FrameBatch, GsoType, TAP_HEADROOM, type TapBackend } from "../tap/tap.ts";
+import { type FrameBatch, TAP_HEADROOM, type TapBackend } from "../tap/tap.ts";
 import {
   type VhostRingUser,
   VhostUserBackend,
@@ -213,7 +213,7 @@ export class VhostNetDevice implements TapBackend {
       }
       this.#gather(c, batch.slots[n], TAP_HEADROOM - hdr);
       q.push(c.head, 0);
-      readHeader(batch, n, batch.slots[n], TAP_HEADROOM - hdr, len);
+      batch.setFromVnetHeader(n, len, batch.slots[n], TAP_HEADROOM - hdr);
       this.stats.bytesIn += len;
       n++;
     }
@@ -303,16 +303,4 @@ export function vhostServe(dev: VhostNetDevice, watcher: BackendWatcher): void {
     },
   };
   dev.control.ringUser = user;
-}
-
-/** Sets frame `i`'s descriptor from the virtio-net header at `slot[at..]`. */
-function readHeader(batch: FrameBatch, i: number, slot: Uint8Array, at: number, len: number): void {
-  batch.lens[i] = len;
-  batch.vnetFlags[i] = slot[at];
-  batch.gsoType[i] = slot[at + 1];
-  batch.hdrLen[i] = slot[at + 2] | (slot[at + 3] << 8);
-  batch.gsoSize[i] = slot[at + 4] | (slot[at + 5] << 8);
-  batch.csumStart[i] = slot[at + 6] | (slot[at + 7] << 8);
-  batch.csumOffset[i] = slot[at + 8] | (slot[at + 9] << 8);
-  if (batch.gsoType[i] === GsoType.NONE) batch.gsoSize[i] = 0;
 }

@@ -30,6 +30,22 @@ const BACKEND = Deno.env.get("TAPIR_VM_BACKEND") ?? "tapir";
 const PASST_USER = "tapirtest";
 
 const GUEST = { addr: "10.0.2.15", prefix: 24, gw: "10.0.2.2" } as const;
+/** The options that give the guest its address, prefix and gateway. */
+const GUEST_ADDRESSING = ["-a", GUEST.addr, "-n", `${GUEST.prefix}`, "-g", GUEST.gw];
+
+/** `tapir vm` as the tests run it (loopback only, the guest's addressing) with `more` options. */
+function tapirVm(more: string[]): [string, ...string[]] {
+  return [
+    Deno.execPath(),
+    "run",
+    "-A",
+    MAIN,
+    "vm",
+    "--loopback-only",
+    ...GUEST_ADDRESSING,
+    ...more,
+  ];
+}
 const HTTP_PORT = 8080;
 const INBOUND_PORT = 10022;
 // Odd sizes, so a transfer cut at a round boundary shows.
@@ -152,29 +168,19 @@ async function backendArgs(
     `${mtu}`,
     "-t",
     `${INBOUND_PORT}`,
-    "-a",
-    GUEST.addr,
-    "-n",
-    `${GUEST.prefix}`,
-    "-g",
-    GUEST.gw,
     "-f",
     // With vhost-user a second guest connects after the first: no -1.
     ...(vhost ? [] : ["-1"]),
   ];
   if (BACKEND === "tapir") {
-    return nsArgs(host, Deno.execPath(), [
-      "run",
-      "-A",
-      MAIN,
-      "vm",
+    const [deno, ...args] = tapirVm([
       "--socket",
       socket,
-      "--loopback-only",
       "-d", // the counters at exit show what the data path did
       ...(vhost ? ["--vhost-user"] : []),
       ...common,
     ]);
+    return nsArgs(host, deno, args);
   }
   if (BACKEND !== "passt") throw new Error(`TAPIR_VM_BACKEND must be tapir or passt`);
   if (vhost) throw new Error("the vhost-user test runs against tapir only");
@@ -193,6 +199,7 @@ async function backendArgs(
     "passt",
     "--socket",
     socket,
+    ...GUEST_ADDRESSING,
     ...common,
   ]);
 }
@@ -668,26 +675,16 @@ Deno.test(
         await ready;
 
         const bootUrl = `http://${GUEST.gw}:${BOOT_PORT}/boot.ipxe`;
-        const [bc, ba] = nsArgs(host, Deno.execPath(), [
-          "run",
-          "-A",
-          MAIN,
-          "vm",
+        const [bd, ...bArgs] = tapirVm([
           "--vhost-user",
           "--socket",
           socket,
-          "--loopback-only",
           "-d",
-          "-a",
-          GUEST.addr,
-          "-n",
-          `${GUEST.prefix}`,
-          "-g",
-          GUEST.gw,
           "--dhcp-bootfile",
           bootUrl,
           "-1",
         ]);
+        const [bc, ba] = nsArgs(host, bd, bArgs);
         const backend = new Deno.Command(bc, {
           args: ba,
           stdin: "null",
@@ -802,23 +799,7 @@ Deno.test(
       }, DEADLINE_MS);
       try {
         await waitForSocket(socket, qemu);
-        const tapirArgv = [
-          Deno.execPath(),
-          "run",
-          "-A",
-          MAIN,
-          "vm",
-          "--vhost-user",
-          "--fd",
-          "3",
-          "--loopback-only",
-          "-a",
-          GUEST.addr,
-          "-n",
-          `${GUEST.prefix}`,
-          "-g",
-          GUEST.gw,
-        ].join(" ");
+        const tapirArgv = tapirVm(["--vhost-user", "--fd", "3"]).join(" ");
         const [sc, sa] = nsArgs(host, "socat", [
           `UNIX-CONNECT:${socket}`,
           `EXEC:${tapirArgv},nofork,fdin=3,fdout=3`,

@@ -1064,17 +1064,17 @@ export class Tcp {
       return; // a hole: the duplicate ACKs ask for the missing bytes
     }
     const ooo = c.ooo;
+    let held = 0;
     if (ooo !== null) {
       // Held bytes that continue this segment go out behind it (not past a FIN).
       const end = seqAdd(seq, len);
-      const held = fin ? 0 : ooo.heldFrom(end);
+      held = fin ? 0 : ooo.heldFrom(end);
       if (held > 0) {
         const k = this.#pCount++;
         this.#pBufs[k] = ooo.buf;
         this.#pOffs[k] = ooo.offsetOf(end);
         this.#pLens[k] = held;
         len += held;
-        this.stats.oooDelivered += held;
       }
     }
     if (len > 0) {
@@ -1096,6 +1096,8 @@ export class Tcp {
         this.#flag(index, c, TcpFl.WRITE_BLOCKED, true);
       }
       c.seqFromTap = seqAdd(c.seqFromTap, accepted);
+      // Held bytes come last: those taken are what was accepted past the segment's own.
+      this.stats.oooDelivered += Math.max(0, accepted - (len - held));
       if (ooo !== null) {
         ooo.advance(c.seqFromTap);
         if (ooo.empty) this.#oooRelease(c);

@@ -86,6 +86,8 @@ interface GuestLink {
   start(t: Tapir, gone: (why: string) => void): void;
   /** True while a front-end is served. */
   readonly attached: boolean;
+  /** The served front-end's socket (-1 with none). */
+  readonly socketFd: number;
   /** Serves the front-end connected on `fd` (non-blocking). */
   attach(fd: number): void;
   /** Lets the front-end go and closes its connection. */
@@ -103,12 +105,15 @@ class StreamLink implements GuestLink {
 
   start(t: Tapir): void {
     this.#t = t;
-    t.addCounters("stream", () => this.backend.stats);
-    if (this.backend.fd >= 0) t.watchBackend();
+    t.addCounters("stream", () => this.backend.stats); // a socket from --fd: t.start() watches it
   }
 
   get attached(): boolean {
     return this.backend.fd >= 0;
+  }
+
+  get socketFd(): number {
+    return this.backend.fd;
   }
 
   attach(fd: number): void {
@@ -162,6 +167,10 @@ class VhostLink implements GuestLink {
     return this.#conn !== null;
   }
 
+  get socketFd(): number {
+    return this.#conn?.fd ?? -1;
+  }
+
   attach(fd: number): void {
     this.#conn = new VhostUserConn(fd, this.backend.control);
     if (this.#t !== null) this.#watch();
@@ -182,6 +191,17 @@ class VhostLink implements GuestLink {
     this.#t?.loop.remove(conn.fd);
     conn.close(); // resets the back-end: the rings stop, memory is unmapped
   }
+}
+
+const peekByte = new Uint8Array(1);
+
+/**
+ * True if the peer of stream socket `fd` has closed and nothing it sent is
+ * left unread. A peek: the bytes (and any descriptors passed with them)
+ * stay queued.
+ */
+function peerClosed(fd: number): boolean {
+  return fd >= 0 && sys.recv(fd, peekByte, 1, sys.MSG_PEEK | sys.MSG_DONTWAIT) === 0;
 }
 
 /** Runs VM mode until the (last) guest leaves or a signal stops it. */
@@ -227,6 +247,10 @@ export async function runVm(conf: VmConfig): Promise<number> {
         for (;;) {
           const fd = sys.accept4(listenFd, sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
           if (fd < 0) return;
+          // The served guest may have closed just before this one connected,
+          // its end of stream not handled yet (a QEMU restarting at once):
+          // then it is gone, and this one is served.
+          if (link.attached && peerClosed(link.socketFd)) guestGone("end of stream");
           if (link.attached) {
             logInfo("a second guest connected while one is served: closed");
             sys.close(fd);

@@ -11,7 +11,7 @@
 
 import { seqAdd, seqLt } from "../lib/l4/seq.ts";
 import { TAPIR_MAC } from "../lib/net.ts";
-import { tcp4ChecksumFill } from "../lib/packet/checksum.ts";
+import { checksumFold, checksumPseudo4, tcp4ChecksumFill } from "../lib/packet/checksum.ts";
 import { ETH_HEADER_LEN, ethEmit, EtherType, EthFrame } from "../lib/packet/eth.ts";
 import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../lib/packet/ip4.ts";
 import {
@@ -22,7 +22,7 @@ import {
   TcpPacket,
   tcpReprNew,
 } from "../lib/packet/tcp.ts";
-import { IpProto } from "../lib/packet/wire.ts";
+import { IpProto, set16 } from "../lib/packet/wire.ts";
 
 /** Payload per segment: MTU 1500 less IPv4 and TCP headers. */
 export const GUEST_MSS = 1460;
@@ -65,7 +65,8 @@ export class GuestTcp {
    * Writes a segment at `out[off..]` as an Ethernet frame and returns its
    * length. Its payload bytes are left as they are (the callers send
    * zeros). `partial`: the TCP checksum is left to the device (a guest
-   * with checksum offload), else it is filled in.
+   * with checksum offload: the field holds the pseudo-header's sum), else it
+   * is filled in.
    */
   emit(
     out: Uint8Array,
@@ -98,8 +99,16 @@ export class GuestTcp {
     ip.payloadLen = segLen;
     p += ip4Emit(out, p, ip);
     tcpEmit(out, p, r);
-    out[p + 16] = out[p + 17] = 0;
-    if (!partial) tcp4ChecksumFill(out, p, segLen, this.guest, this.gateway);
+    if (partial) {
+      // As a guest's kernel leaves it: the pseudo-header's sum, for the device to complete.
+      set16(
+        out,
+        p + 16,
+        checksumFold(checksumPseudo4(this.guest, this.gateway, IpProto.Tcp, segLen)),
+      );
+    } else {
+      tcp4ChecksumFill(out, p, segLen, this.guest, this.gateway);
+    }
     return ETH_HEADER_LEN + IP4_HEADER_LEN + segLen;
   }
 

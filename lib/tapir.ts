@@ -27,8 +27,7 @@ import { logDebug, logInfo } from "./log.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
 import { WIRE_ERROR_NAMES, type WireError } from "./packet/wire.ts";
-import { checksumComplete } from "./packet/checksum.ts";
-import { pcapActive, pcapFlush, pcapFrame, pcapNow } from "./pcap.ts";
+import { pcapActive, pcapFlush, pcapNow } from "./pcap.ts";
 import { ArpService } from "./services/arp.ts";
 import { DhcpService } from "./services/dhcp.ts";
 import { Dhcp6Service } from "./services/dhcpv6.ts";
@@ -37,14 +36,7 @@ import { NdpService } from "./services/ndp.ts";
 import type { ServiceContext } from "./services/service.ts";
 import * as sys from "./sys/mod.ts";
 import { TapInput } from "./tap/input.ts";
-import {
-  FrameBatch,
-  TAP_HEADROOM,
-  TAP_SLOT_SIZE,
-  type TapBackend,
-  TapSender,
-  VnetFlag,
-} from "./tap/tap.ts";
+import { FrameBatch, TAP_HEADROOM, TAP_SLOT_SIZE, type TapBackend, TapSender } from "./tap/tap.ts";
 
 /** Unsolicited router advertisements: every this many milliseconds. */
 export const RA_INTERVAL_MS = 60_000;
@@ -148,13 +140,13 @@ export class Tapir {
       ping4: (ip, icmp) => this.ping.request4(ip, icmp),
       ping6: (ip, icmp) => this.ping.request6(ip, icmp),
       tcp4: rsc !== null
-        ? (ip, seg) => rsc.fromTap4(ip, seg)
-        : (ip, seg) => this.tcp.fromTap4(ip, seg),
+        ? (ip, seg, tail) => rsc.fromTap4(ip, seg, tail)
+        : (ip, seg, tail) => this.tcp.fromTap4(ip, seg, null, tail),
       tcp6: rsc !== null
-        ? (ip, seg, upperOff) => rsc.fromTap6(ip, seg, upperOff)
-        : (ip, seg, upperOff) => this.tcp.fromTap6(ip, seg, upperOff),
-      udp4: (ip, d, gsoSize) => this.udp.fromTap4(ip, d, gsoSize),
-      udp6: (ip, d, upperOff, gsoSize) => this.udp.fromTap6(ip, d, upperOff, gsoSize),
+        ? (ip, seg, upperOff, tail) => rsc.fromTap6(ip, seg, upperOff, tail)
+        : (ip, seg, upperOff, tail) => this.tcp.fromTap6(ip, seg, upperOff, null, tail),
+      udp4: (ip, d, gsoSize, tail) => this.udp.fromTap4(ip, d, gsoSize, tail),
+      udp6: (ip, d, upperOff, gsoSize, tail) => this.udp.fromTap6(ip, d, upperOff, gsoSize, tail),
     });
   }
 
@@ -211,20 +203,9 @@ export class Tapir {
         return;
       }
       if (pcapActive()) {
+        // A capture shows the checksum the guest's kernel left to offload.
         const ts = pcapNow();
-        for (let i = 0; i < n; i++) {
-          // A capture shows the checksum the guest's kernel left to offload.
-          if (rx.vnetFlags[i] & VnetFlag.NEEDS_CSUM) {
-            checksumComplete(
-              rx.slots[i],
-              TAP_HEADROOM,
-              rx.lens[i],
-              rx.csumStart[i],
-              rx.csumOffset[i],
-            );
-          }
-          pcapFrame(rx.slots[i], rx.lens[i], ts, TAP_HEADROOM);
-        }
+        for (let i = 0; i < n; i++) rx.record(i, ts);
       }
       for (let i = 0; i < n; i++) {
         this.input.frame(
@@ -234,9 +215,11 @@ export class Tapir {
           rx.vnetFlags[i],
           rx.gsoType[i],
           rx.gsoSize[i],
+          rx.tails[i],
         );
       }
       this.endBatch();
+      this.#backend.receiveDone?.();
       if (n < rx.capacity) return;
     }
   }

@@ -53,6 +53,7 @@
 import { Ip4Packet } from "../packet/ip4.ts";
 import { Ip6Packet } from "../packet/ip6.ts";
 import { TcpFlag, TcpPacket } from "../packet/tcp.ts";
+import type { FrameTail } from "../tap/tail.ts";
 import { seqDiff, seqGt, seqLt } from "./seq.ts";
 import { TCP_MERGE_MAX_PIECES, type TcpMerged } from "./tcp.ts";
 
@@ -67,10 +68,19 @@ const TCP_OPT_TIMESTAMPS = 8;
 
 /** Where merged (and bypassing) segments go: TCP. */
 export interface RscSink {
-  /** A segment over IPv4, with what was merged behind it (or null). */
-  fromTap4(ip: Ip4Packet, seg: TcpPacket, merged: TcpMerged | null): void;
-  /** A segment over IPv6 (TCP at `upperOff`), with what was merged behind it (or null). */
-  fromTap6(ip: Ip6Packet, seg: TcpPacket, upperOff: number, merged: TcpMerged | null): void;
+  /**
+   * A segment over IPv4, with what was merged behind it (or null), and the
+   * tail its payload is in, if it has one (see `TapConsumers.tcp4`).
+   */
+  fromTap4(ip: Ip4Packet, seg: TcpPacket, merged: TcpMerged | null, tail: FrameTail | null): void;
+  /** A segment over IPv6 (TCP at `upperOff`); see `fromTap4`. */
+  fromTap6(
+    ip: Ip6Packet,
+    seg: TcpPacket,
+    upperOff: number,
+    merged: TcpMerged | null,
+    tail: FrameTail | null,
+  ): void;
 }
 
 /** Counters of the coalescer: one per outcome. */
@@ -121,6 +131,8 @@ class RscChain implements TcpMerged {
   readonly ip6 = new Ip6Packet();
   readonly seg = new TcpPacket();
   upperOff = 0;
+  /** The tail of the head's frame, if its payload is in one. */
+  tail: FrameTail | null = null;
   /** The connection: IPv4 addresses as numbers, or offsets of IPv6 ones in the head's buffer. */
   src4 = 0;
   dst4 = 0;
@@ -138,7 +150,7 @@ class RscChain implements TcpMerged {
   flags = 0;
   count = 0;
   readonly bufs: Uint8Array[] = new Array(TCP_MERGE_MAX_PIECES);
-  readonly offs = new Uint32Array(TCP_MERGE_MAX_PIECES);
+  readonly offs = new Float64Array(TCP_MERGE_MAX_PIECES);
   readonly lens = new Uint32Array(TCP_MERGE_MAX_PIECES);
   total = 0;
 }
@@ -184,15 +196,15 @@ export class Rsc {
   }
 
   /** A TCP segment over IPv4 from the dispatcher (headers and checksum checked). */
-  fromTap4(ip: Ip4Packet, seg: TcpPacket): void {
+  fromTap4(ip: Ip4Packet, seg: TcpPacket, tail: FrameTail | null = null): void {
     this.stats.segments++;
     if (seg.flags & TcpFlag.Syn) {
       this.stats.bypassSyn++;
-      return this.#bypass4(ip, seg);
+      return this.#sink.fromTap4(ip, seg, null, tail);
     }
     if (ip.hasOptions) {
       this.stats.bypassIpOptions++;
-      return this.#bypass4(ip, seg);
+      return this.#sink.fromTap4(ip, seg, null, tail);
     }
     let chain: RscChain | null = null;
     const open = this.#open;
@@ -206,10 +218,10 @@ export class Rsc {
         break;
       }
     }
-    if (chain !== null && this.#merge(chain, seg)) return;
-    if (seg.flags & ALONE_FLAGS) return this.#bypass4(ip, seg); // no chain to finalize
-    const fresh = this.#start(seg);
-    if (fresh === null) return this.#bypass4(ip, seg);
+    if (chain !== null && this.#merge(chain, seg, tail)) return;
+    if (seg.flags & ALONE_FLAGS) return this.#sink.fromTap4(ip, seg, null, tail); // no chain to finalize
+    const fresh = this.#start(seg, tail);
+    if (fresh === null) return this.#sink.fromTap4(ip, seg, null, tail);
     fresh.v6 = false;
     fresh.ip4.wrap(ip.buf, ip.off, ip.len);
     fresh.seg.wrap(seg.buf, seg.off, seg.len);
@@ -218,15 +230,15 @@ export class Rsc {
   }
 
   /** A TCP segment over IPv6 (TCP at `upperOff`) from the dispatcher. */
-  fromTap6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void {
+  fromTap6(ip: Ip6Packet, seg: TcpPacket, upperOff: number, tail: FrameTail | null = null): void {
     this.stats.segments++;
     if (seg.flags & TcpFlag.Syn) {
       this.stats.bypassSyn++;
-      return this.#sink.fromTap6(ip, seg, upperOff, null);
+      return this.#sink.fromTap6(ip, seg, upperOff, null, tail);
     }
     if (upperOff !== ip.payloadOffset) {
       this.stats.bypassIp6Ext++;
-      return this.#sink.fromTap6(ip, seg, upperOff, null);
+      return this.#sink.fromTap6(ip, seg, upperOff, null, tail);
     }
     let chain: RscChain | null = null;
     const open = this.#open;
@@ -241,10 +253,10 @@ export class Rsc {
         break;
       }
     }
-    if (chain !== null && this.#merge(chain, seg)) return;
-    if (seg.flags & ALONE_FLAGS) return this.#sink.fromTap6(ip, seg, upperOff, null);
-    const fresh = this.#start(seg);
-    if (fresh === null) return this.#sink.fromTap6(ip, seg, upperOff, null);
+    if (chain !== null && this.#merge(chain, seg, tail)) return;
+    if (seg.flags & ALONE_FLAGS) return this.#sink.fromTap6(ip, seg, upperOff, null, tail);
+    const fresh = this.#start(seg, tail);
+    if (fresh === null) return this.#sink.fromTap6(ip, seg, upperOff, null, tail);
     fresh.v6 = true;
     fresh.ip6.wrap(ip.buf, ip.off, ip.len);
     fresh.seg.wrap(seg.buf, seg.off, seg.len);
@@ -261,28 +273,24 @@ export class Rsc {
     open.length = 0;
   }
 
-  #bypass4(ip: Ip4Packet, seg: TcpPacket): void {
-    this.#sink.fromTap4(ip, seg, null);
-  }
-
   /**
    * Tries to merge `seg` into `chain`. True if it joined the chain (or was
    * handed to TCP alone after it); false if the chain was finalized and
    * `seg` should start a new one.
    */
-  #merge(chain: RscChain, seg: TcpPacket): boolean {
-    const v = this.#decide(chain, seg);
+  #merge(chain: RscChain, seg: TcpPacket, tail: FrameTail | null): boolean {
+    const v = this.#decide(chain, seg, tail);
     if (v === Verdict.COALESCE) return true;
     this.#finalize(chain);
     if (v === Verdict.FINALIZE) return false;
     // Flagged segments and duplicate ACKs go on their own, never as a head.
-    if (chain.v6) this.#sink.fromTap6(chain.ip6, seg, chain.upperOff, null);
-    else this.#sink.fromTap4(chain.ip4, seg, null);
+    if (chain.v6) this.#sink.fromTap6(chain.ip6, seg, chain.upperOff, null, tail);
+    else this.#sink.fromTap4(chain.ip4, seg, null, tail);
     return true;
   }
 
   /** The rules of the module comment, for a segment of `chain`'s connection. */
-  #decide(chain: RscChain, seg: TcpPacket): number {
+  #decide(chain: RscChain, seg: TcpPacket, tail: FrameTail | null): number {
     const st = this.stats;
     const flags = seg.flags;
     if (flags & ALONE_FLAGS) {
@@ -319,16 +327,14 @@ export class Rsc {
         return Verdict.FINALIZE_ALONE;
       }
     } else {
-      if (chain.payload + len > RSC_MAX_PAYLOAD || chain.count === TCP_MERGE_MAX_PIECES) {
+      const k = chain.payload + len > RSC_MAX_PAYLOAD ? -1 : addPieces(chain, seg, len, tail);
+      if (k < 0) {
         st.overSize++;
         return Verdict.FINALIZE;
       }
       if (chain.payload === 0) st.dataAfterAck++;
       else st.data++;
-      const k = chain.count++;
-      chain.bufs[k] = seg.buf;
-      chain.offs[k] = seg.payloadOffset;
-      chain.lens[k] = len;
+      chain.count = k;
       chain.total += len;
       chain.payload += len;
       chain.nextSeq = (chain.nextSeq + len) >>> 0;
@@ -342,7 +348,7 @@ export class Rsc {
   }
 
   /** Opens a chain headed by `seg` (the caller wraps the views), or null if none is free. */
-  #start(seg: TcpPacket): RscChain | null {
+  #start(seg: TcpPacket, tail: FrameTail | null): RscChain | null {
     let chain: RscChain | null = null;
     for (let i = 0; i < this.#chains.length; i++) {
       if (!this.#chains[i].open) {
@@ -355,6 +361,7 @@ export class Rsc {
       return null;
     }
     chain.open = true;
+    chain.tail = tail;
     chain.sport = seg.srcPort;
     chain.dport = seg.dstPort;
     chain.seq = seg.seq;
@@ -382,9 +389,35 @@ export class Rsc {
     chain.open = false;
     const merged = chain.segs > 1 ? chain : null;
     if (merged !== null) this.stats.chains++;
-    if (chain.v6) this.#sink.fromTap6(chain.ip6, chain.seg, chain.upperOff, merged);
-    else this.#sink.fromTap4(chain.ip4, chain.seg, merged);
+    if (chain.v6) this.#sink.fromTap6(chain.ip6, chain.seg, chain.upperOff, merged, chain.tail);
+    else this.#sink.fromTap4(chain.ip4, chain.seg, merged, chain.tail);
+    chain.tail = null;
   }
+}
+
+/**
+ * Lists the `len` payload bytes of `seg` after `chain`'s pieces — one piece
+ * in its slot, or those of its frame's tail — and returns the new count, or
+ * -1 (the chain unchanged) if they do not fit.
+ */
+function addPieces(chain: RscChain, seg: TcpPacket, len: number, tail: FrameTail | null): number {
+  const k = chain.count;
+  if (tail !== null) {
+    return tail.pieces(
+      seg.payloadOffset,
+      len,
+      chain.bufs,
+      chain.offs,
+      chain.lens,
+      k,
+      TCP_MERGE_MAX_PIECES,
+    );
+  }
+  if (k === TCP_MERGE_MAX_PIECES) return -1;
+  chain.bufs[k] = seg.buf;
+  chain.offs[k] = seg.payloadOffset;
+  chain.lens[k] = len;
+  return k + 1;
 }
 
 function bytesEqual(a: Uint8Array, ao: number, b: Uint8Array, bo: number, n: number): boolean {

@@ -22,9 +22,10 @@
  * timeout, or after three duplicate ACKs) we *rewind*: `seqToTap =
  * seqAckFromTap`, peek offset back to 0, peek again. Un-ACKed data is thus
  * always recoverable and costs no buffer of ours. One `recvmsg` fills the
- * payload areas of up to {@linkcode MAX_FRAMES_PER_READ} frame slots at once,
- * so data lands where the frame is sent from; headers are then written in
- * front. A frame carries one MSS, or, where the send path takes GSO frames
+ * payload areas of up to {@linkcode MAX_FRAMES_PER_READ} frames at once, so
+ * data lands where the frame is sent from — its slot, or under vhost-user
+ * the guest's own receive buffers (`TapSender.payloadIov`); headers are
+ * then written in front. A frame carries one MSS, or, where the send path takes GSO frames
  * (the tap), as many whole MSS-sized segments as fit in a 64 KiB IP packet:
  * one frame with GSO type TCPV4/TCPV6 and size = the guest's MSS, checksum
  * left partial, which the guest's kernel takes as one large segment. The
@@ -47,7 +48,8 @@
  * is written with one `sendmsg(MSG_DONTWAIT)` per segment — per merged
  * segment: the RSC coalescer (`rsc.ts`) hands over in-order segments of one
  * receive batch as one ({@linkcode TcpMerged}), whose payload pieces, still
- * in the receive slots, go out as one iovec. A GSO frame from the guest (up
+ * in the receive slots or, under vhost-user, in the guest's own transmit
+ * buffers (a frame's tail), go out as one iovec. A GSO frame from the guest (up
  * to 64 KiB, TSO granted on the tap) is one segment here. The window we
  * advertise is what the socket will still take: its free send-buffer memory
  * (`SO_MEMINFO`) divided by the memory it spends per byte queued (measured
@@ -139,7 +141,8 @@ import {
 import { IpProto } from "../packet/wire.ts";
 import { halfSipHash, sipKeyRandom } from "../flow/siphash.ts";
 import * as sys from "../sys/mod.ts";
-import { GsoType, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { GsoType, PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { type FrameTail, TAIL_MAX_PIECES } from "../tap/tail.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { TcpOoo } from "./tcp_ooo.ts";
@@ -160,6 +163,11 @@ export const TCP_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const TCP_IDLE_TIMEOUT_MS = 2 * 3600 * 1000;
 /** Frames filled by one peek. */
 export const MAX_FRAMES_PER_READ = 32;
+/**
+ * Iovecs of one peek (the kernel takes up to 1024): frames stop being added
+ * when the next might not fit.
+ */
+const PEEK_IOV_MAX = 1024;
 /** Bytes inside our window a full socket refused that a connection keeps (see the module comment). */
 export const TCP_SPILL_MAX = 256 * 1024;
 /**
@@ -173,6 +181,12 @@ const MEM_PER_BYTE_MIN_QUEUE = 64 * 1024;
 const DEFAULT_MSS = 536;
 /** Most payload pieces RSC merges behind one head segment (see `rsc.ts`). */
 export const TCP_MERGE_MAX_PIECES = 64;
+
+/**
+ * Payload pieces one write to a socket may take: the head's (a tail's
+ * worth), those RSC merged, and out-of-order bytes held behind them.
+ */
+const P_MAX = TAIL_MAX_PIECES + TCP_MERGE_MAX_PIECES + 2;
 
 /**
  * Guest segments RSC merged behind a head segment (see `rsc.ts`): what TCP
@@ -189,7 +203,7 @@ export interface TcpMerged {
   /** Payload pieces after the head's own: `bufs[i][offs[i]..+lens[i])` for i < `count`. */
   readonly count: number;
   readonly bufs: readonly Uint8Array[];
-  readonly offs: Uint32Array;
+  readonly offs: Float64Array;
   readonly lens: Uint32Array;
   /** Bytes in those pieces. */
   readonly total: number;
@@ -402,7 +416,8 @@ export class Tcp {
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
   readonly #target4 = new Uint8Array(4);
   readonly #target6 = new Uint8Array(16);
-  readonly #iov = new sys.IovecArray(MAX_FRAMES_PER_READ);
+  /** Payload areas of one peek: a slot each, or a frame's guest buffers (see `payloadIov`). */
+  readonly #iov = new sys.IovecArray(PEEK_IOV_MAX);
   readonly #hdr = new sys.MmsgHdrArray(1);
   readonly #lens = new Uint32Array(MAX_FRAMES_PER_READ);
   readonly #discard = new Uint8Array(1);
@@ -425,12 +440,12 @@ export class Tcp {
    * Payload pieces of the segment being written: the head's, those RSC
    * merged, then held out-of-order bytes that now follow them.
    */
-  readonly #pBufs: Uint8Array[] = new Array(TCP_MERGE_MAX_PIECES + 2);
-  readonly #pOffs = new Uint32Array(TCP_MERGE_MAX_PIECES + 2);
-  readonly #pLens = new Uint32Array(TCP_MERGE_MAX_PIECES + 2);
+  readonly #pBufs: Uint8Array[] = new Array(P_MAX);
+  readonly #pOffs = new Float64Array(P_MAX);
+  readonly #pLens = new Uint32Array(P_MAX);
   #pFirst = 0;
   #pCount = 0;
-  readonly #wIov = new sys.IovecArray(TCP_MERGE_MAX_PIECES + 2);
+  readonly #wIov = new sys.IovecArray(P_MAX);
   readonly #wHdr = new sys.MmsgHdrArray(1);
 
   /** Registers with the reactor and the flow table. */
@@ -680,10 +695,15 @@ export class Tcp {
    * for no connection is answered (RST), so a merged one never is: RSC
    * merges only segments of a connection, and a SYN never.
    */
-  fromTap4(ip: Ip4Packet, seg: TcpPacket, merged: TcpMerged | null = null): void {
+  fromTap4(
+    ip: Ip4Packet,
+    seg: TcpPacket,
+    merged: TcpMerged | null = null,
+    tail: FrameTail | null = null,
+  ): void {
     const key = this.#key.set4(Pif.TAP, ip.src, seg.srcPort, ip.dst, seg.dstPort);
     const sidx = this.#flows.lookup(IpProto.Tcp, key);
-    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged, tail);
     if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
       this.stats.noFlow++;
       return this.#rstNoFlow4(ip, seg);
@@ -698,6 +718,7 @@ export class Tcp {
     const index = this.#openOutbound(false, key, seg, addrLen);
     if (index === -1) this.#rstNoFlow4(ip, seg);
     else if (index === -2) {
+      tail?.gather(ip.buf); // the error quotes the segment
       icmpErrorToGuest4(
         this.#tap,
         this.#hdrs,
@@ -715,6 +736,7 @@ export class Tcp {
     seg: TcpPacket,
     upperOff: number,
     merged: TcpMerged | null = null,
+    tail: FrameTail | null = null,
   ): void {
     const key = this.#key.set6(
       Pif.TAP,
@@ -726,7 +748,7 @@ export class Tcp {
       seg.dstPort,
     );
     const sidx = this.#flows.lookup(IpProto.Tcp, key);
-    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged);
+    if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged, tail);
     if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {
       this.stats.noFlow++;
       return this.#rstNoFlow6(ip, seg);
@@ -741,6 +763,7 @@ export class Tcp {
     const index = this.#openOutbound(true, key, seg, addrLen);
     if (index === -1) this.#rstNoFlow6(ip, seg);
     else if (index === -2) {
+      tail?.gather(ip.buf); // the error quotes the segment
       icmpErrorToGuest6(
         this.#tap,
         this.#hdrs,
@@ -860,14 +883,14 @@ export class Tcp {
   /**
    * A segment for connection `index`, with the segments RSC merged behind it
    * (their payloads follow the head's; the ACK, window and flags are the
-   * merged ones).
+   * merged ones); the head's payload is in `tail` if it has one.
    */
-  #segment(index: number, seg: TcpPacket, m: TcpMerged | null): void {
+  #segment(index: number, seg: TcpPacket, m: TcpMerged | null, tail: FrameTail | null): void {
     const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
     if (c.has(TcpEv.CLOSED)) return;
     const f = m === null ? seg.flags : m.flags;
     c.lastMs = performance.now();
-    this.#piecesOf(seg, m);
+    this.#piecesOf(seg, m, tail);
 
     if (f & TcpFlag.Rst) {
       // Accept a RST whose sequence number is in the window (RFC 5961 would
@@ -986,11 +1009,22 @@ export class Tcp {
   /**
    * The payload pieces of segment `seg` and those RSC merged behind it, in
    * `#pBufs/#pOffs/#pLens[#pFirst..#pCount)`: what one write to the socket
-   * takes, in place in the receive slots.
+   * takes, in place in the receive slots or the guest's own buffers.
    */
-  #piecesOf(seg: TcpPacket, m: TcpMerged | null): void {
+  #piecesOf(seg: TcpPacket, m: TcpMerged | null, tail: FrameTail | null): void {
     let n = 0;
-    if (seg.payloadLen > 0) {
+    if (tail !== null) {
+      // Fits: a tail has at most TAIL_MAX_PIECES pieces, and the arrays room for them.
+      n = tail.pieces(
+        seg.payloadOffset,
+        seg.payloadLen,
+        this.#pBufs,
+        this.#pOffs,
+        this.#pLens,
+        0,
+        P_MAX,
+      );
+    } else if (seg.payloadLen > 0) {
       this.#pBufs[0] = seg.buf;
       this.#pOffs[0] = seg.payloadOffset;
       this.#pLens[0] = seg.payloadLen;
@@ -1282,15 +1316,16 @@ export class Tcp {
       }
       let want = 0;
       let k = 0;
-      for (; k < room && want < wnd; k++) {
+      let iovs = 0;
+      for (; k < room && want < wnd && iovs + PAYLOAD_IOV_MAX <= PEEK_IOV_MAX; k++) {
         const n = Math.min(maxSeg, wnd - want);
         frames[k] = tap.take();
-        this.#iov.set(k, tap.slot(frames[k]), l4, n);
+        iovs = tap.payloadIov(frames[k], l4 - TAP_HEADROOM, n, this.#iov, iovs);
         this.#lens[k] = n;
         want += n;
       }
       this.#hdr.setName(0, null);
-      this.#hdr.setIov(0, this.#iov, k);
+      this.#hdr.setIov(0, this.#iov, iovs);
       this.#hdr.setControl(0, null);
       const got = sys.recvmsg(c.fd, this.#hdr, sys.MSG_PEEK | sys.MSG_DONTWAIT);
       if (got <= 0) tap.release(frames[0]);

@@ -95,7 +95,7 @@ export class TcpOoo {
     seq: number,
     len: number,
     bufs: readonly Uint8Array[],
-    offs: Uint32Array,
+    offs: Float64Array,
     lens: Uint32Array,
     first: number,
     end: number,

@@ -65,7 +65,8 @@ import {
 } from "../packet/udp.ts";
 import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
-import { TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { type FrameTail, TAIL_MAX_PIECES } from "../tap/tail.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import { forEachListenPort, guestFamilies, listenSocket, PortSockets } from "./listen.ts";
 
@@ -167,7 +168,12 @@ export class Udp {
   readonly #target4 = new Uint8Array(4);
   readonly #target6 = new Uint8Array(16);
   readonly #mmsg = new sys.MmsgHdrArray(MAX_DGRAMS_PER_READ);
-  readonly #iov = new sys.IovecArray(MAX_DGRAMS_PER_READ);
+  readonly #iov = new sys.IovecArray(MAX_DGRAMS_PER_READ * PAYLOAD_IOV_MAX);
+  /** Pieces of a datagram from the guest whose payload is in guest memory. */
+  readonly #pBufs: Uint8Array[] = new Array(TAIL_MAX_PIECES);
+  readonly #pOffs = new Float64Array(TAIL_MAX_PIECES);
+  readonly #pLens = new Uint32Array(TAIL_MAX_PIECES);
+  readonly #pIov = new sys.IovecArray(TAIL_MAX_PIECES);
   readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
   readonly #frames = new Uint16Array(MAX_DGRAMS_PER_READ);
   readonly #control = new Uint8Array(256);
@@ -198,11 +204,17 @@ export class Udp {
   // -------------------------------------------------------------------------
   // Guest → host
 
-  /** A datagram from the guest over IPv4 (checksum verified). */
-  fromTap4(ip: Ip4Packet, d: UdpPacket, gsoSize = 0): void {
+  /**
+   * A datagram from the guest over IPv4 (checksum verified). With a `tail`,
+   * its payload is in the tail's pieces (guest memory), and goes to the
+   * socket from there.
+   */
+  fromTap4(ip: Ip4Packet, d: UdpPacket, gsoSize = 0, tail: FrameTail | null = null): void {
     const key = this.#key.set4(Pif.TAP, ip.src, d.srcPort, ip.dst, d.dstPort);
     let sidx = this.#flows.lookup(IpProto.Udp, key);
     if (sidx < 0) {
+      tail?.gather(ip.buf); // an ICMP error would quote the datagram
+      tail = null;
       const target = natFromTap4(this.#net, ip.dst, d.dstPort);
       if (target < 0) {
         this.stats.refused++;
@@ -221,11 +233,17 @@ export class Udp {
       }
       sidx = flowSidx(index, 0);
     }
-    this.#toHost(sidxFlow(sidx), d, gsoSize);
+    this.#toHost(sidxFlow(sidx), d, gsoSize, tail);
   }
 
-  /** A datagram from the guest over IPv6 (checksum verified). */
-  fromTap6(ip: Ip6Packet, d: UdpPacket, upperOff: number, gsoSize = 0): void {
+  /** A datagram from the guest over IPv6 (checksum verified); see {@linkcode fromTap4}. */
+  fromTap6(
+    ip: Ip6Packet,
+    d: UdpPacket,
+    upperOff: number,
+    gsoSize = 0,
+    tail: FrameTail | null = null,
+  ): void {
     const key = this.#key.set6(
       Pif.TAP,
       ip.buf,
@@ -237,6 +255,8 @@ export class Udp {
     );
     let sidx = this.#flows.lookup(IpProto.Udp, key);
     if (sidx < 0) {
+      tail?.gather(ip.buf); // an ICMP error would quote the datagram
+      tail = null;
       const t6 = this.#target6;
       const unreach = (code: number) =>
         icmpErrorToGuest6(
@@ -263,16 +283,16 @@ export class Udp {
       }
       sidx = flowSidx(index, 0);
     }
-    this.#toHost(sidxFlow(sidx), d, gsoSize);
+    this.#toHost(sidxFlow(sidx), d, gsoSize, tail);
   }
 
   /**
    * Sends datagram `d` of flow `index` to the host. With `gsoSize` (a UDP
    * GSO frame from the guest, payload meant as datagrams of that size), one
    * `sendmsg` with `UDP_SEGMENT` lets the kernel cut it as the guest's
-   * would have.
+   * would have. A payload in `tail` is sent from its pieces.
    */
-  #toHost(index: number, d: UdpPacket, gsoSize: number): void {
+  #toHost(index: number, d: UdpPacket, gsoSize: number, tail: FrameTail | null): void {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
     if (f.closed) {
       this.stats.dropped++;
@@ -281,7 +301,10 @@ export class Udp {
     f.lastMs = performance.now();
     const len = d.payloadLen;
     const peer = f.inbound ? f.peer : null;
-    const rc = gsoSize > 0 && len > gsoSize
+    const seg = gsoSize > 0 && len > gsoSize ? gsoSize : 0;
+    const rc = tail !== null
+      ? this.#sendPieces(f.fd, d, tail, seg, peer, f.peerLen)
+      : seg > 0
       ? sys.sendSegmented(
         f.fd,
         d.buf,
@@ -301,6 +324,30 @@ export class Udp {
     // An error from an earlier ICMP message may surface here instead of on
     // the error queue; the queue is read when epoll reports it.
     if (rc === -sys.Errno.ECONNREFUSED) this.#unreachable(index, f, 3, 0);
+  }
+
+  /** Sends the payload of `d` from `tail`'s pieces in one `sendmsg`: bytes sent, or -errno. */
+  #sendPieces(
+    fd: number,
+    d: UdpPacket,
+    tail: FrameTail,
+    seg: number,
+    peer: Uint8Array | null,
+    peerLen: number,
+  ): number {
+    const n = tail.pieces(
+      d.payloadOffset,
+      d.payloadLen,
+      this.#pBufs,
+      this.#pOffs,
+      this.#pLens,
+      0,
+      TAIL_MAX_PIECES,
+    );
+    const iov = this.#pIov;
+    for (let k = 0; k < n; k++) iov.set(k, this.#pBufs[k], this.#pOffs[k], this.#pLens[k]);
+    const control = seg > 0 ? sys.udpSegmentControl(seg) : null;
+    return sys.sendIov(fd, iov, n, sys.MSG_DONTWAIT, peer, peerLen, control);
   }
 
   /** Opens the flow's connected socket; returns the index, -1 (dropped) or -2 (unreachable). */
@@ -407,10 +454,13 @@ export class Udp {
     const frames = this.#frames;
     for (;;) {
       const room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
+      let iovs = 0;
       for (let k = 0; k < room; k++) {
         frames[k] = tap.take();
-        this.#iov.set(k, tap.slot(frames[k]), payloadOff, readLen);
-        mm.setIov(k, this.#iov, 1, k);
+        // The payload area: in the slot, or in the guest's own buffers (vhost-user).
+        const first = iovs;
+        iovs = tap.payloadIov(frames[k], payloadOff - TAP_HEADROOM, readLen, this.#iov, iovs);
+        mm.setIov(k, this.#iov, iovs - first, first);
         if (listener) mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
         else mm.setName(k, null);
         mm.setControl(k, null);

@@ -394,8 +394,26 @@ function sendAtWith(
   control: Uint8Array | null,
 ): number {
   atIov.set(0, buf, off, len);
+  return sendIov(fd, atIov, 1, flags, addr, addrLen, control);
+}
+
+/**
+ * sendmsg(2) of the bytes iovecs `iov[0..count)` point at, to the first
+ * `addrLen` bytes of `addr` (null: the connected peer), with ancillary data
+ * `control` (or none; {@linkcode udpSegmentControl} for UDP GSO): bytes sent
+ * or -errno.
+ */
+export function sendIov(
+  fd: number,
+  iov: IovecArray,
+  count: number,
+  flags: number,
+  addr: Uint8Array | null = null,
+  addrLen = 0,
+  control: Uint8Array | null = null,
+): number {
   atHdr.setName(0, addr, addrLen);
-  atHdr.setIov(0, atIov, 1);
+  atHdr.setIov(0, iov, count);
   atHdr.setControl(0, control);
   return ret(C.sendmsg(fd, atHdr.bytes, flags));
 }
@@ -485,6 +503,13 @@ const udpSegControl = new Uint8Array(24);
   dv.setInt32(12, UDP_SEGMENT, true);
 }
 
+/** The ancillary data that makes one `sendmsg` UDP datagrams of `segSize` bytes (`UDP_SEGMENT`). */
+export function udpSegmentControl(segSize: number): Uint8Array {
+  udpSegControl[16] = segSize;
+  udpSegControl[17] = segSize >> 8;
+  return udpSegControl;
+}
+
 /**
  * sendmsg(2) of `buf[off..off+len)` on a UDP socket as datagrams of
  * `segSize` bytes each (the last may be shorter): one call, the kernel
@@ -501,9 +526,7 @@ export function sendSegmented(
   addr: Uint8Array | null = null,
   addrLen = 0,
 ): number {
-  udpSegControl[16] = segSize;
-  udpSegControl[17] = segSize >> 8;
-  return sendAtWith(fd, buf, off, len, flags, addr, addrLen, udpSegControl);
+  return sendAtWith(fd, buf, off, len, flags, addr, addrLen, udpSegmentControl(segSize));
 }
 
 /** pipe2(2): fills `out[0]` (read end) and `out[1]` (write end). */

@@ -35,6 +35,13 @@
  * payload goes to the socket in one write); UDP gets the size, to send the
  * payload as the datagrams the guest meant.
  *
+ * **Frames with a tail** (vhost-user: only the first bytes in the slot, the
+ * frame in the guest's buffers, see `tail.ts`) are parsed from the slot.
+ * TCP and UDP get the tail and write the payload to their sockets from
+ * it; everything else — a checksum to verify, a service, ICMP, IPv6
+ * extension headers — first has the frame made whole in its slot
+ * (counted as `gathered`).
+ *
  * @module
  */
 
@@ -49,6 +56,7 @@ import { IpProto, WIRE_ERROR_COUNT, WireError } from "../packet/wire.ts";
 import { DHCP_SERVER_PORT } from "../packet/dhcp.ts";
 import { DHCP6_SERVER_PORT } from "../packet/dhcpv6.ts";
 import type { ServiceContext, ServiceVerdict } from "../services/service.ts";
+import type { FrameTail } from "./tail.ts";
 import { GsoType, VnetFlag } from "./tap.ts";
 
 /** What the dispatcher hands frames to. Each returns a verdict; Pass (0) means "not mine". */
@@ -65,17 +73,27 @@ export interface TapConsumers {
   ping4(ip: Ip4Packet, icmp: IcmpPacket): void;
   /** ICMPv6 echo request (checksum verified). */
   ping6(ip: Ip6Packet, icmp: Icmp6Packet): void;
-  /** TCP segment over IPv4 (checksum verified). */
-  tcp4(ip: Ip4Packet, seg: TcpPacket): void;
-  /** TCP segment over IPv6 (checksum verified); `upperOff` is where TCP starts. */
-  tcp6(ip: Ip6Packet, seg: TcpPacket, upperOff: number): void;
+  /**
+   * TCP segment over IPv4 (checksum verified). With a `tail`, the payload
+   * is read from the tail's pieces (the slot holds the headers only).
+   */
+  tcp4(ip: Ip4Packet, seg: TcpPacket, tail: FrameTail | null): void;
+  /** TCP segment over IPv6 (checksum verified); `upperOff` is where TCP starts; see `tcp4`. */
+  tcp6(ip: Ip6Packet, seg: TcpPacket, upperOff: number, tail: FrameTail | null): void;
   /**
    * UDP datagram over IPv4 not taken by a service (checksum verified);
    * `gsoSize` > 0: a UDP GSO frame, payload meant as datagrams of that size.
+   * With a `tail`, as for `tcp4`.
    */
-  udp4(ip: Ip4Packet, d: UdpPacket, gsoSize: number): void;
+  udp4(ip: Ip4Packet, d: UdpPacket, gsoSize: number, tail: FrameTail | null): void;
   /** UDP datagram over IPv6 not taken by a service (checksum verified); see `udp4`. */
-  udp6(ip: Ip6Packet, d: UdpPacket, upperOff: number, gsoSize: number): void;
+  udp6(
+    ip: Ip6Packet,
+    d: UdpPacket,
+    upperOff: number,
+    gsoSize: number,
+    tail: FrameTail | null,
+  ): void;
 }
 
 /** Counters of the dispatcher. */
@@ -94,6 +112,8 @@ export interface TapInputStats {
   gsoSegmentsIn: number;
   /** Frames whose GSO descriptor does not match what they carry. */
   badGso: number;
+  /** Frames with a tail made whole in their slot (for a consumer other than TCP's payload path). */
+  gathered: number;
 }
 
 /** The guest-frame dispatcher; see the module comment. */
@@ -107,6 +127,7 @@ export class TapInput {
     gsoFramesIn: 0,
     gsoSegmentsIn: 0,
     badGso: 0,
+    gathered: 0,
   };
   readonly #ctx: ServiceContext;
   readonly #to: TapConsumers;
@@ -120,6 +141,9 @@ export class TapInput {
   readonly #udp = new UdpPacket();
   readonly #tcp = new TcpPacket();
   #partial = false;
+  /** The current frame's slot, and its tail while part of it is elsewhere. */
+  #buf: Uint8Array = new Uint8Array(0);
+  #tail: FrameTail | null = null;
   /** The current frame's GSO type (ECN bit cleared) and size, or 0. */
   #gsoType = 0;
   #gsoSize = 0;
@@ -151,6 +175,18 @@ export class TapInput {
     return true;
   }
 
+  /**
+   * Makes the current frame whole in its slot: every consumer but TCP's
+   * payload path reads it there. A no-op for a frame without a tail.
+   */
+  #whole(): void {
+    const t = this.#tail;
+    if (t === null) return;
+    t.gather(this.#buf);
+    this.#tail = null;
+    this.stats.gathered++;
+  }
+
   /** A GSO type on anything but TCP and UDP is a lie. */
   #noGso(): boolean {
     if (this.#gsoType === GsoType.NONE) return true;
@@ -162,7 +198,8 @@ export class TapInput {
    * Handles the frame at `buf[off..off+len)` with its descriptor (see the
    * module comment): `vnetFlags` (NEEDS_CSUM: the guest's kernel left its
    * TCP/UDP checksum to be filled in, so it is not verified), `gsoType` and
-   * `gsoSize`.
+   * `gsoSize`. A frame with a `tail` has only its first bytes in `buf`
+   * (from `off` to the tail's `headEnd`), the rest in the tail's pieces.
    */
   frame(
     buf: Uint8Array,
@@ -171,7 +208,10 @@ export class TapInput {
     vnetFlags = 0,
     gsoType: number = GsoType.NONE,
     gsoSize = 0,
+    tail: FrameTail | null = null,
   ): void {
+    this.#buf = buf;
+    this.#tail = tail !== null && tail.count > 0 ? tail : null;
     this.#partial = (vnetFlags & VnetFlag.NEEDS_CSUM) !== 0;
     this.stats.frames++;
     const type = gsoType & ~GsoType.ECN;
@@ -192,6 +232,7 @@ export class TapInput {
     switch (eth.ethertype) {
       case EtherType.Arp:
         if (!this.#noGso()) return;
+        this.#whole();
         if (this.#to.arp(this.#ctx, eth) === 0) this.stats.unhandled++;
         return;
       case EtherType.Ipv4:
@@ -214,6 +255,7 @@ export class TapInput {
     switch (ip.proto) {
       case IpProto.Icmp: {
         if (!this.#noGso()) return;
+        this.#whole();
         const icmp = this.#icmp;
         const e = icmp.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
@@ -226,28 +268,28 @@ export class TapInput {
         const seg = this.#tcp;
         const e = seg.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
-        if (!this.#partial && !seg.checksumOk4(ip.src, ip.dst)) {
-          return this.#drop(WireError.BadChecksum);
+        if (!this.#partial) {
+          this.#whole();
+          if (!seg.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
         }
         if (!this.#gsoOk(GsoType.TCPV4, seg.payloadLen)) return;
-        this.#to.tcp4(ip, seg);
+        this.#to.tcp4(ip, seg, this.#tail);
         return;
       }
       case IpProto.Udp: {
         const udp = this.#udp;
         const e = udp.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
-        if (!this.#partial && !udp.checksumOk4(ip.src, ip.dst)) {
-          return this.#drop(WireError.BadChecksum);
+        if (!this.#partial) {
+          this.#whole();
+          if (!udp.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
         }
         if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
-        if (
-          this.#gsoSize === 0 && udp.dstPort === DHCP_SERVER_PORT &&
-          this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0
-        ) {
-          return;
+        if (this.#gsoSize === 0 && udp.dstPort === DHCP_SERVER_PORT) {
+          this.#whole();
+          if (this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) return;
         }
-        this.#to.udp4(ip, udp, this.#gsoSize);
+        this.#to.udp4(ip, udp, this.#gsoSize, this.#tail);
         return;
       }
       default:
@@ -259,6 +301,8 @@ export class TapInput {
     const ip = this.#ip6;
     const err = ip.wrap(eth.buf, eth.payloadOffset, eth.payloadLen);
     if (err !== 0) return this.#drop(err);
+    // Extension headers may reach past the bytes in the slot.
+    if (ip.nextHeader !== IpProto.Tcp && ip.nextHeader !== IpProto.Udp) this.#whole();
     const up = this.#upper;
     const e = ip.findUpper(up);
     if (e !== 0) return this.#drop(e);
@@ -287,28 +331,32 @@ export class TapInput {
         const seg = this.#tcp;
         const e2 = seg.wrap(ip.buf, up.offset, up.len);
         if (e2 !== 0) return this.#drop(e2);
-        if (!this.#partial && !seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
-          return this.#drop(WireError.BadChecksum);
+        if (!this.#partial) {
+          this.#whole();
+          if (!seg.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
+            return this.#drop(WireError.BadChecksum);
+          }
         }
         if (!this.#gsoOk(GsoType.TCPV6, seg.payloadLen)) return;
-        this.#to.tcp6(ip, seg, up.offset);
+        this.#to.tcp6(ip, seg, up.offset, this.#tail);
         return;
       }
       case IpProto.Udp: {
         const udp = this.#udp;
         const e2 = udp.wrap(ip.buf, up.offset, up.len);
         if (e2 !== 0) return this.#drop(e2);
-        if (!this.#partial && !udp.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
-          return this.#drop(WireError.BadChecksum);
+        if (!this.#partial) {
+          this.#whole();
+          if (!udp.checksumOk6(ip.buf, ip.srcOffset, ip.dstOffset)) {
+            return this.#drop(WireError.BadChecksum);
+          }
         }
         if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
-        if (
-          this.#gsoSize === 0 && udp.dstPort === DHCP6_SERVER_PORT &&
-          this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0
-        ) {
-          return;
+        if (this.#gsoSize === 0 && udp.dstPort === DHCP6_SERVER_PORT) {
+          this.#whole();
+          if (this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) return;
         }
-        this.#to.udp6(ip, udp, up.offset, this.#gsoSize);
+        this.#to.udp6(ip, udp, up.offset, this.#gsoSize, this.#tail);
         return;
       }
       default:

@@ -29,6 +29,14 @@
  * `recvmmsg` into k datagrams) and drop any of them without moving the
  * others.
  *
+ * **Payload in guest memory.** Where the backend lends the guest's own
+ * buffers (vhost-user), a producer that reads a payload from a socket asks
+ * {@linkcode TapSender.payloadIov} where to put it: into buffers the
+ * backend reserved for the frame, which become the frame's tail
+ * (`tail.ts`), or, without a reservation, into the slot. The headers are
+ * built in the slot either way; the backend writes them in front of the
+ * payload in place. Checksums and captures read a frame through its tail.
+ *
  * **One send path.** The reactor flushes once per loop turn
  * ({@linkcode TapSender.flush}), so all frames of a turn — ARP replies, TCP
  * segments, UDP datagrams — go to the backend in one batch, and a full
@@ -50,10 +58,16 @@
  * @module
  */
 
-import { checksumComplete, checksumFill, checksumFold } from "../packet/checksum.ts";
-import { set16 } from "../packet/wire.ts";
-import { pcapActive, pcapFrame, pcapNow } from "../pcap.ts";
+import {
+  checksumComplete,
+  checksumFill,
+  checksumFinish,
+  checksumFold,
+} from "../packet/checksum.ts";
+import { get16, set16 } from "../packet/wire.ts";
+import { pcapActive, pcapFrame, pcapNow, type PcapTimestamp } from "../pcap.ts";
 import { addrOf, IovecArray } from "../sys/mod.ts";
+import { FrameTail, TAIL_MAX_PIECES } from "./tail.ts";
 
 /** Bytes reserved in front of every frame for a backend's own header. */
 export const TAP_HEADROOM = 16;
@@ -126,6 +140,11 @@ export class FrameBatch {
   readonly iov: IovecArray;
   /** Address of each slot's first byte, for backends that build their own iovecs. */
   readonly addrs: Float64Array;
+  /**
+   * Per frame: the part of it in guest memory (`tail.ts`); a frame whose
+   * tail has no pieces is wholly in its slot. Only vhost-user makes tails.
+   */
+  readonly tails: FrameTail[];
 
   /** Allocates `capacity` slots of `slotSize` bytes each. */
   constructor(capacity: number, slotSize: number = TAP_SLOT_SIZE) {
@@ -142,7 +161,9 @@ export class FrameBatch {
     this.order = new Uint16Array(capacity);
     this.iov = new IovecArray(capacity);
     this.addrs = new Float64Array(capacity);
+    this.tails = [];
     for (let i = 0; i < capacity; i++) {
+      this.tails.push(new FrameTail());
       const slot = backing.subarray(i * slotSize, (i + 1) * slotSize);
       this.slots.push(slot);
       this.addrs[i] = addrOf(slot);
@@ -186,6 +207,53 @@ export class FrameBatch {
     set16le(dst, at + VNET_GSO_SIZE, this.gsoSize[i]);
     set16le(dst, at + VNET_CSUM_START, flags ? this.csumStart[i] : 0);
     set16le(dst, at + VNET_CSUM_OFFSET, flags ? this.csumOffset[i] : 0);
+  }
+
+  /**
+   * Fills the checksum at slot offset `field` over the frame's bytes from
+   * slot offset `from` to its end, its tail included, plus `initial`.
+   * Returns the value stored.
+   */
+  checksumFill(i: number, from: number, field: number, initial: number): number {
+    const slot = this.slots[i];
+    const tail = this.tails[i];
+    const end = TAP_HEADROOM + this.lens[i];
+    if (tail.count === 0) return checksumFill(slot, from, end - from, field, initial);
+    set16(slot, field, 0);
+    const c = checksumFinish(tail.checksumAdd(initial, slot, from, end));
+    set16(slot, field, c);
+    return c;
+  }
+
+  /**
+   * Completes frame `i`'s partial checksum (NEEDS_CSUM) in its slot, as the
+   * guest's kernel or hardware would: for a capture. Skipped if the field
+   * is not among the slot's bytes.
+   */
+  completeChecksum(i: number): void {
+    const tail = this.tails[i];
+    if (tail.count === 0) {
+      checksumComplete(
+        this.slots[i],
+        TAP_HEADROOM,
+        this.lens[i],
+        this.csumStart[i],
+        this.csumOffset[i],
+      );
+      return;
+    }
+    const from = TAP_HEADROOM + this.csumStart[i];
+    const field = from + this.csumOffset[i];
+    if (field + 2 > tail.headEnd) return;
+    this.checksumFill(i, from, field, get16(this.slots[i], field));
+  }
+
+  /** Records frame `i` in the capture (real checksums, tail included). */
+  record(i: number, ts: PcapTimestamp): void {
+    if (this.vnetFlags[i] & VnetFlag.NEEDS_CSUM) this.completeChecksum(i);
+    const tail = this.tails[i];
+    if (tail.count === 0) pcapFrame(this.slots[i], this.lens[i], ts, TAP_HEADROOM);
+    else pcapFrame(tail.views(this.slots[i], TAP_HEADROOM), this.lens[i], ts);
   }
 
   /** Sets slot `i`'s descriptor to a plain frame of `len` bytes (no offload). */
@@ -241,6 +309,30 @@ export interface TapBackend {
    * a frame partly sent.
    */
   send(batch: FrameBatch, count: number): number;
+  /**
+   * Optional (vhost-user): called once the send path is done with the
+   * frames of the last `send` (counted and captured them). A backend that
+   * shares memory with the guest makes them visible to it here, not before:
+   * the guest may reuse a buffer as soon as it sees it.
+   */
+  afterSend?(): void;
+  /**
+   * Optional (vhost-user): reserves room in the guest's own buffers for
+   * frame `i` of the sending `batch` — `headLen` bytes the backend will
+   * copy from the slot when it sends the frame, then `max` bytes the
+   * producer writes in place — and lists that payload room as the frame's
+   * tail. False (nothing reserved) if the guest has not made room or the
+   * room is split too finely; the frame is then built in its slot.
+   */
+  reserve?(batch: FrameBatch, i: number, headLen: number, max: number): boolean;
+  /** Gives back the reservation of frame `i`, which will not be sent. */
+  unreserve?(i: number): void;
+  /**
+   * Optional (vhost-user): the frames of the last `receive` have been
+   * handled; their tails, which point into the guest's buffers, are no
+   * longer read, and the buffers may go back to the guest.
+   */
+  receiveDone?(): void;
 }
 
 /** Counters of the send path. */
@@ -258,6 +350,12 @@ export interface TapSendStats {
   /** Segments those GSO frames stand for. */
   gsoSegmentsOut: number;
 }
+
+/** Most iovec entries {@linkcode TapSender.payloadIov} fills for one frame. */
+export const PAYLOAD_IOV_MAX = TAIL_MAX_PIECES;
+/** Slot states of the send path: reserved by the backend, then committed. */
+const RESERVED = 1;
+const COMMITTED = 2;
 
 /** Called for a frame the backend did not deliver, with what its producer set. */
 export type UndeliveredHandler = (flow: number, seq: number) => void;
@@ -288,6 +386,10 @@ export class TapSender {
   readonly #resumers: (() => void)[] = [];
   #producers = 0;
   readonly #offload: boolean;
+  /** Per slot: 0, or a reservation of the backend's ({@linkcode RESERVED}, {@linkcode COMMITTED}). */
+  readonly #resv: Uint8Array;
+  /** Slots reserved since the last flush. */
+  #reserved = 0;
   /** Set by a flush that left frames undelivered for EAGAIN; cleared by the reactor. */
   blocked = false;
 
@@ -308,6 +410,7 @@ export class TapSender {
     this.#ownerFlow = new Int32Array(capacity);
     this.#ownerSeq = new Uint32Array(capacity);
     this.#offload = offload;
+    this.#resv = new Uint8Array(capacity);
   }
 
   /**
@@ -375,8 +478,44 @@ export class TapSender {
    */
   take(): number {
     if (this.#taken === this.#batch.capacity) this.flush();
-    this.#owner[this.#taken] = 0;
-    return this.#taken++;
+    const i = this.#taken++;
+    this.#owner[i] = 0;
+    this.#batch.tails[i].count = 0;
+    return i;
+  }
+
+  /**
+   * Points iovecs `iov[k..)` at the payload area of slot `i`'s frame: `max`
+   * bytes from frame offset `at` (its headers come before). Where the
+   * backend lends the guest's own buffers ({@linkcode TapBackend.reserve}),
+   * that is where the payload goes, copied once by whoever fills it;
+   * otherwise into the slot. Returns the next free entry: the caller leaves
+   * room for {@linkcode PAYLOAD_IOV_MAX} entries. Commit the frame with its
+   * headers in the slot, as always, or release or abandon it.
+   */
+  payloadIov(i: number, at: number, max: number, iov: IovecArray, k: number): number {
+    const b = this.#batch;
+    const be = this.#backend;
+    if (be.reserve !== undefined && be.reserve(b, i, at, max)) {
+      this.#resv[i] = RESERVED;
+      this.#reserved++;
+      const tail = b.tails[i];
+      for (let p = 0; p < tail.count; p++) iov.set(k++, tail.bufs[p], tail.offs[p], tail.lens[p]);
+      return k;
+    }
+    iov.set(k, b.slots[i], TAP_HEADROOM + at, max);
+    return k + 1;
+  }
+
+  /** Gives back the backend's reservations of slots from `from` that were not committed. */
+  #unreserve(from: number): void {
+    for (let j = from; j < this.#taken; j++) {
+      if (this.#resv[j] === RESERVED) {
+        this.#resv[j] = 0;
+        this.#batch.tails[j].count = 0;
+        this.#backend.unreserve!(j);
+      }
+    }
   }
 
   /**
@@ -385,7 +524,9 @@ export class TapSender {
    * back short) returns the rest for the next producer.
    */
   release(i: number): void {
-    if (i < this.#taken) this.#taken = i;
+    if (i >= this.#taken) return;
+    if (this.#reserved > 0) this.#unreserve(i);
+    this.#taken = i;
   }
 
   /** The buffer of slot `i` (from {@linkcode take}). */
@@ -399,6 +540,12 @@ export class TapSender {
     if (len > b.maxFrame) throw new RangeError(`frame of ${len} bytes exceeds ${b.maxFrame}`);
     b.setPlain(i, len);
     b.order[b.count++] = i;
+    if (this.#resv[i] === RESERVED) {
+      // The payload in the guest's buffers is what the producer filled.
+      this.#resv[i] = COMMITTED;
+      const tail = b.tails[i];
+      tail.truncate(TAP_HEADROOM + len - tail.at);
+    }
   }
 
   /**
@@ -414,11 +561,9 @@ export class TapSender {
     const b = this.#batch;
     const slot = b.slots[i];
     if (!this.#backend.checksumOffload) {
-      const at = l4 + field;
-      if (checksumFill(slot, l4, TAP_HEADROOM + len - l4, at, pseudoSum) === 0) {
-        set16(slot, at, 0xffff);
-      }
       this.commit(i, len);
+      const at = l4 + field;
+      if (b.checksumFill(i, l4, at, pseudoSum) === 0) set16(slot, at, 0xffff);
       return;
     }
     set16(slot, l4 + field, checksumFold(pseudoSum));
@@ -471,6 +616,11 @@ export class TapSender {
   flush(): number {
     const b = this.#batch;
     const n = b.count;
+    if (this.#reserved > 0) {
+      this.#unreserve(0); // taken, reserved, never committed: abandoned
+      this.#reserved = 0;
+      this.#resv.fill(0); // the backend sends (or drops) the committed ones
+    }
     this.#taken = 0;
     if (n === 0) return 0;
     b.count = 0;
@@ -478,7 +628,10 @@ export class TapSender {
     for (let k = 0; k < n; k++) {
       const i = order[k];
       const len = b.lens[i];
-      if (len < ETH_MIN_FRAME) b.slots[i].fill(0, TAP_HEADROOM + len, TAP_HEADROOM + ETH_MIN_FRAME);
+      // A frame with a tail is padded by its backend, after the tail.
+      if (len < ETH_MIN_FRAME && b.tails[i].count === 0) {
+        b.slots[i].fill(0, TAP_HEADROOM + len, TAP_HEADROOM + ETH_MIN_FRAME);
+      }
     }
     const sent = this.#backend.send(b, n);
     const st = this.stats;
@@ -496,14 +649,9 @@ export class TapSender {
     st.bytesOut += bytes;
     if (pcapActive()) {
       const ts = pcapNow();
-      for (let k = 0; k < sent; k++) {
-        const i = order[k];
-        if (b.vnetFlags[i] & VnetFlag.NEEDS_CSUM) {
-          checksumComplete(b.slots[i], TAP_HEADROOM, b.lens[i], b.csumStart[i], b.csumOffset[i]);
-        }
-        pcapFrame(b.slots[i], b.lens[i], ts, TAP_HEADROOM);
-      }
+      for (let k = 0; k < sent; k++) b.record(order[k], ts);
     }
+    this.#backend.afterSend?.();
     if (sent < n) {
       st.undelivered += n - sent;
       // Only a full backend (EAGAIN) has producers rewind and wait for it to

@@ -12,24 +12,35 @@
  * **From the guest** ({@linkcode VhostNetDevice.receive}): the reactor
  * watches the transmit ring's kick eventfd ({@linkcode fd}). Each chain
  * taken holds the virtio-net header and the frame, split anywhere across
- * its readable buffers (iPXE puts the header alone in one). The chain's
- * bytes are gathered into a slot so that the header lands in the slot's
- * headroom and the frame at `TAP_HEADROOM`: the header fields become the
- * frame's descriptor (a partial checksum, a GSO type and size), and the
- * frame's length is the chain's readable length less the header — never a
- * buffer's size. The chain goes straight back as used (length 0: the device
- * wrote nothing), and the batch's used entries are published with one
- * interrupt, if the guest asked for one. When the ring runs dry we ask for
- * the next kick and look once more, so a chain offered in between is not
- * left waiting.
+ * its readable buffers (iPXE puts the header alone in one). The header
+ * lands in the slot's headroom and becomes the frame's descriptor (a
+ * partial checksum, a GSO type and size); the frame's length is the
+ * chain's readable length less the header — never a buffer's size. A
+ * short frame is gathered whole into the slot. Of a longer one only the
+ * first 256 bytes are, for the dispatcher to parse, and
+ * the whole frame is listed as the slot's tail (`tail.ts`) over the guest's
+ * buffers: TCP and UDP write its payload to their sockets from there, so
+ * the kernel's copy is the only one. The chains go back as used (length 0:
+ * the device wrote nothing) only once the batch has been handled
+ * ({@linkcode VhostNetDevice.receiveDone}), all in one publish with one
+ * interrupt if the guest asked. When the ring runs dry we ask for the next
+ * kick and look once more, so a chain offered in between is not left
+ * waiting.
  *
- * **To the guest** ({@linkcode VhostNetDevice.send}): each frame goes into
- * the receive ring through {@linkcode VnetRx} (header, frame and padding
- * across as many buffers and merged chains as it needs). When the guest has
- * not made room, the send stops there, `sendBlocked` is set, and we ask for
- * a kick on the receive ring — its eventfd is the backend's
- * {@linkcode wakeFd}, which the reactor watches so the producers resume when
- * the guest has made room, as they do on EPOLLOUT of a tap.
+ * **To the guest** ({@linkcode VhostNetDevice.send}): a producer that fills
+ * a payload from a socket asks first for room in the guest's own receive
+ * buffers ({@linkcode VhostNetDevice.reserve}, through the send path's
+ * `payloadIov`), and TCP peeks, UDP receives, straight into them; at send
+ * time only the header and the frame's headers are written in front. Any
+ * other frame is copied from its slot by {@linkcode VnetRx} (header, frame
+ * and padding across as many buffers and merged chains as it needs). When
+ * the guest has not made room, the send stops there, `sendBlocked` is set,
+ * reservations of the frames after it go back, and we ask for a kick on the
+ * receive ring — its eventfd is the backend's {@linkcode wakeFd}, which the
+ * reactor watches so the producers resume when the guest has made room, as
+ * they do on EPOLLOUT of a tap. The frames sent become visible to the guest
+ * in {@linkcode VhostNetDevice.afterSend}, once the send path has captured
+ * them: a guest may reuse a buffer as soon as it sees it.
  *
  * **What the guest accepted decides the offloads**: partial checksums
  * toward it with GUEST_CSUM; TCP GSO frames toward it with GUEST_TSO4 and
@@ -46,17 +57,18 @@
  * be unmapped and no receive buffer is lost to the guest. After it,
  * {@linkcode VhostNetDevice.resume} takes up the rings that run then.
  *
- * **Copies**: two per byte each way for now, as with the tap device —
- * between the rings and a slot here, between the slot and the host socket
- * in the kernel. Frames are not yet built in guest memory (TCP peeking
- * straight into receive buffers) nor written to sockets from it (iovecs
- * over transmit buffers), which would leave one.
+ * **Copies**: one per payload byte each way, the kernel's, between a
+ * socket and guest memory — for TCP and UDP. tapir itself copies headers,
+ * short frames, frames a consumer needs whole (a checksum to verify, a
+ * service, ICMP), and frames that found no reservation (a receive ring
+ * short of room when the payload was read).
  *
  * @module
  */
 
 import * as sys from "../sys/mod.ts";
 import { type FrameBatch, TAP_HEADROOM, type TapBackend } from "../tap/tap.ts";
+import type { FrameTail } from "../tap/tail.ts";
 import {
   type VhostRingUser,
   VhostUserBackend,
@@ -65,6 +77,14 @@ import {
 } from "./backend.ts";
 import { RxResult, VNET_HDR_SIZE, VNET_HDR_SIZE_LEGACY, VnetRx } from "./rx.ts";
 import { DescChain } from "./virtqueue.ts";
+
+/** Frames from the guest up to this length are gathered whole into their slot. */
+const GATHER_WHOLE_MAX = 512;
+/**
+ * Of a longer frame, the bytes gathered into the slot for the dispatcher to
+ * parse: any Ethernet, IPv4 and TCP headers fit (14 + 60 + 60).
+ */
+const GATHER_HEAD = 256;
 
 /** Receive ring (to the guest) and transmit ring (from it). */
 export const VHOST_RX_RING = 0;
@@ -76,6 +96,8 @@ export interface VhostNetStats {
   framesIn: number;
   /** Bytes of those frames (Ethernet length). */
   bytesIn: number;
+  /** Of those, bytes copied into slots: whole short frames, the first bytes of long ones. */
+  bytesGathered: number;
   /** Transmit chains dropped: shorter than a header and an Ethernet header, or longer than a slot. */
   badFrames: number;
   /** Interrupts (call eventfd writes), both rings. */
@@ -94,6 +116,7 @@ export class VhostNetDevice implements TapBackend {
   readonly stats: VhostNetStats = {
     framesIn: 0,
     bytesIn: 0,
+    bytesGathered: 0,
     badFrames: 0,
     calls: 0,
     heldReleased: 0,
@@ -108,6 +131,11 @@ export class VhostNetDevice implements TapBackend {
   readonly #drain = new Uint8Array(8);
   /** Header bytes per frame for the features accepted. */
   #hdrSize = VNET_HDR_SIZE;
+  /** Heads of transmit chains received and not given back yet (their frames are being handled). */
+  readonly #txHeads = new Uint16Array(1024);
+  #txN = 0;
+  /** Receive chains were given back and not published yet. */
+  #rxUnpublished = false;
 
   constructor(control: VhostUserBackend = new VhostUserBackend()) {
     this.control = control;
@@ -149,7 +177,9 @@ export class VhostNetDevice implements TapBackend {
 
   /** See the module comment: let go of the rings before they change. */
   quiesce(): void {
-    // The ring is still mapped here: what is held goes back before it changes.
+    // The rings are still mapped here: what is held goes back before they change.
+    this.receiveDone();
+    this.afterSend();
     const held = this.rx.release();
     if (held > 0) {
       this.stats.heldReleased += held;
@@ -183,10 +213,26 @@ export class VhostNetDevice implements TapBackend {
     }
   }
 
+  /**
+   * Gives the transmit chains of the last receive back to the guest, with
+   * one interrupt if it asked: their frames have been handled, and the tails
+   * that pointed into them are no longer read.
+   */
+  receiveDone(): void {
+    const n = this.#txN;
+    if (n === 0) return;
+    this.#txN = 0;
+    const v = this.control.vrings[VHOST_TX_RING];
+    if (!v.queue.ready) return;
+    for (let k = 0; k < n; k++) v.queue.push(this.#txHeads[k], 0);
+    this.#publish(VHOST_TX_RING);
+  }
+
   /** Reads frames from the transmit ring into `batch`; see the module comment. */
   receive(batch: FrameBatch): number {
     const v = this.control.vrings[VHOST_TX_RING];
     batch.count = 0;
+    this.receiveDone(); // a caller that did not say so is done with the last batch
     if (!v.running) return 0;
     sys.read(v.kickFd, this.#drain, 8);
     const q = v.queue;
@@ -195,7 +241,7 @@ export class VhostNetDevice implements TapBackend {
     const max = batch.maxFrame;
     let n = 0;
     let asked = false;
-    while (n < batch.capacity) {
+    while (n < batch.capacity && this.#txN < this.#txHeads.length) {
       if (!q.pop(c)) {
         if (q.lastError !== null) continue; // a broken chain, given back: the next one
         if (asked) break;
@@ -211,44 +257,120 @@ export class VhostNetDevice implements TapBackend {
         q.push(c.head, 0);
         continue;
       }
-      this.#gather(c, batch.slots[n], TAP_HEADROOM - hdr);
-      q.push(c.head, 0);
-      batch.setFromVnetHeader(n, len, batch.slots[n], TAP_HEADROOM - hdr);
+      const slot = batch.slots[n];
+      const tail = batch.tails[n];
+      if (len <= GATHER_WHOLE_MAX) {
+        this.#gather(c, slot, TAP_HEADROOM - hdr, hdr + len);
+        tail.count = 0;
+        this.stats.bytesGathered += len;
+      } else {
+        this.#gather(c, slot, TAP_HEADROOM - hdr, hdr + GATHER_HEAD);
+        this.#listFrame(c, tail, hdr);
+        this.stats.bytesGathered += GATHER_HEAD;
+      }
+      this.#txHeads[this.#txN++] = c.head;
+      batch.setFromVnetHeader(n, len, slot, TAP_HEADROOM - hdr);
       this.stats.bytesIn += len;
       n++;
     }
-    this.#publish(VHOST_TX_RING);
+    this.#publish(VHOST_TX_RING); // chains refused on the way
     this.stats.framesIn += n;
     batch.count = n;
     return n;
   }
 
-  /** Copies the readable bytes of chain `c` to `dst[at..]`. */
-  #gather(c: DescChain, dst: Uint8Array, at: number): void {
-    for (let b = 0; b < c.readable; b++) {
+  /** Copies the first `max` readable bytes of chain `c` to `dst[at..]`. */
+  #gather(c: DescChain, dst: Uint8Array, at: number, max: number): void {
+    for (let b = 0; b < c.readable && max > 0; b++) {
       const src = c.bufs[b];
       const off = c.offs[b];
-      const len = c.lens[b];
+      const len = Math.min(c.lens[b], max);
       if (len <= 16) {
         for (let k = 0; k < len; k++) dst[at + k] = src[off + k];
       } else {
         dst.set(src.subarray(off, off + len), at);
       }
       at += len;
+      max -= len;
     }
+  }
+
+  /**
+   * Lists the frame in chain `c` (past its `hdr` header bytes) as `tail`'s
+   * pieces, whole: the slot holds a copy of its first {@linkcode GATHER_HEAD}
+   * bytes for parsing, and its payload is read from guest memory.
+   */
+  #listFrame(c: DescChain, tail: FrameTail, hdr: number): void {
+    tail.reset(TAP_HEADROOM, TAP_HEADROOM + GATHER_HEAD);
+    let skip = hdr;
+    for (let b = 0; b < c.readable; b++) {
+      const len = c.lens[b];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      tail.add(c.bufs[b], c.offs[b] + skip, len - skip); // a chain has no more buffers than a tail pieces
+      skip = 0;
+    }
+  }
+
+  /**
+   * Reserves receive buffers for frame `i` of the sending batch; see
+   * `TapBackend.reserve` and `VnetRx.reserve`.
+   */
+  reserve(batch: FrameBatch, i: number, headLen: number, max: number): boolean {
+    if (!this.control.vrings[VHOST_RX_RING].running || !this.rx.canReserve(i)) return false;
+    const tail = batch.tails[i];
+    tail.reset(TAP_HEADROOM + headLen, TAP_HEADROOM + headLen);
+    return this.rx.reserve(i, headLen, max, tail);
+  }
+
+  /** Gives frame `i`'s reservation back; see `TapBackend.unreserve`. */
+  unreserve(i: number): void {
+    this.rx.unreserve(i);
+  }
+
+  /** Publishes the frames of the last send, with one interrupt if the guest asked. */
+  afterSend(): void {
+    if (!this.#rxUnpublished) return;
+    this.#rxUnpublished = false;
+    this.#publish(VHOST_RX_RING);
   }
 
   /** Writes frames `order[0..count)` into the receive ring; see the module comment. */
   send(batch: FrameBatch, count: number): number {
     const v = this.control.vrings[VHOST_RX_RING];
     this.sendBlocked = false;
-    if (!v.running) return 0; // no receive ring yet: the frames are lost, as on a link that is down
+    if (!v.running) {
+      // No receive ring: the frames are lost, as on a link that is down.
+      for (let j = 0; j < count; j++) this.rx.unreserve(batch.order[j]);
+      return 0;
+    }
     const rx = this.rx;
     const q = v.queue;
     let k = 0;
     let asked = false;
     while (k < count) {
       const i = batch.order[k];
+      if (rx.reserved(i)) {
+        // The payload is in place: the header and the frame's headers go in front.
+        const tail = batch.tails[i];
+        rx.writeReserved(
+          i,
+          batch.slots[i],
+          TAP_HEADROOM,
+          tail.headEnd - TAP_HEADROOM,
+          batch.lens[i],
+          batch.vnetFlags[i],
+          batch.gsoType[i],
+          batch.hdrLen[i],
+          batch.gsoSize[i],
+          batch.csumStart[i],
+          batch.csumOffset[i],
+        );
+        k++;
+        continue;
+      }
       const r = rx.write(
         batch.slots[i],
         TAP_HEADROOM,
@@ -272,7 +394,9 @@ export class VhostNetDevice implements TapBackend {
       asked = false;
       k++; // written, or dropped as too big for the ring (counted there)
     }
-    this.#publish(VHOST_RX_RING);
+    // Frames after one that found no room are not sent: their reservations go back.
+    for (let j = k; j < count; j++) rx.unreserve(batch.order[j]);
+    this.#rxUnpublished = true; // published by `afterSend`
     return k;
   }
 }

@@ -15,7 +15,7 @@ const BASE = 0xffff_ff00;
 /** Stores `len` bytes whose value is their offset from BASE (mod 256). */
 function put(q: TcpOoo, off: number, len: number): boolean {
   const bytes = Uint8Array.from({ length: len }, (_, i) => (off + i) & 0xff);
-  return q.store(seqAdd(BASE, off), len, [bytes], Uint32Array.of(0), Uint32Array.of(len), 0, 1);
+  return q.store(seqAdd(BASE, off), len, [bytes], Float64Array.of(0), Uint32Array.of(len), 0, 1);
 }
 
 function ranges(q: TcpOoo): [number, number][] {

@@ -70,12 +70,12 @@ export function request(
   return [n, new DataView(reply.buffer)];
 }
 
-/** Features QEMU would accept: everything offered. */
-export function acceptAll(b: VhostUserBackend): void {
+/** Features QEMU would accept: everything offered, but the bits in `refuse`. */
+export function acceptAll(b: VhostUserBackend, refuse = 0n): void {
   const [n, r] = request(b, msg(Req.GET_FEATURES));
   equal(n, 20);
   const offered = r.getBigUint64(12, true);
-  equal(request(b, msg(Req.SET_FEATURES, [offered]))[0], 0);
+  equal(request(b, msg(Req.SET_FEATURES, [offered & ~refuse]))[0], 0);
   const [, p] = request(b, msg(Req.GET_PROTOCOL_FEATURES));
   equal(request(b, msg(Req.SET_PROTOCOL_FEATURES, [p.getBigUint64(12, true)]))[0], 0);
 }

@@ -4,7 +4,8 @@
  * 64 KiB GSO frame over many mergeable buffers, and what happens when the
  * guest has not made room.
  */
-import { deepEqual, equal } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { FrameTail } from "../../lib/tap/tail.ts";
 import { RxResult, VNET_HDR_SIZE, VnetRx } from "../../lib/vhost/rx.ts";
 import { RingDriver } from "./frontend.ts";
 
@@ -127,4 +128,77 @@ Deno.test("a receive chain with a device-readable buffer is given back unused", 
   deepEqual(d.used(0), [bad, 0]);
   equal(d.used(1)[1], VNET_HDR_SIZE + 64);
   equal(rx.stats.badChains, 1);
+});
+
+/** Writes `payload` into a reserved frame's tail, as a producer's read would. */
+function fillTail(tail: FrameTail, payload: Uint8Array): void {
+  let at = 0;
+  for (let p = 0; p < tail.count && at < payload.length; p++) {
+    const n = Math.min(tail.lens[p], payload.length - at);
+    tail.bufs[p].set(payload.subarray(at, at + n), tail.offs[p]);
+    at += n;
+  }
+}
+
+Deno.test("a reserved frame gets its payload in place and its headers in front, split at every byte; unused room goes to the next frame", () => {
+  const frame = frameOf(54 + 1000);
+  const want = expected(frame, 2);
+  for (let split = 1; split < VNET_HDR_SIZE + 54 + 20; split++) {
+    const d = new RingDriver(false, 8);
+    const rx = new VnetRx(d.queue);
+    d.offerWritable([split]);
+    d.offerWritable([VNET_HDR_SIZE + 54 + 1000 - split, 700]);
+    d.offerWritable([3000]);
+    const tail = new FrameTail();
+    tail.reset(54, 54);
+    // Room for 2000 bytes of payload: all three chains.
+    ok(rx.reserve(3, 54, 2000, tail), `reserved, split at ${split}`);
+    equal(tail.total, 2000);
+    fillTail(tail, frame.subarray(54));
+    // The payload came short (1000 bytes): two chains carry the frame.
+    rx.writeReserved(3, frame, 0, 54, frame.length, 0, 0, 0, 0, 0, 0);
+    d.queue.publish();
+    equal(d.usedIdx, 2, `two chains used, split at ${split}`);
+    deepEqual(delivered(d, 0, 2), want, `split at ${split}`);
+    equal(rx.stats.bytesInPlace, 1000);
+    equal(rx.stats.bytesCopied, 54);
+    // The third chain stayed held: the next frame goes there without taking from the ring.
+    equal(rx.write(frameOf(100), 0, 100, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+    d.queue.publish();
+    deepEqual(delivered(d, 2, 3), expected(frameOf(100), 1));
+  }
+});
+
+Deno.test("a reserved frame shorter than 60 bytes is padded after its payload, across buffers", () => {
+  const d = new RingDriver(false, 8);
+  const rx = new VnetRx(d.queue);
+  d.offerWritable([VNET_HDR_SIZE + 50, 5, 100]);
+  const tail = new FrameTail();
+  tail.reset(54, 54);
+  ok(rx.reserve(0, 54, 1460, tail) === false, "a chain too small for the most it may hold");
+  ok(rx.reserve(0, 54, 3, tail));
+  const frame = frameOf(57);
+  fillTail(tail, frame.subarray(54));
+  rx.writeReserved(0, frame, 0, 54, 57, 0, 0, 0, 0, 0, 0);
+  d.queue.publish();
+  deepEqual(delivered(d, 0, 1), expected(frame, 1));
+});
+
+Deno.test("reservations are given back empty when the ring changes, and their frames are dropped when sent", () => {
+  const d = new RingDriver(false, 8);
+  const rx = new VnetRx(d.queue);
+  d.offerWritable([2000]);
+  d.offerWritable([2000]);
+  const tail = new FrameTail();
+  tail.reset(54, 54);
+  ok(rx.reserve(5, 54, 1000, tail));
+  equal(rx.write(frameOf(60), 0, 60, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
+  equal(rx.release(), 1, "the reserved chain");
+  d.queue.publish();
+  equal(d.usedIdx, 2);
+  equal(d.used(1)[1], 0, "given back with nothing written");
+  ok(rx.reserved(5), "the sender still has to be told");
+  equal(rx.writeReserved(5, frameOf(100), 0, 54, 100, 0, 0, 0, 0, 0, 0), RxResult.DROPPED);
+  equal(rx.stats.revoked, 1);
+  ok(!rx.reserved(5));
 });

@@ -290,3 +290,65 @@ Deno.test("the tap backend writes each frame's vnet header from its descriptor, 
     sys.close(fds[1]);
   }
 });
+
+/** A backend that lends memory of its own for payloads, as vhost-user lends the guest's. */
+class LendingBackend extends FakeBackend {
+  readonly lent = new Uint8Array(1 << 16);
+  /** Per slot: reserved and not given back or sent. */
+  readonly held = new Set<number>();
+  unreserved = 0;
+  reserve(batch: FrameBatch, i: number, headLen: number, max: number): boolean {
+    const tail = batch.tails[i];
+    tail.reset(TAP_HEADROOM + headLen, TAP_HEADROOM + headLen);
+    // Two pieces, cut at an odd place, 1000 bytes apart per slot.
+    const half = Math.floor(max / 2) | 1;
+    tail.add(this.lent, i * 1000, half);
+    tail.add(this.lent, 40_000 + i * 1000, max - half);
+    this.held.add(i);
+    return true;
+  }
+  unreserve(i: number): void {
+    this.unreserved++;
+    this.held.delete(i);
+  }
+  override send(batch: FrameBatch, count: number): number {
+    for (let k = 0; k < count; k++) this.held.delete(batch.order[k]);
+    return super.send(batch, count);
+  }
+}
+
+Deno.test("payload areas lent by the backend: filled in place, checksummed through the tail, reservations given back when abandoned", () => {
+  const backend = new LendingBackend();
+  const tap = new TapSender(backend, 8, 512);
+  const iov = new sys.IovecArray(8);
+  // Frame 0: 20 bytes of headers in the slot, 300 of payload in lent memory.
+  const a = tap.take();
+  equal(tap.payloadIov(a, 20, 300, iov, 0), 2, "two iovecs: the tail's pieces");
+  const payload = Uint8Array.from({ length: 300 }, (_, k) => (k * 13) & 0xff);
+  backend.lent.set(payload.subarray(0, 151), a * 1000);
+  backend.lent.set(payload.subarray(151, 250), 40_000 + a * 1000);
+  const slot = tap.slot(a);
+  slot.fill(7, TAP_HEADROOM, TAP_HEADROOM + 20);
+  // Frame 1: taken and reserved, then abandoned; frame 2: released.
+  const b = tap.take();
+  tap.payloadIov(b, 20, 100, iov, 0);
+  const c = tap.take();
+  tap.payloadIov(c, 20, 100, iov, 0);
+  tap.release(c);
+  equal(backend.unreserved, 1, "the released slot's reservation goes back at once");
+  // Only 250 payload bytes came: the frame is shorter than its room.
+  tap.commitChecksummed(a, 270, TAP_HEADROOM + 14, 2, 0);
+  const frame = new Uint8Array(270);
+  frame.fill(7, 0, 20);
+  frame.set(payload.subarray(0, 250), 20);
+  frame[16] = frame[17] = 0;
+  const want = checksumFinish(checksumAdd(0, frame, 14, 256));
+  equal(
+    (slot[TAP_HEADROOM + 16] << 8) | slot[TAP_HEADROOM + 17],
+    want,
+    "checksum over slot and tail",
+  );
+  equal(tap.flush(), 1);
+  equal(backend.unreserved, 2, "the abandoned slot's reservation goes back at the flush");
+  equal(backend.held.size, 0, "nothing left reserved");
+});

@@ -1320,7 +1320,13 @@ export class Tcp {
       for (; k < room && want < wnd && iovs + PAYLOAD_IOV_MAX <= PEEK_IOV_MAX; k++) {
         const n = Math.min(maxSeg, wnd - want);
         frames[k] = tap.take();
-        iovs = tap.payloadIov(frames[k], l4 - TAP_HEADROOM, n, this.#iov, iovs);
+        const next = tap.payloadIov(frames[k], l4 - TAP_HEADROOM, n, this.#iov, iovs);
+        if (tap.guestFull && k > 0) {
+          // The guest has no room for more: read no data it could not take.
+          tap.release(frames[k]);
+          break;
+        }
+        iovs = next;
         this.#lens[k] = n;
         want += n;
       }

@@ -453,13 +453,21 @@ export class Udp {
     const readLen = Math.min(mtuPayload + 1, tap.maxFrame + TAP_HEADROOM - payloadOff);
     const frames = this.#frames;
     for (;;) {
-      const room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
+      let room = Math.min(tap.room(), MAX_DGRAMS_PER_READ);
       let iovs = 0;
+      let full = false;
       for (let k = 0; k < room; k++) {
         frames[k] = tap.take();
         // The payload area: in the slot, or in the guest's own buffers (vhost-user).
         const first = iovs;
         iovs = tap.payloadIov(frames[k], payloadOff - TAP_HEADROOM, readLen, this.#iov, iovs);
+        if (tap.guestFull && k > 0) {
+          // No room in the guest for more: leave the rest in the socket.
+          tap.release(frames[k]);
+          room = k;
+          full = true;
+          break;
+        }
         mm.setIov(k, this.#iov, iovs - first, first);
         if (listener) mm.setName(k, this.#names.subarray(k * 128, k * 128 + 128));
         else mm.setName(k, null);
@@ -477,7 +485,7 @@ export class Udp {
         }
         this.#emit(frames[k], flow, len);
       }
-      if (n < room) return;
+      if (n < room || full) return;
     }
   }
 

@@ -392,6 +392,12 @@ export class TapSender {
   #reserved = 0;
   /** Set by a flush that left frames undelivered for EAGAIN; cleared by the reactor. */
   blocked = false;
+  /**
+   * Set by {@linkcode payloadIov} when the backend lends guest buffers but
+   * the guest had no room for that frame: a producer filling several
+   * frames stops there, rather than read data it could not deliver.
+   */
+  guestFull = false;
 
   /**
    * Sends through `backend`, batching up to `capacity` frames of up to
@@ -496,12 +502,16 @@ export class TapSender {
   payloadIov(i: number, at: number, max: number, iov: IovecArray, k: number): number {
     const b = this.#batch;
     const be = this.#backend;
-    if (be.reserve !== undefined && be.reserve(b, i, at, max)) {
-      this.#resv[i] = RESERVED;
-      this.#reserved++;
-      const tail = b.tails[i];
-      for (let p = 0; p < tail.count; p++) iov.set(k++, tail.bufs[p], tail.offs[p], tail.lens[p]);
-      return k;
+    this.guestFull = false;
+    if (be.reserve !== undefined) {
+      if (be.reserve(b, i, at, max)) {
+        this.#resv[i] = RESERVED;
+        this.#reserved++;
+        const tail = b.tails[i];
+        for (let p = 0; p < tail.count; p++) iov.set(k++, tail.bufs[p], tail.offs[p], tail.lens[p]);
+        return k;
+      }
+      this.guestFull = true;
     }
     iov.set(k, b.slots[i], TAP_HEADROOM + at, max);
     return k + 1;

@@ -315,6 +315,7 @@ export class Tapir {
         gsoFramesIn: this.input.stats.gsoFramesIn,
         gsoSegmentsIn: this.input.stats.gsoSegmentsIn,
         badGso: this.input.stats.badGso,
+        gathered: this.input.stats.gathered,
         dropped: drops.join(", ") || "none",
       }),
       line("send", this.tap.stats),

@@ -10,6 +10,7 @@
  */
 
 import { ConfError, parseConfig, usageText } from "./lib/conf.ts";
+import { runCtl } from "./lib/ctl.ts";
 import { logClose, logSetup } from "./lib/log.ts";
 import { runNs } from "./lib/modes/ns.ts";
 import { runVm } from "./lib/modes/vm.ts";
@@ -30,6 +31,8 @@ function fail(message: string): Promise<void> {
 
 /** Runs tapir with `args` (without the program name); resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
+  // `tapir ctl` is a client of a running tapir, with options of its own.
+  if (args[0] === "ctl") return await runCtl(args.slice(1));
   let conf;
   try {
     conf = parseConfig(args);

@@ -16,6 +16,7 @@
 import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import type { BackendResults, BackendRun } from "./vhost_backend.ts";
 import type { QemuResults, QemuRun } from "./qemu_guest.ts";
+import { API_POLLERS, type ApiLoadResults } from "./api_load.ts";
 import {
   atDefaultMtu,
   type ContenderName,
@@ -230,6 +231,7 @@ export function renderMarkdown(
   streamRsc: StreamRscResults | null = null,
   backends: BackendResults | null = null,
   qemu: QemuResults | null = null,
+  apiLoad: ApiLoadResults | null = null,
 ): string {
   const notes = new Notes();
   const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
@@ -343,7 +345,9 @@ than pasta needs at its default MTU ${DEFAULT_MTU}. Ratios are taken within each
 median (min–max); "met" judges the median.
 
 ${targetTable(results, names)}
-${streamRscSection(streamRsc)}${backendSection(backends)}${qemuSection(qemu)}
+${streamRscSection(streamRsc)}${backendSection(backends)}${qemuSection(qemu)}${
+    apiLoadSection(apiLoad)
+  }
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -551,5 +555,33 @@ is the bottleneck here, not tapir: these rows are what such a VM gets on this ma
 | --- | --: | --: | --: |
 ${row("host → guest (download), Mbit/s ↑", (x) => x.downMbps)}
 ${row("guest → host (upload), Mbit/s ↑", (x) => x.upMbps)}
+${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
+}
+
+/** The section on the control socket under load, or nothing when it did not run. */
+function apiLoadSection(r: ApiLoadResults | null): string {
+  if (r === null) return "";
+  type Ok = { quietGbps: number; busyGbps: number; repliesPerS: number };
+  const ok = r.runs.flatMap((x) => "error" in x ? [] : [x as Ok]);
+  const errors = r.runs.flatMap((x) => "error" in x ? [x.error] : []);
+  const cell = (pick: (x: Ok) => number, digits: number) => {
+    const s = summarize(ok.map(pick));
+    return s === null ? "not measured" : formatSummary(s, digits);
+  };
+  return `
+## The control socket under load
+
+One \`tapir ns -t 5201 --api-socket S\`: iperf3 (${r.seconds} s) from the host namespace's own address to a
+server in tapir's namespace (the tap path), alone and while ${API_POLLERS} clients poll \`stats\` on the
+control socket as fast as the replies come. The pollers run in the benchmark's own process on the same
+cores, so their CPU is part of what the transfer loses.
+
+| | Gbit/s ↑ |
+| --- | --: |
+| iperf3 alone | ${cell((x) => x.quietGbps, 2)} |
+| iperf3 with ${API_POLLERS} clients polling \`stats\` | ${cell((x) => x.busyGbps, 2)} |
+| with/alone | ${cell((x) => x.busyGbps / x.quietGbps, 2)} |
+
+\`stats\` replies per second during the busy transfer: ${cell((x) => x.repliesPerS, 0)}.
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }

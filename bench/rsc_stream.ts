@@ -10,6 +10,7 @@
  * @module
  */
 
+import { statsReportFromLog } from "../lib/tapir.ts";
 import type { HostEnv } from "./hostns.ts";
 import { vmGuestRun } from "./vm_guest.ts";
 
@@ -43,8 +44,8 @@ export async function streamRscRun(
     tapirArgs: on ? [] : ["--no-rsc"],
   });
   if ("error" in r) return r;
-  const tcp = /tcp: (\{.*\})/.exec(r.log);
-  if (tcp === null) return { error: "no tcp counters in tapir's log" };
-  const writes = JSON.parse(tcp[1]).sockWrites as number;
+  const tcp = statsReportFromLog(r.log)?.counters.tcp;
+  if (tcp === undefined) return { error: "no tcp counters in tapir's log" };
+  const writes = tcp.sockWrites;
   return { gbps: r.gbps, writesPerMiB: writes / (bytes / 2 ** 20) };
 }

@@ -29,6 +29,7 @@ import { runSession, type SessionConfig } from "./session.ts";
 import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
 import { BACKEND_CASES, type BackendResults, backendRun } from "./vhost_backend.ts";
 import { qemuGuestRun, type QemuResults } from "./qemu_guest.ts";
+import { type ApiLoadResults, apiLoadRun } from "./api_load.ts";
 import { renderSvg } from "./svg.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -280,6 +281,15 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     }
     qemu = q;
   }
+  let apiLoad: ApiLoadResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const a: ApiLoadResults = { seconds: opts.quick ? 2 : 5, runs: [] };
+    for (let rep = 0; rep < opts.reps; rep++) {
+      progress(`bench: rep ${rep + 1}: iperf3 with and without 50 clients polling stats`);
+      a.runs.push(await apiLoadRun(env, MAIN_TS, a.seconds, rep));
+    }
+    apiLoad = a;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -318,6 +328,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
       streamRsc,
       backends,
       qemu,
+      apiLoad,
     ),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
@@ -325,7 +336,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     await Deno.writeTextFile(
       opts.json,
       JSON.stringify(
-        { machine, run, results: results.toJSON(), streamRsc, backends, qemu },
+        { machine, run, results: results.toJSON(), streamRsc, backends, qemu, apiLoad },
         null,
         2,
       ) +

@@ -110,6 +110,10 @@ export interface CommonConfig {
   readonly logFile: string | null;
   /** `-P`: file to write the process id to, or null. */
   readonly pidFile: string | null;
+  /** `--api-socket`: where the control socket listens, or null for none. */
+  readonly apiSocket: string | null;
+  /** `--stats`: seconds between statistics lines in the log (0: none). */
+  readonly statsInterval: number;
   /** Segmentation offloads both ways and RSC (not `--no-offload`). */
   readonly offload: boolean;
   /** Coalesce the guest's TCP segments (not `--no-rsc`, not `--no-offload`). */
@@ -274,6 +278,18 @@ const OPTIONS: readonly OptionSpec[] = [
     help: "log to PATH instead of standard error",
   },
   { long: "pid", short: "P", value: "FILE", scope: "both", help: "write the process id to FILE" },
+  {
+    long: "api-socket",
+    value: "PATH",
+    scope: "both",
+    help: "serve control requests (stats, flows, forwards, pcap) on UNIX socket PATH",
+  },
+  {
+    long: "stats",
+    value: "SECONDS",
+    scope: "both",
+    help: "log throughput, flows and drops every SECONDS, 1-86400",
+  },
   {
     long: "dns-forward",
     value: "ADDR",
@@ -589,6 +605,8 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let pcap: string | null = null;
   let logFile: string | null = null;
   let pidFile: string | null = null;
+  let apiSocket: string | null = null;
+  let statsInterval = 0;
   let netns: string | null = null;
   let ifname: string | null = null;
   let socket: string | null = null;
@@ -666,6 +684,12 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
       case "pid":
         pidFile = checkPath(raw, value);
         break;
+      case "api-socket":
+        apiSocket = checkPath(raw, value);
+        break;
+      case "stats":
+        statsInterval = parseInteger(raw, value, 1, 86400);
+        break;
       case "netns":
         netns = netnsPath(raw, value);
         break;
@@ -722,6 +746,8 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     pcap,
     logFile,
     pidFile,
+    apiSocket,
+    statsInterval,
     offload: !given.has("no-offload"),
     rsc: !given.has("no-rsc") && !given.has("no-offload"),
   };
@@ -866,6 +892,7 @@ Usage:
   tapir ns [OPTIONS] PID                  attach to the network namespace of process PID
   tapir ns [OPTIONS] --netns PATH|NAME    attach to an existing network namespace
   tapir vm [OPTIONS]                      serve a virtual machine over a UNIX socket (QEMU)
+  tapir ctl -s PATH [REQUEST]             query or change a running tapir (see 'tapir ctl --help')
   tapir --help | --version
 
 Options for both modes:

@@ -33,7 +33,7 @@
  * @module
  */
 
-import { ifnameProblem, ipEqual, isIp6Loopback, parseIp } from "./addr.ts";
+import { formatIp4, formatIp6, ifnameProblem, ipEqual, isIp6Loopback, parseIp } from "./addr.ts";
 
 /** An inclusive range of port numbers, 1-65535. */
 export interface PortRange {
@@ -216,6 +216,30 @@ export function portFwdAdd(prev: PortFwd | null, spec: string): PortFwd | string
     return makeFwd("auto", [], excluded);
   }
   return makeFwd(rules.length > 0 ? "ports" : "all", rules, excluded);
+}
+
+/** One rule in the syntax it is parsed from: `[ADDR[%IF]/]PORTS[:TARGET]`. */
+export function portRuleFormat(rule: PortRule): string {
+  let where = "";
+  if (rule.addr !== null) {
+    where = rule.addr.length === 4 ? formatIp4(rule.addr) : formatIp6(rule.addr);
+  }
+  if (rule.ifname !== null) where += `%${rule.ifname}`;
+  const ports = formatRange(rule);
+  const target = rule.target === rule.first
+    ? ""
+    : `:${formatRange({ first: rule.target, last: rule.target + rule.last - rule.first })}`;
+  return `${where === "" ? "" : `${where}/`}${ports}${target}`;
+}
+
+/** `fwd` as one spec that parses back to the same value: a keyword, or its items. */
+export function portFwdFormat(fwd: PortFwd): string {
+  const items = [
+    ...(fwd.mode === "auto" ? ["auto"] : []),
+    ...fwd.rules.map(portRuleFormat),
+    ...fwd.excluded.map((r) => `~${formatRange(r)}`),
+  ];
+  return items.length > 0 ? items.join(",") : fwd.mode;
 }
 
 /** Parses all occurrences of one option at once; see {@linkcode portFwdAdd}. */

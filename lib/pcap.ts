@@ -320,8 +320,9 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The process-wide capture behind the module-level functions, if one is open. */
+/** The process-wide capture behind the module-level functions, if one is open, and its path. */
 let current: PcapWriter | null = null;
+let currentPath = "";
 
 /**
  * Opens the process-wide capture at `path` (closing any previous one).
@@ -331,6 +332,12 @@ let current: PcapWriter | null = null;
 export function pcapOpen(path: string, opts: PcapOptions = {}): void {
   pcapClose();
   current = PcapWriter.open(path, opts);
+  currentPath = path;
+}
+
+/** The open process-wide capture's path and frames recorded so far, or null. */
+export function pcapStatus(): { readonly path: string; readonly frames: number } | null {
+  return current === null ? null : { path: currentPath, frames: current.framesRecorded };
 }
 
 /** True while the process-wide capture is open and has not been disabled by an error. */

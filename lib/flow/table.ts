@@ -291,6 +291,14 @@ export class FlowTable {
   readonly capacity: number;
   /** Allocations refused because the table was full. */
   allocFailures = 0;
+  /**
+   * Payload bytes each side of each flow sent that tapir passed on, at the
+   * side's sidx: `bytesFrom[flowSidx(i, 0)]` went from the initiator to the
+   * target. The protocols add to it where they count their own byte
+   * counters; it is zeroed when the slot is allocated.
+   */
+  readonly bytesFrom: Float64Array;
+  readonly #bornMs: Float64Array;
 
   readonly #state: Uint8Array;
   readonly #type: Uint8Array;
@@ -329,6 +337,8 @@ export class FlowTable {
     this.#side = cacheAlignedWords(capacity * 2 * SIDE_WORDS);
     this.#hashed = new Uint8Array(capacity);
     this.#data = new Array(capacity).fill(undefined);
+    this.bytesFrom = new Float64Array(capacity * 2);
+    this.#bornMs = new Float64Array(capacity);
     const words = Math.ceil(capacity / 32);
     this.#used = new Uint32Array(words);
     this.#fullWords = new Uint32Array(Math.ceil(words / 32));
@@ -401,7 +411,14 @@ export class FlowTable {
     }
     this.#markUsed(index);
     this.#setState(index, FlowState.NEW);
+    this.bytesFrom[index * 2] = this.bytesFrom[index * 2 + 1] = 0;
+    this.#bornMs[index] = performance.now();
     return index;
+  }
+
+  /** When flow `index` was allocated, on the `performance.now()` clock (ms). */
+  bornMs(index: number): number {
+    return this.#bornMs[index];
   }
 
   /** Records the initiating side (NEW → INI). */

@@ -44,6 +44,8 @@ const ICMP6_UNREACH_ADMIN = 1;
 
 /** Per-flow data of PING4 and PING6 flows. */
 interface PingFlow {
+  /** The flow's index in the table. */
+  readonly index: number;
   /** The ping socket. */
   readonly fd: number;
   /** When the guest last sent a request (performance.now() ms). */
@@ -58,8 +60,12 @@ export interface PingStats {
   replies: number;
   /** Requests refused by `--loopback-only`. */
   refused: number;
-  /** Requests dropped: no socket (not permitted, flow table full) or send failed. */
-  dropped: number;
+  /** Requests the ping socket refused (send failed). */
+  dropSendFailed: number;
+  /** Requests that found the flow table full. */
+  dropTableFull: number;
+  /** Requests for which no ping socket could be opened (not permitted). */
+  dropNoSocket: number;
   /** Flows that idled out. */
   expired: number;
 }
@@ -67,7 +73,15 @@ export interface PingStats {
 /** Echo translation for both families; see the module comment. */
 export class Ping {
   /** Counters. */
-  readonly stats: PingStats = { requests: 0, replies: 0, refused: 0, dropped: 0, expired: 0 };
+  readonly stats: PingStats = {
+    requests: 0,
+    replies: 0,
+    refused: 0,
+    dropSendFailed: 0,
+    dropTableFull: 0,
+    dropNoSocket: 0,
+    expired: 0,
+  };
   readonly #loop: Loop;
   readonly #flows: FlowTable;
   readonly #net: GuestNet;
@@ -161,8 +175,11 @@ export class Ping {
   #send(flow: PingFlow, buf: Uint8Array, off: number, len: number, addrLen: number): void {
     flow.lastMs = performance.now();
     const rc = sys.sendAt(flow.fd, buf, off, len, sys.MSG_DONTWAIT, this.#sa, addrLen);
-    if (rc < 0) this.stats.dropped++;
-    else this.stats.requests++;
+    if (rc < 0) this.stats.dropSendFailed++;
+    else {
+      this.stats.requests++;
+      this.#flows.bytesFrom[flow.index * 2] += len;
+    }
   }
 
   /** Creates the flow and its socket; returns the flow index, or -1 (counted). */
@@ -170,7 +187,7 @@ export class Ping {
     const flows = this.#flows;
     const index = flows.alloc();
     if (index < 0) {
-      this.stats.dropped++;
+      this.stats.dropTableFull++;
       return -1;
     }
     flows.setIni(index, ini);
@@ -183,7 +200,7 @@ export class Ping {
     );
     if (fd < 0) {
       flows.cancel(index);
-      this.stats.dropped++;
+      this.stats.dropNoSocket++;
       if (!this.#warnedPermission) {
         this.#warnedPermission = true;
         logWarn(
@@ -193,7 +210,7 @@ export class Ping {
       }
       return -1;
     }
-    flows.setType(index, type, { fd, lastMs: performance.now() } satisfies PingFlow);
+    flows.setType(index, type, { index, fd, lastMs: performance.now() } satisfies PingFlow);
     flows.hashInsert(flowSidx(index, 0));
     sys.sysCheck(this.#loop.add(fd, sys.EPOLLIN, this.#fdType, index), "epoll_ctl ping");
     flows.activate(index);
@@ -238,6 +255,7 @@ export class Ping {
       tap.commit(frame, l4 - TAP_HEADROOM + n);
       frame = -1;
       this.stats.replies++;
+      flows.bytesFrom[index * 2 + 1] += n;
     }
   }
 

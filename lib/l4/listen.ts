@@ -144,6 +144,20 @@ export class PortSockets<T extends { readonly fd: number; readonly port: number 
     return out;
   }
 
+  /** Removes and returns the entries whose socket is one of `fds`. */
+  takeFds(fds: readonly number[]): T[] {
+    const want = new Set(fds);
+    const out: T[] = [];
+    for (let i = 0; i < this.#slots.length; i++) {
+      const e = this.#slots[i];
+      if (e === null || !want.has(e.fd)) continue;
+      out.push(e);
+      this.#slots[i] = null;
+      this.#free.push(i);
+    }
+    return out;
+  }
+
   /** Removes and returns every entry. */
   takeAll(): T[] {
     const out = this.#slots.filter((e): e is T => e !== null);
@@ -158,4 +172,36 @@ export class PortSockets<T extends { readonly fd: number; readonly port: number 
     for (const e of this.#slots) if (e !== null) out.add(e.port);
     return out;
   }
+}
+
+/**
+ * Opens a socket for every (family, port) that `fwd` forwards, all or
+ * nothing, as a forward added at run time must: `open` returns the fd or
+ * -errno; on the first failure every socket opened so far is given to
+ * `close` and the result is a message naming the port and the error.
+ * Otherwise the result is the fds opened.
+ */
+export function openAllListenPorts(
+  fwd: PortFwd,
+  net: GuestNet,
+  open: (
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    ifname: string | null,
+    port: number,
+    target: number,
+  ) => number,
+  close: (fds: number[]) => void,
+): number[] | string {
+  const fds: number[] = [];
+  let error = "";
+  forEachListenPort(fwd, net, (family, addr, ifname, port, target) => {
+    if (error !== "") return;
+    const fd = open(family, addr, ifname, port, target);
+    if (fd >= 0) fds.push(fd);
+    else error = `cannot listen on IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
+  });
+  if (error === "") return fds;
+  close(fds);
+  return error;
 }

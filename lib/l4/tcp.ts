@@ -270,7 +270,7 @@ export interface TcpStats {
   /** Writes to host sockets (one per guest segment, or per chain RSC merged). */
   sockWrites: number;
   /** Bytes sent to the guest (first transmissions and retransmissions). */
-  bytesToTap: number;
+  bytesToGuest: number;
   /** Retransmissions to the guest (timeouts, duplicate ACKs). */
   retransmits: number;
   /** Rewinds to the first byte of a frame the backend did not deliver (sent again at once). */
@@ -288,7 +288,7 @@ export interface TcpStats {
   /** Segments from the guest that repeat bytes already taken (its retransmissions). */
   oldData: number;
   /** RSTs sent to the guest. */
-  rstToTap: number;
+  resetsToGuest: number;
   /** Segments for no connection. */
   noFlow: number;
   /** Connections closed. */
@@ -390,7 +390,7 @@ export class Tcp {
     spilled: 0,
     spillFull: 0,
     sockWrites: 0,
-    bytesToTap: 0,
+    bytesToGuest: 0,
     retransmits: 0,
     rewinds: 0,
     windowProbes: 0,
@@ -399,7 +399,7 @@ export class Tcp {
     oooDelivered: 0,
     oooRefused: 0,
     oldData: 0,
-    rstToTap: 0,
+    resetsToGuest: 0,
     noFlow: 0,
     closed: 0,
   };
@@ -683,7 +683,7 @@ export class Tcp {
     const pseudo = headers(slot, TCP_HEADER_LEN);
     tcpEmit(slot, l4, r, pseudo);
     this.#tap.commit(frame, l4 - TAP_HEADROOM + TCP_HEADER_LEN);
-    this.stats.rstToTap++;
+    this.stats.resetsToGuest++;
   }
 
   // -------------------------------------------------------------------------
@@ -1118,6 +1118,7 @@ export class Tcp {
         if (n < 0 && n !== -sys.Errno.EAGAIN) return this.#close(index, c, true);
         accepted = n > 0 ? n : 0;
         this.stats.bytesToHost += accepted;
+        this.#flows.bytesFrom[index * 2 + c.tapSide] += accepted;
         if (accepted < len) this.stats.shortWrites++;
       }
       if (accepted < len) {
@@ -1220,6 +1221,7 @@ export class Tcp {
       c.spillStart += n;
       c.spillLen -= n;
       this.stats.bytesToHost += n;
+      this.#flows.bytesFrom[index * 2 + c.tapSide] += n;
     }
     if (c.spillLen > 0) return true;
     c.spill = null;
@@ -1360,7 +1362,8 @@ export class Tcp {
       let used = 0;
       for (let sum = 0; sum < got; used++) sum += this.#lens[used];
       if (used < k) tap.release(frames[used]);
-      this.stats.bytesToTap += got;
+      this.stats.bytesToGuest += got;
+      this.#flows.bytesFrom[index * 2 + 1 - c.tapSide] += got;
       c.lastMs = performance.now();
       if (!c.timer.armed) this.#loop.arm(c.timer, TCP_RTO_MS << c.retries);
       // Short of what we asked: peek once more, which either finds the end of
@@ -1512,7 +1515,7 @@ export class Tcp {
           flags,
           c.has(TcpEv.SOCK_ACCEPTED) && !c.has(TcpEv.ESTABLISHED) ? seqAdd(c.isn, 1) : c.seqToTap,
         );
-        this.stats.rstToTap++;
+        this.stats.resetsToGuest++;
       }
       if (c.fd >= 0) {
         const linger = new Uint8Array(8);

@@ -37,7 +37,13 @@ import { logDebug, logWarn } from "../log.ts";
 import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import * as sys from "../sys/mod.ts";
-import { forEachListenPort, guestFamilies, listenSocket, PortSockets } from "./listen.ts";
+import {
+  forEachListenPort,
+  guestFamilies,
+  listenSocket,
+  openAllListenPorts,
+  PortSockets,
+} from "./listen.ts";
 import type { Tcp } from "./tcp.ts";
 
 /** One listening socket. */
@@ -116,36 +122,62 @@ export class TcpListeners {
     this.#loopbackHook = hook;
   }
 
-  /** Opens listening sockets for every port `fwd` forwards. */
-  bind(fwd: PortFwd): void {
+  /**
+   * Opens listening sockets for every port `fwd` forwards; a port that
+   * cannot be bound is skipped (see the module comment). Returns the fds
+   * opened, for {@linkcode closeFds}.
+   */
+  bind(fwd: PortFwd): number[] {
+    const fds: number[] = [];
     forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
-      this.#listen(family, addr, ifname, port, target, explicit);
+      const fd = this.#openListener(family, addr, ifname, port, target);
+      if (fd >= 0) fds.push(fd);
+      else this.#failed(fd, family, port, explicit);
     });
+    return fds;
   }
 
-  #listen(
+  /**
+   * Opens listening sockets for every port `fwd` forwards, all or nothing
+   * (a forward added at run time). Returns the fds opened, or why not.
+   */
+  bindAll(fwd: PortFwd): number[] | string {
+    return openAllListenPorts(
+      fwd,
+      this.#net,
+      (family, addr, ifname, port, target) =>
+        this.#openListener(family, addr, ifname, port, target),
+      (fds) => this.closeFds(fds),
+    );
+  }
+
+  /** Closes the listening sockets `fds` (from {@linkcode bind} or {@linkcode bindAll}). */
+  closeFds(fds: readonly number[]): void {
+    for (const l of this.#listeners.takeFds(fds)) {
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+      this.stats.listening--;
+    }
+  }
+
+  /** Opens and watches one listening socket; returns its fd or -errno. */
+  #openListener(
     family: 4 | 6,
     addr: Uint8Array | null,
     ifname: string | null,
     port: number,
     target: number,
-    explicit: boolean,
-  ): boolean {
-    const v6 = family === 6;
+  ): number {
     const fd = listenSocket(sys.SOCK_STREAM, family, addr, ifname, port);
-    if (fd < 0) {
-      this.#failed(fd, family, port, explicit);
-      return false;
-    }
+    if (fd < 0) return fd;
     const rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, this.#listeners.nextSlot());
     if (rc < 0) {
       sys.close(fd);
-      this.#failed(rc, family, port, explicit);
-      return false;
+      return rc;
     }
-    this.#listeners.add({ fd, v6, port, target });
+    this.#listeners.add({ fd, v6: family === 6, port, target });
     this.stats.listening++;
-    return true;
+    return fd;
   }
 
   #failed(rc: number, family: 4 | 6, port: number, explicit: boolean): void {
@@ -160,8 +192,13 @@ export class TcpListeners {
    * namespace. Failures are debug lines. Returns the number of sockets opened.
    */
   listenAuto(port: number): number {
-    return guestFamilies(this.#net).filter((f) => this.#listen(f, null, null, port, port, false))
-      .length;
+    let opened = 0;
+    for (const family of guestFamilies(this.#net)) {
+      const fd = this.#openListener(family, null, null, port, port);
+      if (fd >= 0) opened++;
+      else this.#failed(fd, family, port, false);
+    }
+    return opened;
   }
 
   /** Closes every listening socket on host `port`. */

@@ -321,6 +321,8 @@ export class TcpNsForward {
   readonly #scanTimer: Timer;
   #scanInFlight = false;
   #closed = false;
+  /** Loopback clients of `-t` are spliced (see {@linkcode spliceLoopback}). */
+  #hooked = false;
 
   /** Wires to the reactor; {@linkcode start} opens sockets. */
   constructor(
@@ -354,14 +356,85 @@ export class TcpNsForward {
    * listeners and starts the `auto` scans. Call before the loop runs (and
    * before the namespace's command starts, so its `-T` ports are ready).
    */
-  async start(): Promise<void> {
+  async start(): Promise<number[]> {
     const { tcp, tcpNs } = this.#opts;
-    if (tcp.mode !== "none") {
-      await this.pool.prime(this.#families());
-      this.#listeners.setLoopbackHook((conn) => this.hook(conn));
-    }
-    await this.#openNs(this.#explicitNsSpecs(tcpNs));
+    if (tcp.mode !== "none") await this.spliceLoopback();
+    const fds = await this.#openNs(this.#explicitNsSpecs(tcpNs));
     if (tcp.mode === "auto" || tcpNs.mode === "auto") this.#loop.arm(this.#scanTimer, 0);
+    return fds;
+  }
+
+  /**
+   * Splices host loopback clients of the `-t` listeners to the namespace's
+   * loopback from now on (at start with `-t`; when the first `-t` forward
+   * is added at run time otherwise).
+   */
+  async spliceLoopback(): Promise<void> {
+    if (this.#hooked) return;
+    this.#hooked = true;
+    await this.pool.prime(this.#families());
+    if (!this.#closed) this.#listeners.setLoopbackHook((conn) => this.hook(conn));
+  }
+
+  /**
+   * Opens namespace listeners for every port `fwd` forwards (`-T`); ports
+   * that cannot be bound are skipped with a message. Resolves to the fds
+   * opened, for {@linkcode closeFds}.
+   */
+  listen(fwd: PortFwd): Promise<number[]> {
+    return this.#openNs(this.#explicitNsSpecs(fwd));
+  }
+
+  /**
+   * Opens namespace listeners for every port `fwd` forwards, all or nothing
+   * (a `-T` forward added at run time). Resolves to the fds opened, for
+   * {@linkcode closeFds}, or to why not.
+   */
+  async listenAll(fwd: PortFwd): Promise<number[] | string> {
+    const specs = this.#explicitNsSpecs(fwd);
+    const opened: number[] = [];
+    for (const family of [4, 6] as const) {
+      const mine = specs.filter((s) => s.family === family);
+      if (mine.length === 0) continue;
+      let fds: number[];
+      try {
+        fds = await this.#source.sockets(family, mine.length);
+      } catch (err) {
+        this.closeFds(opened);
+        return `no IPv${family} sockets in the namespace: ${(err as Error).message}`;
+      }
+      if (this.#closed) {
+        closeAll(fds);
+        return "shutting down";
+      }
+      for (let i = 0; i < mine.length; i++) {
+        const fd = fds[i];
+        const rc = fd === undefined ? -sys.Errno.EMFILE : this.#nsBind(fd, mine[i]);
+        if (rc < 0) {
+          closeAll(fds.slice(i + 1));
+          this.closeFds(opened);
+          return `cannot listen on IPv${family} port ${mine[i].port} in the namespace: ${
+            sys.errnoName(-rc)
+          }`;
+        }
+        opened.push(fd);
+      }
+    }
+    return opened;
+  }
+
+  /** Closes the namespace listeners `fds` (from {@linkcode start} or {@linkcode listenAll}). */
+  closeFds(fds: readonly number[]): void {
+    const want = new Set(fds);
+    for (let i = 0; i < this.#ns.length; i++) {
+      const l = this.#ns[i];
+      if (l === null || !want.has(l.fd)) continue;
+      this.#loop.remove(l.fd);
+      sys.close(l.fd);
+      this.#ns[i] = null;
+      this.#nsFree.push(i);
+      this.stats.nsListening--;
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -397,8 +470,9 @@ export class TcpNsForward {
     return out;
   }
 
-  /** Gets sockets from the worker for `specs`, then binds them (at start-up: directly). */
-  async #openNs(specs: readonly NsListenSpec[]): Promise<void> {
+  /** Gets sockets from the worker for `specs`, then binds them (at start-up: directly); returns those bound. */
+  async #openNs(specs: readonly NsListenSpec[]): Promise<number[]> {
+    const bound: number[] = [];
     for (const family of [4, 6] as const) {
       const mine = specs.filter((s) => s.family === family);
       for (let i = 0; i < mine.length;) {
@@ -409,13 +483,21 @@ export class TcpNsForward {
           for (; i < mine.length; i++) this.#nsFailed(mine[i], (err as Error).message);
           break;
         }
-        for (const fd of fds) this.#nsListen(fd, mine[i++]);
+        for (const fd of fds) if (this.#nsListen(fd, mine[i++])) bound.push(fd);
         if (fds.length === 0) break;
       }
     }
+    return bound;
   }
 
   #nsListen(fd: number, s: NsListenSpec): boolean {
+    const rc = this.#nsBind(fd, s);
+    if (rc < 0) this.#nsFailed(s, sys.errnoName(-rc));
+    return rc === 0;
+  }
+
+  /** Binds, listens on and watches namespace socket `fd` for `s`; on failure closes it. Returns 0 or -errno. */
+  #nsBind(fd: number, s: NsListenSpec): number {
     const v6 = s.family === 6;
     sys.setsockoptInt(fd, sys.SOL_SOCKET, sys.SO_REUSEADDR, 1);
     if (v6) sys.setsockoptInt(fd, sys.IPPROTO_IPV6, sys.IPV6_V6ONLY, 1);
@@ -439,12 +521,11 @@ export class TcpNsForward {
     if (rc < 0) {
       if (slot < this.#ns.length) this.#nsFree.push(slot);
       sys.close(fd);
-      this.#nsFailed(s, sys.errnoName(-rc));
-      return false;
+      return rc;
     }
     this.#ns[slot] = { fd, v6, port: s.port, target: s.target, auto: s.auto };
     this.stats.nsListening++;
-    return true;
+    return 0;
   }
 
   #nsFailed(s: NsListenSpec, why: string): void {

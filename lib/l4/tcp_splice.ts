@@ -217,7 +217,7 @@ export interface TcpSpliceStats {
   /** Connections refused because the flow table was full. */
   tableFull: number;
   /** Bytes delivered to the namespace side. */
-  bytesToNs: number;
+  bytesToGuest: number;
   /** Bytes delivered to the host side. */
   bytesToHost: number;
   /** Directions that yielded before finishing (fairness). */
@@ -254,7 +254,7 @@ export class TcpSplice {
     closed: 0,
     resets: 0,
     tableFull: 0,
-    bytesToNs: 0,
+    bytesToGuest: 0,
     bytesToHost: 0,
     yields: 0,
   };
@@ -488,7 +488,7 @@ export class TcpSplice {
         const m = sys.splice(p.r, dst, pending[d], more ? MOVE | sys.SPLICE_F_MORE : MOVE);
         if (m > 0) {
           pending[d] -= m;
-          this.#count(c, d, m);
+          this.#count(index, c, d, m);
           if (more) c.flags |= CORKED << d;
           else c.flags &= ~(CORKED << d);
         } else if (m === EAGAIN || m === 0) {
@@ -517,8 +517,9 @@ export class TcpSplice {
     }
   }
 
-  #count(c: SpliceConn, d: number, n: number): void {
-    if (c.nsSide === 1 - d) this.stats.bytesToNs += n;
+  #count(index: number, c: SpliceConn, d: number, n: number): void {
+    this.#flows.bytesFrom[index * 2 + d] += n;
+    if (c.nsSide === 1 - d) this.stats.bytesToGuest += n;
     else if (c.nsSide === d) this.stats.bytesToHost += n;
   }
 

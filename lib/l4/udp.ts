@@ -46,7 +46,7 @@
  * @module
  */
 
-import { isIp6Loopback } from "../addr.ts";
+import { ipEqual, isIp6Loopback } from "../addr.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { DNS_PORT, natFromTap4, natFromTap6, type PortFwd } from "../fwd.ts";
 import { logDebug, logWarn } from "../log.ts";
@@ -68,7 +68,13 @@ import * as sys from "../sys/mod.ts";
 import { PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type FrameTail, TAIL_MAX_PIECES } from "../tap/tail.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
-import { forEachListenPort, guestFamilies, listenSocket, PortSockets } from "./listen.ts";
+import {
+  forEachListenPort,
+  guestFamilies,
+  listenSocket,
+  openAllListenPorts,
+  PortSockets,
+} from "./listen.ts";
 
 /** Datagrams read by one `recvmmsg`. */
 export const MAX_DGRAMS_PER_READ = 32;
@@ -77,6 +83,8 @@ export const UDP_DNS_TIMEOUT_MS = 10_000;
 
 /** Per-flow data of UDP flows. */
 interface UdpFlow {
+  /** The flow's index in the table. */
+  readonly index: number;
   /** The flow's connected socket, or the shared listening socket (inbound). */
   readonly fd: number;
   readonly v6: boolean;
@@ -119,11 +127,23 @@ export interface UdpStats {
   /** Flows opened from the host (`-u`). */
   inbound: number;
   /** Datagrams sent to host sockets. */
-  toHost: number;
+  datagramsToHost: number;
   /** Datagrams sent to the guest. */
-  toTap: number;
-  /** Datagrams from the guest dropped: send failed, refused, no flow. */
-  dropped: number;
+  datagramsToGuest: number;
+  /** Guest datagrams for a flow already closed. */
+  dropClosed: number;
+  /** Guest datagrams the host socket refused (send failed). */
+  dropSendFailed: number;
+  /** Guest datagrams that found the flow table full. */
+  dropTableFull: number;
+  /** Guest datagrams for which no socket could be opened. */
+  dropNoSocket: number;
+  /** Guest datagrams whose socket could not connect to the destination. */
+  dropConnectFailed: number;
+  /** Host datagrams too big for the guest's MTU (or truncated). */
+  dropTooBig: number;
+  /** Host datagrams on a listener with no flow to take them (table full). */
+  dropNoFlow: number;
   /** Destinations refused (`--loopback-only`, no resolver). */
   refused: number;
   /** ICMP errors relayed to the guest. */
@@ -145,9 +165,15 @@ export class Udp {
   readonly stats: UdpStats = {
     outbound: 0,
     inbound: 0,
-    toHost: 0,
-    toTap: 0,
-    dropped: 0,
+    datagramsToHost: 0,
+    datagramsToGuest: 0,
+    dropClosed: 0,
+    dropSendFailed: 0,
+    dropTableFull: 0,
+    dropNoSocket: 0,
+    dropConnectFailed: 0,
+    dropTooBig: 0,
+    dropNoFlow: 0,
     refused: 0,
     icmpErrors: 0,
     expired: 0,
@@ -295,7 +321,7 @@ export class Udp {
   #toHost(index: number, d: UdpPacket, gsoSize: number, tail: FrameTail | null): void {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
     if (f.closed) {
-      this.stats.dropped++;
+      this.stats.dropClosed++;
       return;
     }
     f.lastMs = performance.now();
@@ -317,10 +343,11 @@ export class Udp {
       )
       : sys.sendAt(f.fd, d.buf, d.payloadOffset, len, sys.MSG_DONTWAIT, peer, f.peerLen);
     if (rc >= 0) {
-      this.stats.toHost += gsoSize > 0 ? Math.max(1, Math.ceil(len / gsoSize)) : 1;
+      this.stats.datagramsToHost += gsoSize > 0 ? Math.max(1, Math.ceil(len / gsoSize)) : 1;
+      this.#flows.bytesFrom[index * 2 + f.tapSide] += len;
       return;
     }
-    this.stats.dropped++;
+    this.stats.dropSendFailed++;
     // An error from an earlier ICMP message may surface here instead of on
     // the error queue; the queue is read when epoll reports it.
     if (rc === -sys.Errno.ECONNREFUSED) this.#unreachable(index, f, 3, 0);
@@ -355,7 +382,7 @@ export class Udp {
     const flows = this.#flows;
     const index = flows.alloc();
     if (index < 0) {
-      this.stats.dropped++;
+      this.stats.dropTableFull++;
       return -1;
     }
     flows.setIni(index, ini);
@@ -366,7 +393,7 @@ export class Udp {
     );
     if (fd < 0) {
       flows.cancel(index);
-      this.stats.dropped++;
+      this.stats.dropNoSocket++;
       return -1;
     }
     sys.setsockoptInt(
@@ -379,7 +406,7 @@ export class Udp {
     if (rc < 0) {
       sys.close(fd);
       flows.cancel(index);
-      this.stats.dropped++;
+      this.stats.dropConnectFailed++;
       return rc === -sys.Errno.ENETUNREACH || rc === -sys.Errno.EHOSTUNREACH ? -2 : -1;
     }
     flows.setType(index, FlowType.UDP, this.#flowData(index, fd, v6, null, null, 0));
@@ -415,6 +442,7 @@ export class Udp {
       closed: false,
       peer,
       peerLen,
+      index,
       tapSide,
       addrs,
       src4: flows.oaddrWord(tap, 3),
@@ -480,7 +508,8 @@ export class Udp {
         const fits = len <= mtuPayload && (mm.flags(k) & sys.MSG_TRUNC) === 0;
         const flow = !fits ? null : listener ? this.#inboundFlow(l!, k) : f;
         if (flow === null) {
-          this.stats.dropped++;
+          if (!fits) this.stats.dropTooBig++;
+          else this.stats.dropNoFlow++;
           continue; // its slot is abandoned; the others are committed where they are
         }
         this.#emit(frames[k], flow, len);
@@ -507,7 +536,8 @@ export class Udp {
       UDP_CHECKSUM_OFFSET,
       pseudo,
     );
-    this.stats.toTap++;
+    this.stats.datagramsToGuest++;
+    this.#flows.bytesFrom[f.index * 2 + 1 - f.tapSide] += len;
     f.lastMs = performance.now();
   }
 
@@ -595,38 +625,59 @@ export class Udp {
   // -------------------------------------------------------------------------
   // -u: datagrams to forwarded host ports
 
-  /** Opens listening sockets for every port `fwd` forwards (`-u`). */
-  listen(fwd: PortFwd): void {
+  /**
+   * Opens listening sockets for every port `fwd` forwards (`-u`); a port
+   * that cannot be bound is skipped with a message. Returns the fds opened,
+   * for {@linkcode closeFds}.
+   */
+  listen(fwd: PortFwd): number[] {
+    const fds: number[] = [];
     forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
-      this.#listen(family, addr, ifname, port, target, explicit);
+      const fd = this.#openListener(family, addr, ifname, port, target);
+      if (fd >= 0) fds.push(fd);
+      else this.#failed(fd, family, port, explicit);
     });
+    return fds;
   }
 
-  #listen(
+  /**
+   * Opens listening sockets for every port `fwd` forwards, all or nothing
+   * (a forward added at run time). Returns the fds opened, or why not.
+   */
+  listenAll(fwd: PortFwd): number[] | string {
+    return openAllListenPorts(
+      fwd,
+      this.#net,
+      (family, addr, ifname, port, target) =>
+        this.#openListener(family, addr, ifname, port, target),
+      (fds) => this.closeFds(fds),
+    );
+  }
+
+  #failed(rc: number, family: 4 | 6, port: number, explicit: boolean): void {
+    const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-rc)}`;
+    if (explicit) logWarn(msg);
+    else logDebug(msg);
+  }
+
+  /** Opens and watches one listening socket; returns its fd or -errno. */
+  #openListener(
     family: 4 | 6,
     addr: Uint8Array | null,
     ifname: string | null,
     port: number,
     target: number,
-    explicit: boolean,
-  ): boolean {
-    let fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
-    if (fd >= 0) {
-      const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, this.#listeners.nextSlot());
-      if (rc < 0) {
-        sys.close(fd);
-        fd = rc;
-      }
-    }
-    if (fd < 0) {
-      const msg = `-u: cannot bind IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
-      if (explicit) logWarn(msg);
-      else logDebug(msg);
-      return false;
+  ): number {
+    const fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
+    if (fd < 0) return fd;
+    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, this.#listeners.nextSlot());
+    if (rc < 0) {
+      sys.close(fd);
+      return rc;
     }
     this.#listeners.add({ fd, v6: family === 6, port, target, flows: new Set() });
     this.stats.listening++;
-    return true;
+    return fd;
   }
 
   /**
@@ -636,13 +687,27 @@ export class Udp {
    * sockets opened.
    */
   listenAuto(port: number): number {
-    return guestFamilies(this.#net).filter((f) => this.#listen(f, null, null, port, port, false))
-      .length;
+    let opened = 0;
+    for (const family of guestFamilies(this.#net)) {
+      const fd = this.#openListener(family, null, null, port, port);
+      if (fd >= 0) opened++;
+      else this.#failed(fd, family, port, false);
+    }
+    return opened;
   }
 
   /** Closes every listening socket on host `port`; their flows end (see the module comment). */
   closePort(port: number): void {
-    for (const l of this.#listeners.takePort(port)) {
+    this.#closeListeners(this.#listeners.takePort(port));
+  }
+
+  /** Closes the listening sockets `fds` (from {@linkcode listen} or {@linkcode listenAll}); their flows end. */
+  closeFds(fds: readonly number[]): void {
+    this.#closeListeners(this.#listeners.takeFds(fds));
+  }
+
+  #closeListeners(listeners: UdpListener[]): void {
+    for (const l of listeners) {
       this.#loop.remove(l.fd);
       sys.close(l.fd);
       this.stats.listening--;
@@ -678,14 +743,19 @@ export class Udp {
       if (n6 === null) return null;
       key.set6(Pif.HOST, client.addr, 0, client.port, client.addr, 0, l.port);
       key.oaddr.fill(0);
-      const from = isIp6Loopback(client.addr) ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
+      // A client on host loopback, or using the guest's own address (copied
+      // from the host), must appear from elsewhere: the guest's kernel drops
+      // a datagram "from itself" (as the TCP listeners do).
+      const local = isIp6Loopback(client.addr) || ipEqual(client.addr, n6.addr);
+      const from = local ? (net.mapLo6[0] ?? n6.gateway) : client.addr;
       tgt.set6(Pif.TAP, n6.addr, 0, l.target, from, 0, client.port);
     } else {
       const n4 = net.ip4;
       if (n4 === null) return null;
       const src = ip4ToU32(client.addr);
       key.set4(Pif.HOST, src, client.port, 0, l.port);
-      const from = src >>> 24 === 127 ? (net.mapLo4[0] ?? n4.gateway) : src;
+      const local = src >>> 24 === 127 || src === n4.addr;
+      const from = local ? (net.mapLo4[0] ?? n4.gateway) : src;
       tgt.set4(Pif.TAP, n4.addr, l.target, from, client.port);
     }
     const flows = this.#flows;

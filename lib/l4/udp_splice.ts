@@ -48,6 +48,8 @@ export interface UdpNsSocketSource {
 
 /** Per-flow data of UDP_SPLICE flows. */
 interface SpliceFlow {
+  /** The flow's index in the table. */
+  readonly index: number;
   /** Host socket, connected to host loopback at the target port. */
   readonly hostFd: number;
   /** The namespace socket the client sent to. */
@@ -75,11 +77,13 @@ export interface UdpSpliceStats {
   /** Flows opened. */
   flows: number;
   /** Datagrams namespace → host. */
-  toHost: number;
+  datagramsToHost: number;
   /** Datagrams host → namespace. */
-  toNs: number;
-  /** Datagrams dropped (no flow, send failed). */
-  dropped: number;
+  datagramsToGuest: number;
+  /** Namespace datagrams with no flow to take them (table full, no socket). */
+  dropNoFlow: number;
+  /** Datagrams a socket refused (send failed), either way. */
+  dropSendFailed: number;
   /** Flows that idled out. */
   expired: number;
   /** Namespace sockets bound. */
@@ -96,9 +100,10 @@ export class UdpSplice {
   /** Counters. */
   readonly stats: UdpSpliceStats = {
     flows: 0,
-    toHost: 0,
-    toNs: 0,
-    dropped: 0,
+    datagramsToHost: 0,
+    datagramsToGuest: 0,
+    dropNoFlow: 0,
+    dropSendFailed: 0,
     expired: 0,
     listening: 0,
   };
@@ -135,8 +140,13 @@ export class UdpSplice {
     }
   }
 
-  /** Binds a namespace socket for every port `fwd` forwards (`-U`). */
-  async listen(fwd: PortFwd, source: UdpNsSocketSource): Promise<void> {
+  /**
+   * Binds a namespace socket for every port `fwd` forwards (`-U`); a port
+   * that cannot be bound is skipped with a message. Resolves to the fds
+   * bound, for {@linkcode closeFds}.
+   */
+  async listen(fwd: PortFwd, source: UdpNsSocketSource): Promise<number[]> {
+    const bound: number[] = [];
     const wanted: [4 | 6, Uint8Array | null, number, number, boolean][] = [];
     forEachListenPort(fwd, this.#net, (family, addr, _ifname, port, target, explicit) => {
       wanted.push([family, addr, port, target, explicit]);
@@ -153,10 +163,57 @@ export class UdpSplice {
       }
       mine.forEach(([, addr, port, target, explicit], i) => {
         const fd = fds[i];
-        if (fd !== undefined) this.#bind(fd, family, addr, port, target, explicit);
+        if (fd !== undefined && this.#bind(fd, family, addr, port, target, explicit)) {
+          bound.push(fd);
+        }
       });
       for (const fd of fds.slice(mine.length)) sys.close(fd);
     }
+    return bound;
+  }
+
+  /**
+   * Binds a namespace socket for every port `fwd` forwards, all or nothing
+   * (a `-U` forward added at run time). Resolves to the fds bound, or to
+   * why not.
+   */
+  async listenAll(fwd: PortFwd, source: UdpNsSocketSource): Promise<number[] | string> {
+    const wanted: [4 | 6, Uint8Array | null, number, number][] = [];
+    forEachListenPort(fwd, this.#net, (family, addr, _ifname, port, target) => {
+      wanted.push([family, addr, port, target]);
+    });
+    const bound: number[] = [];
+    for (const family of [4, 6] as const) {
+      const mine = wanted.filter((w) => w[0] === family);
+      if (mine.length === 0) continue;
+      let fds: number[];
+      try {
+        fds = await source.sockets(family, mine.length, true);
+      } catch (err) {
+        this.closeFds(bound);
+        return `no IPv${family} sockets in the namespace: ${(err as Error).message}`;
+      }
+      for (let i = 0; i < mine.length; i++) {
+        const [, addr, port, target] = mine[i];
+        const fd = fds[i];
+        const rc = fd === undefined
+          ? -sys.Errno.EMFILE
+          : this.#bindNs(fd, family, addr, port, target);
+        if (rc < 0) {
+          for (const rest of fds.slice(i + 1)) sys.close(rest);
+          this.closeFds(bound);
+          return `cannot bind IPv${family} port ${port} in the namespace: ${sys.errnoName(-rc)}`;
+        }
+        bound.push(fd);
+      }
+      for (const fd of fds.slice(mine.length)) sys.close(fd);
+    }
+    return bound;
+  }
+
+  /** Closes the namespace sockets `fds` (from {@linkcode listen} or {@linkcode listenAll}); their flows end. */
+  closeFds(fds: readonly number[]): void {
+    this.#closeSockets(this.#sockets.takeFds(fds));
   }
 
   /** Binds namespace socket `fd` and watches it; on failure closes it and says why. */
@@ -168,6 +225,26 @@ export class UdpSplice {
     target: number,
     explicit: boolean,
   ): boolean {
+    const rc = this.#bindNs(fd, family, addr, port, target);
+    if (rc < 0) {
+      const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
+        sys.errnoName(-rc)
+      }`;
+      if (explicit) logWarn(msg);
+      else logDebug(msg);
+      return false;
+    }
+    return true;
+  }
+
+  /** Binds namespace socket `fd` and watches it; on failure closes it. Returns 0 or -errno. */
+  #bindNs(
+    fd: number,
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    port: number,
+    target: number,
+  ): number {
     const bindAddr = addr ?? (family === 4 ? LOOP4_BYTES : LOOP6);
     const len = family === 4
       ? sys.sockaddrIn4(this.#sa, bindAddr, port)
@@ -177,16 +254,11 @@ export class UdpSplice {
     if (rc === 0) rc = this.#loop.add(fd, sys.EPOLLIN, this.#nsType, this.#sockets.nextSlot());
     if (rc < 0) {
       sys.close(fd);
-      const msg = `-U: cannot bind IPv${family} port ${port} in the namespace: ${
-        sys.errnoName(-rc)
-      }`;
-      if (explicit) logWarn(msg);
-      else logDebug(msg);
-      return false;
+      return rc;
     }
     this.#sockets.add({ fd, v6: family === 6, port, target, flows: new Set() });
     this.stats.listening++;
-    return true;
+    return 0;
   }
 
   /**
@@ -201,7 +273,11 @@ export class UdpSplice {
 
   /** Closes every namespace socket on `port`; their flows end (see the module comment). */
   closePort(port: number): void {
-    for (const s of this.#sockets.takePort(port)) {
+    this.#closeSockets(this.#sockets.takePort(port));
+  }
+
+  #closeSockets(sockets: NsSocket[]): void {
+    for (const s of sockets) {
       this.#loop.remove(s.fd);
       sys.close(s.fd);
       this.stats.listening--;
@@ -232,7 +308,7 @@ export class UdpSplice {
       for (let k = 0; k < n; k++) {
         const f = this.#flowFor(s, k);
         if (f === null) {
-          this.stats.dropped++;
+          this.stats.dropNoFlow++;
           continue;
         }
         f.lastMs = performance.now();
@@ -243,8 +319,11 @@ export class UdpSplice {
           mm.msgLen(k),
           sys.MSG_DONTWAIT,
         );
-        if (rc < 0) this.stats.dropped++;
-        else this.stats.toHost++;
+        if (rc < 0) this.stats.dropSendFailed++;
+        else {
+          this.stats.datagramsToHost++;
+          this.#flows.bytesFrom[f.index * 2] += rc;
+        }
       }
       if (n < MAX_DGRAMS_PER_READ) return;
     }
@@ -288,6 +367,7 @@ export class UdpSplice {
       return null;
     }
     const f: SpliceFlow = {
+      index,
       hostFd: fd,
       nsFd: s.fd,
       sock: s,
@@ -324,8 +404,11 @@ export class UdpSplice {
           f.peer,
           f.peer.length,
         );
-        if (rc < 0) this.stats.dropped++;
-        else this.stats.toNs++;
+        if (rc < 0) this.stats.dropSendFailed++;
+        else {
+          this.stats.datagramsToGuest++;
+          this.#flows.bytesFrom[index * 2 + 1] += rc;
+        }
       }
       if (n < MAX_DGRAMS_PER_READ) return;
     }

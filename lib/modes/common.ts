@@ -4,11 +4,15 @@
  * @module
  */
 
+import { controlHandler } from "../api/control.ts";
+import { ApiServer } from "../api/server.ts";
 import type { NsConfig, VmConfig } from "../conf.ts";
+import type { ForwardTable } from "../forwards.ts";
 import { allowPingSockets } from "../l4/icmp.ts";
-import { logError } from "../log.ts";
+import { logError, logInfo } from "../log.ts";
 import { type GuestNet, guestNetFrom, type HostFacts } from "../net.ts";
 import { pcapOpen } from "../pcap.ts";
+import type { Tapir } from "../tapir.ts";
 
 /**
  * The guest's network from the configuration and the host's facts; ping
@@ -31,4 +35,25 @@ export function prepareGuest(conf: NsConfig | VmConfig, host: HostFacts): GuestN
     }
   }
   return net;
+}
+
+/**
+ * `--api-socket`: serves control requests for `t` and its forwarding
+ * tables until the loop stops; the socket file goes with it. Returns false
+ * after one error line when the socket cannot be made (a live socket at the
+ * path, a bad directory); true otherwise, and without the option.
+ */
+export function startControl(conf: NsConfig | VmConfig, t: Tapir, forwards: ForwardTable): boolean {
+  if (conf.apiSocket === null) return true;
+  let server: ApiServer;
+  try {
+    server = ApiServer.open(t.loop, conf.apiSocket, controlHandler({ tapir: t, forwards }));
+  } catch (err) {
+    logError((err as Error).message);
+    return false;
+  }
+  t.stats.add("api", server.stats);
+  t.loop.onStop(() => server.close());
+  logInfo(`control socket: ${conf.apiSocket} (tapir ctl --socket ${conf.apiSocket} stats)`);
+  return true;
 }

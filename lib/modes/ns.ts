@@ -35,7 +35,9 @@ import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
-import { prepareGuest } from "./common.ts";
+import { prepareGuest, startControl } from "./common.ts";
+import { ForwardTable } from "../forwards.ts";
+import { PORT_FWD_NONE } from "../fwd.ts";
 
 /**
  * After the command exits, keep forwarding for at most this long while TCP
@@ -110,34 +112,65 @@ export async function runNs(
     tapFd = dev.tapFd;
     logDebug(`tap ${dev.ifname} ready in the namespace`);
     const backend = new TuntapBackend(dev.tapFd, dev.ifname, dev.vnetHdr, conf.offload);
-    tapir = new Tapir(net, backend, { offload: conf.offload, rsc: conf.rsc });
-    tapir.addCounters("tuntap", () => backend.stats);
-    tapir.start();
-    tapir.tcpListeners.bind(conf.tcp);
-    tapir.udp.listen(conf.udp);
+    tapir = new Tapir(net, backend, {
+      offload: conf.offload,
+      rsc: conf.rsc,
+      statsInterval: conf.statsInterval,
+    });
+    const tr = tapir;
+    tr.stats.add("tuntap", backend.stats);
+    tr.start();
     // Spliced -t (loopback clients), -T and auto: before the command starts,
-    // so its -T ports are there from the first moment.
-    nsFwd = new TcpNsForward(tapir.loop, tapir.splice, tapir.tcpListeners, worker, {
+    // so its -T ports are there from the first moment. The forward table
+    // opens the listed ports; the forwarders keep `auto` to themselves.
+    const tcpNsForwarder = new TcpNsForward(tr.loop, tr.splice, tr.tcpListeners, worker, {
       tcp: conf.tcp,
-      tcpNs: conf.tcpNs,
+      tcpNs: conf.tcpNs.mode === "auto" ? conf.tcpNs : PORT_FWD_NONE,
       ipv4: net.ip4 !== null,
       ipv6: net.ip6 !== null,
     });
-    const fwd = nsFwd;
-    tapir.addCounters("tcp-ns", () => ({ ...fwd.stats, pool: fwd.pool.stats }));
+    nsFwd = tcpNsForwarder;
+    tr.stats.add("tcp-ns", nsFwd.stats);
+    tr.stats.add("ns-pool", nsFwd.pool.stats);
+    const udpSplice = new UdpSplice(tr.loop, tr.flows, net);
+    udpNs = udpSplice;
+    tr.stats.add("udp-splice", udpNs.stats);
+    const forwards = new ForwardTable({
+      tcp: {
+        open: (f) => tr.tcpListeners.bind(f),
+        openAll: (f) => tr.tcpListeners.bindAll(f),
+        close: (fds) => tr.tcpListeners.closeFds(fds),
+        prepare: () => tcpNsForwarder.spliceLoopback(),
+      },
+      udp: {
+        open: (f) => tr.udp.listen(f),
+        openAll: (f) => tr.udp.listenAll(f),
+        close: (fds) => tr.udp.closeFds(fds),
+      },
+      "tcp-ns": {
+        open: (f) => tcpNsForwarder.listen(f),
+        openAll: (f) => tcpNsForwarder.listenAll(f),
+        close: (fds) => tcpNsForwarder.closeFds(fds),
+      },
+      "udp-ns": {
+        open: (f) => udpSplice.listen(f, worker),
+        openAll: (f) => udpSplice.listenAll(f, worker),
+        close: (fds) => udpSplice.closeFds(fds),
+      },
+    });
+    await forwards.start("tcp", conf.tcp);
+    await forwards.start("udp", conf.udp);
     await nsFwd.start();
-    udpNs = new UdpSplice(tapir.loop, tapir.flows, net);
-    const udpSplice = udpNs;
-    tapir.addCounters("udp-splice", () => udpSplice.stats);
-    await udpNs.listen(conf.udpNs, worker);
+    await forwards.start("tcp-ns", conf.tcpNs);
+    await forwards.start("udp-ns", conf.udpNs);
+    if (!startControl(conf, tr, forwards)) return 1;
     udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, worker, {
       udp: conf.udp,
       udpNs: conf.udpNs,
       ipv4: net.ip4 !== null,
       ipv6: net.ip6 !== null,
     });
-    const autoUdp = udpAuto;
-    tapir.addCounters("udp-ns", () => autoUdp.stats);
+    tapir.stats.add("udp-ns", udpAuto.stats);
     udpAuto.start();
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);

@@ -31,46 +31,15 @@ import * as sys from "../sys/mod.ts";
 import { StreamBackend } from "../tap/stream.ts";
 import type { TapBackend } from "../tap/tap.ts";
 import { Tapir } from "../tapir.ts";
-import { VhostUserConn } from "../vhost/conn.ts";
+import { listenUnix } from "../unix_socket.ts";
+import { VhostUserConn, type VhostUserConnStats } from "../vhost/conn.ts";
 import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice, vhostServe } from "../vhost/device.ts";
-import { prepareGuest } from "./common.ts";
+import { prepareGuest, startControl } from "./common.ts";
+import { ForwardTable } from "../forwards.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
 export function defaultSocketPath(): string {
   return `/tmp/tapir-${Deno.uid() ?? 0}.socket`;
-}
-
-/**
- * Binds and listens on UNIX socket `path`. A stale socket file left by an
- * earlier run is replaced; one that something still accepts on is not.
- * Returns the fd, or a message for the user.
- */
-function listenUnix(path: string): number | string {
-  const sa = new Uint8Array(sys.SOCKADDR_UN_SIZE);
-  const len = sys.sockaddrUn(sa, path);
-  if (len < 0) return `--socket: ${path} is too long for a UNIX socket`;
-  const fd = sys.socket(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
-  if (fd < 0) return `--socket: socket: ${sys.errnoName(-fd)}`;
-  let rc = sys.bind(fd, sa, len);
-  if (rc === -sys.Errno.EADDRINUSE) {
-    const probe = sys.socket(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_CLOEXEC);
-    const live = sys.connect(probe, sa, len) === 0;
-    sys.close(probe);
-    if (live) {
-      sys.close(fd);
-      return `--socket: ${path} is in use by another process`;
-    }
-    try {
-      Deno.removeSync(path);
-    } catch { /* raced away */ }
-    rc = sys.bind(fd, sa, len);
-  }
-  if (rc === 0) rc = sys.listen(fd, 1);
-  if (rc < 0) {
-    sys.close(fd);
-    return `--socket: cannot listen on ${path}: ${sys.errnoName(-rc)}`;
-  }
-  return fd;
 }
 
 /**
@@ -105,7 +74,7 @@ class StreamLink implements GuestLink {
 
   start(t: Tapir): void {
     this.#t = t;
-    t.addCounters("stream", () => this.backend.stats); // a socket from --fd: t.start() watches it
+    t.stats.add("stream", this.backend.stats); // a socket from --fd: t.start() watches it
   }
 
   get attached(): boolean {
@@ -137,8 +106,8 @@ class VhostLink implements GuestLink {
   #conn: VhostUserConn | null = null;
   #t: Tapir | null = null;
   #type = -1;
-  /** Messages of front-ends gone before this one. */
-  #messagesBefore = 0;
+  /** Counters of the control connections, one front-end after another. */
+  readonly #connStats: VhostUserConnStats = { messages: 0, replies: 0 };
 
   qemuHint(path: string): string {
     return `qemu -object memory-backend-memfd,id=mem,size=SIZE,share=on -numa node,memdev=mem ` +
@@ -149,13 +118,11 @@ class VhostLink implements GuestLink {
     this.#t = t;
     const dev = this.backend;
     vhostServe(dev, t);
-    t.addCounters("vhost-user", () => ({
-      ...dev.stats,
-      rx: dev.rx.stats,
-      rxRing: dev.control.vrings[VHOST_RX_RING].queue.stats,
-      txRing: dev.control.vrings[VHOST_TX_RING].queue.stats,
-      messages: this.#messagesBefore + (this.#conn?.stats.messages ?? 0),
-    }));
+    t.stats.add("vhost-user", dev.stats);
+    t.stats.add("vhost-conn", this.#connStats);
+    t.stats.add("vhost-rx", dev.rx.stats);
+    t.stats.add("vhost-rx-ring", () => dev.control.vrings[VHOST_RX_RING].queue.stats);
+    t.stats.add("vhost-tx-ring", () => dev.control.vrings[VHOST_TX_RING].queue.stats);
     this.#type = t.loop.defineType("vhost-user", () => {
       const conn = this.#conn;
       if (conn !== null && !conn.readable()) gone(`vhost-user: ${conn.error}`);
@@ -172,7 +139,7 @@ class VhostLink implements GuestLink {
   }
 
   attach(fd: number): void {
-    this.#conn = new VhostUserConn(fd, this.backend.control);
+    this.#conn = new VhostUserConn(fd, this.backend.control, this.#connStats);
     if (this.#t !== null) this.#watch();
   }
 
@@ -187,7 +154,6 @@ class VhostLink implements GuestLink {
     const conn = this.#conn;
     if (conn === null) return;
     this.#conn = null;
-    this.#messagesBefore += conn.stats.messages;
     this.#t?.loop.remove(conn.fd);
     conn.close(); // resets the back-end: the rings stop, memory is unmapped
   }
@@ -211,13 +177,13 @@ export async function runVm(conf: VmConfig): Promise<number> {
   const path = conf.socket ?? defaultSocketPath();
   let listenFd = -1;
   if (conf.fd === null) {
-    const fd = listenUnix(path);
-    if (typeof fd === "string") {
-      logError(fd);
+    const listener = listenUnix(path, { option: "--socket", backlog: 1 });
+    if (typeof listener === "string") {
+      logError(listener);
       pcapClose();
       return 1;
     }
-    listenFd = fd;
+    listenFd = listener.fd;
   }
 
   const link: GuestLink = conf.vhostUser ? new VhostLink() : new StreamLink();
@@ -226,6 +192,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
     onBackendError: (errno) => guestGone(sys.errnoName(errno)),
     offload: conf.offload,
     rsc: conf.rsc,
+    statsInterval: conf.statsInterval,
   });
   function guestGone(why: string): void {
     logInfo(`guest disconnected (${why})`);
@@ -240,8 +207,21 @@ export async function runVm(conf: VmConfig): Promise<number> {
     }
     t.start();
     link.start(t, guestGone);
-    t.tcpListeners.bind(conf.tcp);
-    t.udp.listen(conf.udp);
+    const forwards = new ForwardTable({
+      tcp: {
+        open: (f) => t.tcpListeners.bind(f),
+        openAll: (f) => t.tcpListeners.bindAll(f),
+        close: (fds) => t.tcpListeners.closeFds(fds),
+      },
+      udp: {
+        open: (f) => t.udp.listen(f),
+        openAll: (f) => t.udp.listenAll(f),
+        close: (fds) => t.udp.closeFds(fds),
+      },
+    });
+    await forwards.start("tcp", conf.tcp);
+    await forwards.start("udp", conf.udp);
+    if (!startControl(conf, t, forwards)) return 1;
     if (listenFd >= 0) {
       const type = t.loop.defineType("vm-listen", () => {
         for (;;) {

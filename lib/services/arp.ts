@@ -88,7 +88,7 @@ export class ArpService {
     const pkt = this.#pkt;
     const err = pkt.wrap(eth.buf, eth.payloadOffset, eth.payloadLen);
     if (err === WireError.Truncated) {
-      this.stats.dropped.truncated++;
+      this.stats.drop.truncated++;
       return ServiceVerdict.Dropped;
     }
     if (err !== 0 || !this.#wantsAnswer(pkt, net4)) {

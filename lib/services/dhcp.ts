@@ -193,7 +193,7 @@ export class DhcpService {
   }
 
   #malformed(): ServiceVerdict {
-    this.stats.dropped.malformed++;
+    this.stats.drop.malformed++;
     return ServiceVerdict.Dropped;
   }
 

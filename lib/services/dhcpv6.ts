@@ -214,7 +214,7 @@ export class Dhcp6Service {
   }
 
   #drop(reason: Dhcp6DropReason): ServiceVerdict {
-    this.stats.dropped[reason]++;
+    this.stats.drop[reason]++;
     return ServiceVerdict.Dropped;
   }
 

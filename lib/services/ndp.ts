@@ -206,11 +206,11 @@ export class NdpService {
     stats.received++;
 
     if (ip6.hopLimit !== NDP_HOP_LIMIT) {
-      stats.dropped.hopLimit++;
+      stats.drop.hopLimit++;
       return ServiceVerdict.Dropped;
     }
     if (!icmp.checksumOk(ip6.buf, ip6.srcOffset, ip6.dstOffset)) {
-      stats.dropped.checksum++;
+      stats.drop.checksum++;
       return ServiceVerdict.Dropped;
     }
     if (type === Icmp6Type.Redirect) return this.#ignore();
@@ -261,7 +261,7 @@ export class NdpService {
   }
 
   #malformed(): ServiceVerdict {
-    this.stats.dropped.malformed++;
+    this.stats.drop.malformed++;
     return ServiceVerdict.Dropped;
   }
 

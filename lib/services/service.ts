@@ -86,21 +86,21 @@ export interface ServiceStats<Reason extends string> {
   /** Frames taken and deliberately left unanswered. */
   ignored: number;
   /** Frames refused as invalid, per reason. */
-  dropped: Record<Reason, number>;
+  drop: Record<Reason, number>;
 }
 
 /** Zeroed {@linkcode ServiceStats} with a counter for each of `reasons`. */
 export function serviceStatsNew<Reason extends string>(
   reasons: readonly Reason[],
 ): ServiceStats<Reason> {
-  const dropped = {} as Record<Reason, number>;
-  for (const r of reasons) dropped[r] = 0;
-  return { received: 0, sent: 0, ignored: 0, dropped };
+  const drop = {} as Record<Reason, number>;
+  for (const r of reasons) drop[r] = 0;
+  return { received: 0, sent: 0, ignored: 0, drop };
 }
 
 /** Sum of all drop counters of `stats`. */
 export function serviceDroppedTotal<Reason extends string>(stats: ServiceStats<Reason>): number {
   let n = 0;
-  for (const k in stats.dropped) n += stats.dropped[k];
+  for (const k in stats.drop) n += stats.drop[k];
   return n;
 }

@@ -5,7 +5,7 @@
  * The guest is untrusted. Each layer is wrapped with its checked view, and
  * any failure — a truncated header, a length field that lies, a bad
  * checksum, a fragment, an oversize frame — drops the frame and counts it
- * under the reason ({@linkcode TapInputStats.dropped}, indexed by
+ * under the reason ({@linkcode TapInputStats.drop}, indexed by
  * `WireError`). Nothing here throws on guest bytes, and nothing allocates
  * per frame: the views are reused.
  *
@@ -22,7 +22,7 @@
  *   the rest → UDP translation).
  *
  * What no consumer takes (other protocols, ICMP types tapir does not
- * forward) is counted as `unhandled`.
+ * forward) is counted as `dropUnhandled`.
  *
  * **Offload descriptors.** A frame may come with what the guest's kernel
  * left undone (the backend's vnet header, see `FrameBatch`): a checksum
@@ -31,7 +31,7 @@
  * of `gsoSize` payload bytes). Only a GSO frame may exceed the MTU; its
  * type must match what it carries (TCPV4 an IPv4 TCP segment, TCPV6 an
  * IPv6 one, UDP_L4 a UDP datagram), it must have a partial checksum and a
- * non-zero size, or it is dropped as `badGso`. TCP needs nothing more (the
+ * non-zero size, or it is dropped as `dropBadGso`. TCP needs nothing more (the
  * payload goes to the socket in one write); UDP gets the size, to send the
  * payload as the datagrams the guest meant.
  *
@@ -99,19 +99,21 @@ export interface TapConsumers {
 /** Counters of the dispatcher. */
 export interface TapInputStats {
   /** Frames looked at. */
-  frames: number;
+  framesToHost: number;
+  /** Bytes of those frames (Ethernet header on; a GSO frame counts whole). */
+  bytesToHost: number;
   /** Frames dropped as malformed, by `WireError` (index 0 unused). */
-  readonly dropped: Uint32Array;
+  readonly drop: Uint32Array;
   /** Frames larger than the MTU allows. */
-  oversize: number;
+  dropOversize: number;
   /** Well-formed frames nothing here handles (yet). */
-  unhandled: number;
+  dropUnhandled: number;
   /** GSO frames accepted. */
-  gsoFramesIn: number;
+  gsoFramesToHost: number;
   /** Segments those GSO frames stand for. */
-  gsoSegmentsIn: number;
+  gsoSegmentsToHost: number;
   /** Frames whose GSO descriptor does not match what they carry. */
-  badGso: number;
+  dropBadGso: number;
   /** Frames with a tail made whole in their slot (for a consumer other than TCP's payload path). */
   gathered: number;
 }
@@ -120,13 +122,14 @@ export interface TapInputStats {
 export class TapInput {
   /** Counters. */
   readonly stats: TapInputStats = {
-    frames: 0,
-    dropped: new Uint32Array(WIRE_ERROR_COUNT),
-    oversize: 0,
-    unhandled: 0,
-    gsoFramesIn: 0,
-    gsoSegmentsIn: 0,
-    badGso: 0,
+    framesToHost: 0,
+    bytesToHost: 0,
+    drop: new Uint32Array(WIRE_ERROR_COUNT),
+    dropOversize: 0,
+    dropUnhandled: 0,
+    gsoFramesToHost: 0,
+    gsoSegmentsToHost: 0,
+    dropBadGso: 0,
     gathered: 0,
   };
   readonly #ctx: ServiceContext;
@@ -156,7 +159,7 @@ export class TapInput {
   }
 
   #drop(err: WireError): void {
-    this.stats.dropped[err]++;
+    this.stats.drop[err]++;
   }
 
   /**
@@ -167,11 +170,11 @@ export class TapInput {
     const t = this.#gsoType;
     if (t === GsoType.NONE) return true;
     if (t !== want) {
-      this.stats.badGso++;
+      this.stats.dropBadGso++;
       return false;
     }
-    this.stats.gsoFramesIn++;
-    this.stats.gsoSegmentsIn += Math.max(1, Math.ceil(payloadLen / this.#gsoSize));
+    this.stats.gsoFramesToHost++;
+    this.stats.gsoSegmentsToHost += Math.max(1, Math.ceil(payloadLen / this.#gsoSize));
     return true;
   }
 
@@ -190,7 +193,7 @@ export class TapInput {
   /** A GSO type on anything but TCP and UDP is a lie. */
   #noGso(): boolean {
     if (this.#gsoType === GsoType.NONE) return true;
-    this.stats.badGso++;
+    this.stats.dropBadGso++;
     return false;
   }
 
@@ -213,16 +216,17 @@ export class TapInput {
     this.#buf = buf;
     this.#tail = tail !== null && tail.count > 0 ? tail : null;
     this.#partial = (vnetFlags & VnetFlag.NEEDS_CSUM) !== 0;
-    this.stats.frames++;
+    this.stats.framesToHost++;
+    this.stats.bytesToHost += len;
     const type = gsoType & ~GsoType.ECN;
     this.#gsoType = type;
     this.#gsoSize = type === GsoType.NONE ? 0 : gsoSize;
     if (type !== GsoType.NONE && (gsoSize === 0 || !this.#partial)) {
-      this.stats.badGso++;
+      this.stats.dropBadGso++;
       return;
     }
     if (len > this.#maxFrame && type === GsoType.NONE) {
-      this.stats.oversize++;
+      this.stats.dropOversize++;
       return;
     }
     const eth = this.#eth;
@@ -233,14 +237,14 @@ export class TapInput {
       case EtherType.Arp:
         if (!this.#noGso()) return;
         this.#whole();
-        if (this.#to.arp(this.#ctx, eth) === 0) this.stats.unhandled++;
+        if (this.#to.arp(this.#ctx, eth) === 0) this.stats.dropUnhandled++;
         return;
       case EtherType.Ipv4:
         return this.#ipv4(eth);
       case EtherType.Ipv6:
         return this.#ipv6(eth);
       default:
-        this.stats.unhandled++;
+        this.stats.dropUnhandled++;
     }
   }
 
@@ -261,7 +265,7 @@ export class TapInput {
         if (e !== 0) return this.#drop(e);
         if (!icmp.checksumOk()) return this.#drop(WireError.BadChecksum);
         if (icmp.type === IcmpType.EchoRequest) this.#to.ping4(ip, icmp);
-        else this.stats.unhandled++;
+        else this.stats.dropUnhandled++;
         return;
       }
       case IpProto.Tcp: {
@@ -293,7 +297,7 @@ export class TapInput {
         return;
       }
       default:
-        this.stats.unhandled++;
+        this.stats.dropUnhandled++;
     }
   }
 
@@ -314,11 +318,11 @@ export class TapInput {
         if (e2 !== 0) return this.#drop(e2);
         const t = icmp.type;
         if (t >= Icmp6Type.RouterSolicit && t <= Icmp6Type.NeighborAdvert) {
-          if (this.#to.ndp(this.#ctx, eth, ip, icmp) === 0) this.stats.unhandled++;
+          if (this.#to.ndp(this.#ctx, eth, ip, icmp) === 0) this.stats.dropUnhandled++;
           return;
         }
         if (t !== Icmp6Type.EchoRequest) {
-          this.stats.unhandled++;
+          this.stats.dropUnhandled++;
           return;
         }
         if (!icmp.checksumOk(ip.buf, ip.srcOffset, ip.dstOffset)) {
@@ -360,7 +364,7 @@ export class TapInput {
         return;
       }
       default:
-        this.stats.unhandled++;
+        this.stats.dropUnhandled++;
     }
   }
 }

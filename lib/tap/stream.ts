@@ -50,9 +50,9 @@ const STAGING_SIZE = 1 << 20;
 /** Counters of the stream backend. */
 export interface StreamStats {
   /** Frames read from the guest. */
-  framesIn: number;
+  framesToHost: number;
   /** Bytes read (prefixes included). */
-  bytesIn: number;
+  bytesToHost: number;
   /** Sends that ended inside a frame and were completed. */
   completed: number;
   /** Guests disconnected because the stream went out of step or stalled. */
@@ -70,7 +70,7 @@ export class StreamBackend implements TapBackend {
   /** See `TapBackend.sendBlocked`. */
   sendBlocked = false;
   /** Counters. */
-  readonly stats: StreamStats = { framesIn: 0, bytesIn: 0, completed: 0, desyncs: 0 };
+  readonly stats: StreamStats = { framesToHost: 0, bytesToHost: 0, completed: 0, desyncs: 0 };
   #fd = -1;
   readonly #staging = new Uint8Array(STAGING_SIZE);
   #staged = 0;
@@ -134,10 +134,10 @@ export class StreamBackend implements TapBackend {
         return rc === 0 ? -sys.Errno.ECONNRESET : rc;
       }
       this.#staged += rc;
-      this.stats.bytesIn += rc;
+      this.stats.bytesToHost += rc;
     }
     batch.count = n;
-    this.stats.framesIn += n;
+    this.stats.framesToHost += n;
     return n;
   }
 

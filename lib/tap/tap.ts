@@ -338,17 +338,17 @@ export interface TapBackend {
 /** Counters of the send path. */
 export interface TapSendStats {
   /** Frames delivered to the guest. */
-  framesOut: number;
+  framesToGuest: number;
   /** Bytes of those frames (Ethernet length, before padding). */
-  bytesOut: number;
+  bytesToGuest: number;
   /** Frames the backend did not take (the guest not reading, or gone). */
   undelivered: number;
   /** Flushes (backend send calls). */
   flushes: number;
   /** GSO frames delivered. */
-  gsoFramesOut: number;
+  gsoFramesToGuest: number;
   /** Segments those GSO frames stand for. */
-  gsoSegmentsOut: number;
+  gsoSegmentsToGuest: number;
 }
 
 /** Most iovec entries {@linkcode TapSender.payloadIov} fills for one frame. */
@@ -367,12 +367,12 @@ const MAX_PRODUCERS = 4;
 export class TapSender {
   /** Counters. */
   readonly stats: TapSendStats = {
-    framesOut: 0,
-    bytesOut: 0,
+    framesToGuest: 0,
+    bytesToGuest: 0,
     undelivered: 0,
     flushes: 0,
-    gsoFramesOut: 0,
-    gsoSegmentsOut: 0,
+    gsoFramesToGuest: 0,
+    gsoSegmentsToGuest: 0,
   };
   readonly #backend: TapBackend;
   readonly #batch: FrameBatch;
@@ -646,17 +646,17 @@ export class TapSender {
     const sent = this.#backend.send(b, n);
     const st = this.stats;
     st.flushes++;
-    st.framesOut += sent;
+    st.framesToGuest += sent;
     let bytes = 0;
     for (let k = 0; k < sent; k++) {
       const i = order[k];
       bytes += b.lens[i];
       if (b.gsoType[i] !== GsoType.NONE) {
-        st.gsoFramesOut++;
-        st.gsoSegmentsOut += Math.ceil((b.lens[i] - b.hdrLen[i]) / b.gsoSize[i]);
+        st.gsoFramesToGuest++;
+        st.gsoSegmentsToGuest += Math.ceil((b.lens[i] - b.hdrLen[i]) / b.gsoSize[i]);
       }
     }
-    st.bytesOut += bytes;
+    st.bytesToGuest += bytes;
     if (pcapActive()) {
       const ts = pcapNow();
       for (let k = 0; k < sent; k++) b.record(order[k], ts);

@@ -124,9 +124,9 @@ export function tuntapOpen(
 /** Counters of the tap backend. */
 export interface TuntapStats {
   /** Frames read from the guest. */
-  framesIn: number;
+  framesToHost: number;
   /** Bytes of those frames. */
-  bytesIn: number;
+  bytesToHost: number;
   /** Writes refused by the device (queue full, link down). */
   writeErrors: number;
 }
@@ -138,7 +138,7 @@ export class TuntapBackend implements TapBackend {
   /** The tap fd. */
   readonly fd: number;
   /** Counters. */
-  readonly stats: TuntapStats = { framesIn: 0, bytesIn: 0, writeErrors: 0 };
+  readonly stats: TuntapStats = { framesToHost: 0, bytesToHost: 0, writeErrors: 0 };
   /** The last errno of a failed write, for diagnostics. */
   lastWriteError = 0;
 
@@ -184,10 +184,10 @@ export class TuntapBackend implements TapBackend {
       const len = rc - v;
       if (v > 0) batch.setFromVnetHeader(n, len, batch.slots[n], TAP_HEADROOM - v);
       else batch.setPlain(n, len);
-      this.stats.bytesIn += len;
+      this.stats.bytesToHost += len;
       n++;
     }
-    this.stats.framesIn += n;
+    this.stats.framesToHost += n;
     batch.count = n;
     return n;
   }

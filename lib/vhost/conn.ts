@@ -36,8 +36,8 @@ export interface VhostUserConnStats {
 
 /** One front-end's connection; see the module comment. */
 export class VhostUserConn {
-  /** Counters. */
-  readonly stats: VhostUserConnStats = { messages: 0, replies: 0 };
+  /** Counters (shared by the connections of one run when the caller passes them in). */
+  readonly stats: VhostUserConnStats;
   /** The back-end state this connection drives. */
   readonly backend: VhostUserBackend;
   /** Why the connection must end (after `readable` returned false). */
@@ -52,10 +52,15 @@ export class VhostUserConn {
   /** Bytes of the current message read so far. */
   #have = 0;
 
-  /** Serves the front-end on the connected, non-blocking socket `fd`. */
-  constructor(fd: number, backend: VhostUserBackend = new VhostUserBackend()) {
+  /** Serves the front-end on the connected, non-blocking socket `fd`, counting into `stats`. */
+  constructor(
+    fd: number,
+    backend: VhostUserBackend = new VhostUserBackend(),
+    stats: VhostUserConnStats = { messages: 0, replies: 0 },
+  ) {
     this.#fd = fd;
     this.backend = backend;
+    this.stats = stats;
     this.#fds.fill(-1);
   }
 

@@ -93,9 +93,9 @@ export const VHOST_TX_RING = 1;
 /** Counters of the device, beyond its rings' own. */
 export interface VhostNetStats {
   /** Frames taken from the transmit ring. */
-  framesIn: number;
+  framesToHost: number;
   /** Bytes of those frames (Ethernet length). */
-  bytesIn: number;
+  bytesToHost: number;
   /** Of those, bytes copied into slots: whole short frames, the first bytes of long ones. */
   bytesGathered: number;
   /** Transmit chains dropped: shorter than a header and an Ethernet header, or longer than a slot. */
@@ -114,8 +114,8 @@ export class VhostNetDevice implements TapBackend {
   readonly control: VhostUserBackend;
   /** Counters. */
   readonly stats: VhostNetStats = {
-    framesIn: 0,
-    bytesIn: 0,
+    framesToHost: 0,
+    bytesToHost: 0,
     bytesGathered: 0,
     badFrames: 0,
     calls: 0,
@@ -270,11 +270,11 @@ export class VhostNetDevice implements TapBackend {
       }
       this.#txHeads[this.#txN++] = c.head;
       batch.setFromVnetHeader(n, len, slot, TAP_HEADROOM - hdr);
-      this.stats.bytesIn += len;
+      this.stats.bytesToHost += len;
       n++;
     }
     this.#publish(VHOST_TX_RING); // chains refused on the way
-    this.stats.framesIn += n;
+    this.stats.framesToHost += n;
     batch.count = n;
     return n;
   }

@@ -72,7 +72,7 @@ export interface VnetRxStats {
   /** Writes that found too little room (the frame waits). */
   noRoom: number;
   /** Frames dropped: larger than the ring could ever hold (no mergeable buffers, or past the chain limit). */
-  tooBig: number;
+  dropTooBig: number;
   /** Chains with device-readable buffers, which a receive ring must not have: given back unused. */
   badChains: number;
   /** Frames reserved in guest buffers (their payload written in place). */
@@ -84,7 +84,7 @@ export interface VnetRxStats {
   /** Reservations refused: too little room, or room split too finely. */
   reserveFailed: number;
   /** Reserved frames dropped because the ring changed before they were sent. */
-  revoked: number;
+  dropRevoked: number;
 }
 
 /** Per-slot reservation states. */
@@ -98,13 +98,13 @@ export class VnetRx {
     frames: 0,
     chains: 0,
     noRoom: 0,
-    tooBig: 0,
+    dropTooBig: 0,
     badChains: 0,
     reserved: 0,
     bytesCopied: 0,
     bytesInPlace: 0,
     reserveFailed: 0,
-    revoked: 0,
+    dropRevoked: 0,
   };
   /** The guest accepted VIRTIO_NET_F_MRG_RXBUF. */
   mergeable = true;
@@ -203,7 +203,7 @@ export class VnetRx {
       return n;
     }
     if (n === RxResult.DROPPED) {
-      this.stats.tooBig++; // the chains stay held for the next frame
+      this.stats.dropTooBig++; // the chains stay held for the next frame
       return n;
     }
     this.#setHeader(flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset);
@@ -293,7 +293,7 @@ export class VnetRx {
     const state = this.#state[i];
     this.#state[i] = 0;
     if (state !== RESERVED) {
-      this.stats.revoked++;
+      this.stats.dropRevoked++;
       return RxResult.DROPPED;
     }
     const list = this.#resv[i];

@@ -9,10 +9,13 @@ import { HOST_NS, nsRun, run, type RunResult, withHostNs } from "../helpers/netn
 import {
   type Background,
   background,
+  countersFromLog,
   explain,
+  nsScript,
+  statsFromLog,
   stopAll,
   tapirNs,
-  tapirNsArgs,
+  TapirRun,
   waitListening,
 } from "../helpers/tapir.ts";
 
@@ -28,79 +31,11 @@ async function sites(dir: string, ports: number[]): Promise<Map<number, string>>
   return out;
 }
 
-/**
- * The command tapir runs in its namespace: start `servers` in the
- * background, wait until `ports` listen, touch DIR/ready, wait for
- * DIR/stop, stop the servers.
- */
-function nsScript(dir: string, servers: string[], ports: number[], extra = ""): string {
-  return [
-    `pids=""`,
-    ...servers.map((s) => `${s} & pids="$pids $!"`),
-    ...ports.map((p) => `until ss -Hltn "sport = :${p}" | grep -q .; do sleep 0.05; done`),
-    `touch ${dir}/ready`,
-    extra,
-    `while [ ! -e ${dir}/stop ]; do sleep 0.05; done`,
-    `kill $pids 2>/dev/null`,
-    `wait`,
-  ].join("\n");
-}
-
-async function waitFile(path: string, ms = 10_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end;) {
-    if (await Deno.stat(path).then(() => true, () => false)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${path} did not appear`);
-}
-
-/** tapir running `script` in the background of host namespace `host`. */
-class TapirRun {
-  readonly #proc: Deno.ChildProcess;
-  readonly #dir: string;
-
-  constructor(host: string, dir: string, args: string[], script: string) {
-    this.#dir = dir;
-    const [cmd, argv] = tapirNsArgs(host, [
-      "--config-net",
-      "-d",
-      "--log-file",
-      `${dir}/log`,
-      ...args,
-    ], script);
-    this.#proc = new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped" }).spawn();
-  }
-
-  /** Waits for the namespace's servers (DIR/ready). */
-  ready(): Promise<void> {
-    return waitFile(`${this.#dir}/ready`);
-  }
-
-  /** Lets the script finish; resolves with tapir's output and log. */
-  async stop(): Promise<{ result: RunResult; log: string }> {
-    await Deno.writeTextFile(`${this.#dir}/stop`, "");
-    const out = await this.#proc.output();
-    const dec = new TextDecoder();
-    const result = {
-      code: out.code,
-      stdout: dec.decode(out.stdout),
-      stderr: dec.decode(out.stderr),
-    };
-    const log = await Deno.readTextFile(`${this.#dir}/log`).catch(() => "");
-    return { result, log };
-  }
-}
-
-/** The counters line `name: {...}` of a log, parsed. */
-function counters(log: string, name: string): Record<string, unknown> {
-  const m = log.match(new RegExp(`^\\s*${name}: (\\{.*\\})$`, "m"));
-  ok(m, `no '${name}:' counters in the log`);
-  return JSON.parse(m[1]);
-}
+const counters = countersFromLog;
 
 /** No flow was left at exit, and every spliced connection closed cleanly. */
 function assertAllClosed(log: string): void {
-  const flows = counters(log, "flows");
+  const flows = statsFromLog(log).flows;
   equal(flows.live, 0, `flows left at exit: ${JSON.stringify(flows)}`);
   const splice = counters(log, "tcp-splice");
   equal(splice.closed, splice.connections, `tcp-splice: ${JSON.stringify(splice)}`);
@@ -157,7 +92,7 @@ Deno.test("-t: a single port, a range and a mapped port reach namespace servers 
       equal(tcp.inbound, 2, "the two non-loopback requests took the tap path");
       const splice = counters(log, "tcp-splice");
       equal(splice.refused, 1);
-      equal(counters(log, "flows").live, 0);
+      equal(statsFromLog(log).flows.live, 0);
       equal(splice.closed, 6);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -312,7 +247,7 @@ Deno.test("splice: 64 MiB both ways arrive intact, and a half-close passes throu
       equal(insideUp.split(" ")[0], upSum, "namespace → host loopback (-T), then half-close");
       assertAllClosed(log);
       const splice = counters(log, "tcp-splice");
-      ok((splice.bytesToNs as number) >= 64 << 20, JSON.stringify(splice));
+      ok((splice.bytesToGuest as number) >= 64 << 20, JSON.stringify(splice));
       ok((splice.bytesToHost as number) >= 2 * (64 << 20), JSON.stringify(splice));
       equal(splice.resets, 0);
     } finally {

@@ -8,7 +8,9 @@ import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
 import {
   type Background,
   background,
+  countersFromLog,
   explain,
+  statsFromLog,
   stopAll,
   tapirNs,
   waitListening,
@@ -122,12 +124,7 @@ function transfers(tapirArgs: string[]): Promise<void> {
   });
 }
 
-/** The JSON object a counters line `name: {...}` of tapir's exit log holds. */
-function counterLine(log: string, name: string): Record<string, number> {
-  const m = new RegExp(`^\\s*${name}: (\\{.*\\})$`, "m").exec(log);
-  if (m === null) throw new Error(`no ${name} counters in the log`);
-  return JSON.parse(m[1]);
-}
+const counterLine = countersFromLog;
 
 Deno.test("at MTU 1500 a bulk transfer moves in GSO frames both ways; --no-offload sends none", () =>
   withHostNs(async (host) => {
@@ -161,24 +158,26 @@ Deno.test("at MTU 1500 a bulk transfer moves in GSO frames both ways; --no-offlo
         match(r.stdout, /^67108864$/m, "the download arrived whole");
         const text = await Deno.readTextFile(log);
         const input = counterLine(text, "input");
-        const send = counterLine(text, "send");
+        const send = counterLine(text, "tap");
         const what = `input ${JSON.stringify(input)}, send ${JSON.stringify(send)}`;
         if (offload) {
-          ok(input.gsoFramesIn > 0, `no GSO frames from the guest: ${what}`);
-          ok(send.gsoFramesOut > 0, `no GSO frames to the guest: ${what}`);
-          const perIn = input.gsoSegmentsIn / input.gsoFramesIn;
-          const perOut = send.gsoSegmentsOut / send.gsoFramesOut;
+          ok(input.gsoFramesToHost > 0, `no GSO frames from the guest: ${what}`);
+          ok(send.gsoFramesToGuest > 0, `no GSO frames to the guest: ${what}`);
+          const perIn = input.gsoSegmentsToHost / input.gsoFramesToHost;
+          const perOut = send.gsoSegmentsToGuest / send.gsoFramesToGuest;
           ok(perIn > 10, `${perIn.toFixed(1)} segments per GSO frame from the guest`);
           ok(perOut > 10, `${perOut.toFixed(1)} segments per GSO frame to the guest`);
           console.log(
-            `GSO at MTU 1500: in ${input.gsoFramesIn} frames, ${perIn.toFixed(1)} segments each;` +
-              ` out ${send.gsoFramesOut} frames, ${perOut.toFixed(1)} segments each`,
+            `GSO at MTU 1500: in ${input.gsoFramesToHost} frames, ${
+              perIn.toFixed(1)
+            } segments each;` +
+              ` out ${send.gsoFramesToGuest} frames, ${perOut.toFixed(1)} segments each`,
           );
         } else {
-          equal(input.gsoFramesIn, 0, what);
-          equal(input.gsoSegmentsIn, 0, what);
-          equal(send.gsoFramesOut, 0, what);
-          equal(send.gsoSegmentsOut, 0, what);
+          equal(input.gsoFramesToHost, 0, what);
+          equal(input.gsoSegmentsToHost, 0, what);
+          equal(send.gsoFramesToGuest, 0, what);
+          equal(send.gsoSegmentsToGuest, 0, what);
         }
       }
     } finally {
@@ -213,8 +212,8 @@ Deno.test("1000 concurrent connections each move 64 KiB both ways; no TCP flow i
       equal(r.code, 0, explain(r));
       match(r.stdout, /^ok 1000$/m);
       const text = await Deno.readTextFile(log);
-      match(text, /"outbound":1000,/, "a flow per connection");
-      match(text, /flows: .*"byType":\{"TCP":0,/, "no TCP flow left at exit");
+      equal(countersFromLog(text, "tcp").outbound, 1000, "a flow per connection");
+      equal(statsFromLog(text).flows.byType.TCP ?? 0, 0, "no TCP flow left at exit");
     } finally {
       await stopAll(procs);
       await Deno.remove(dir, { recursive: true });

@@ -8,7 +8,9 @@ import { HOST_NS, nsArgs, nsRun, run, withHostNs } from "../helpers/netns.ts";
 import {
   type Background,
   background,
+  countersFromLog,
   explain,
+  statsFromLog,
   stopAll,
   tapirNs,
   tapirNsArgs,
@@ -110,8 +112,8 @@ for fam, addr in ((socket.AF_INET, '${HOST_NS.gw4}'), (socket.AF_INET6, '${HOST_
       );
       equal(r.code, 0, explain(r));
       equal(r.stdout.match(/^refused$/gm)?.length, 2, r.stdout);
-      const udp = (await Deno.readTextFile(log)).match(/udp: (\{.*\})/)?.[1] ?? "";
-      const stats = JSON.parse(udp);
+      const stats = countersFromLog(await Deno.readTextFile(log), "udp");
+      const udp = JSON.stringify(stats);
       ok(stats.icmpErrors >= 2, udp);
       equal(stats.expired, 2, `both flows idled out after --udp-timeout 1: ${udp}`);
     } finally {
@@ -240,12 +242,7 @@ async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): 
 
 const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
-/** The counters line `name: {...}` of a log, parsed. */
-function counters(log: string, name: string): Record<string, unknown> {
-  const m = log.match(new RegExp(`^\\s*${name}: (\\{.*\\})$`, "m"));
-  ok(m, `no '${name}:' counters in the log`);
-  return JSON.parse(m[1]);
-}
+const counters = countersFromLog;
 
 Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never forward their own sockets", () =>
   withHostNs(async (host) => {
@@ -334,8 +331,8 @@ Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never
         .map((m) => `-${m[1]} ${m[2]}`);
       deepEqual([...new Set(forwarded)].sort(), ["-U 5150", "-u 9900", "-u 9901"]);
       // The flows of closed sockets ended with them.
-      const byType = counters(log, "flows").byType as Record<string, number>;
-      deepEqual([byType.UDP, byType.UDP_SPLICE], [0, 0], `flows left: ${JSON.stringify(byType)}`);
+      const byType = statsFromLog(log).flows.byType;
+      deepEqual([byType.UDP ?? 0, byType.UDP_SPLICE ?? 0], [0, 0], `flows left: ${JSON.stringify(byType)}`);
       equal(counters(log, "udp").inbound, 3, "one -u flow per client");
       equal(counters(log, "udp-splice").flows, 1, "one -U flow");
     } finally {
@@ -384,11 +381,9 @@ s.sendto(bytes(10000), ('${HOST_NS.gw4}', 9700))"`,
         out += new TextDecoder().decode(value);
       }
       equal(out.trim(), Array(10).fill("1000").join(" "), "ten datagrams of 1000 bytes");
-      const input = /^\s*input: (\{.*\})$/m.exec(await Deno.readTextFile(log));
-      ok(input, "no input counters in the log");
-      const stats = JSON.parse(input[1]);
-      equal(stats.gsoFramesIn, 1, "one UDP GSO frame from the guest");
-      equal(stats.gsoSegmentsIn, 10);
+      const stats = countersFromLog(await Deno.readTextFile(log), "input");
+      equal(stats.gsoFramesToHost, 1, "one UDP GSO frame from the guest");
+      equal(stats.gsoSegmentsToHost, 10);
     } finally {
       try {
         server.kill("SIGKILL");

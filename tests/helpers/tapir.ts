@@ -6,6 +6,7 @@
  * @module
  */
 
+import { type StatsReport, statsReportFromLog } from "../../lib/tapir.ts";
 import { nsArgs, run, type RunResult } from "./netns.ts";
 
 /** The program under test. */
@@ -73,4 +74,90 @@ export async function waitListening(ns: string, port: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`nothing listens on port ${port} in ${ns}`);
+}
+
+/** The last statistics report in a tapir log (see `statsReportFromLog`); throws if there is none. */
+export function statsFromLog(log: string): StatsReport {
+  const report = statsReportFromLog(log);
+  if (report === null) throw new Error("no 'stats {...}' line in the log");
+  return report;
+}
+
+/** One counter group of the last statistics report in a tapir log (see {@linkcode statsFromLog}). */
+export function countersFromLog(log: string, group: string): Record<string, number> {
+  const counters = statsFromLog(log).counters[group];
+  if (counters === undefined) throw new Error(`no '${group}' counters in the log`);
+  return counters;
+}
+
+/**
+ * The command tapir runs in its namespace: start `servers` in the
+ * background, wait until `ports` listen, touch DIR/ready, wait for
+ * DIR/stop, stop the servers.
+ */
+export function nsScript(dir: string, servers: string[], ports: number[], extra = ""): string {
+  return [
+    `pids=""`,
+    ...servers.map((s) => `${s} & pids="$pids $!"`),
+    ...ports.map((p) => `until ss -Hltn "sport = :${p}" | grep -q .; do sleep 0.05; done`),
+    `touch ${dir}/ready`,
+    extra,
+    `while [ ! -e ${dir}/stop ]; do sleep 0.05; done`,
+    `kill $pids 2>/dev/null`,
+    `wait`,
+  ].join("\n");
+}
+
+/** Waits until `path` exists. */
+export async function waitFile(path: string, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end;) {
+    if (await Deno.stat(path).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${path} did not appear`);
+}
+
+/**
+ * tapir (`--config-net -d --log-file DIR/log ARGS`) running `script` in
+ * the background of host namespace `host` (see {@linkcode nsScript}).
+ */
+export class TapirRun {
+  readonly #proc: Deno.ChildProcess;
+  readonly #dir: string;
+
+  constructor(host: string, dir: string, args: string[], script: string) {
+    this.#dir = dir;
+    const [cmd, argv] = tapirNsArgs(host, [
+      "--config-net",
+      "-d",
+      "--log-file",
+      `${dir}/log`,
+      ...args,
+    ], script);
+    this.#proc = new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped" }).spawn();
+  }
+
+  /** tapir's process. */
+  get process(): Deno.ChildProcess {
+    return this.#proc;
+  }
+
+  /** Waits for the namespace's servers (DIR/ready). */
+  ready(): Promise<void> {
+    return waitFile(`${this.#dir}/ready`);
+  }
+
+  /** Lets the script finish; resolves with tapir's output and log. */
+  async stop(): Promise<{ result: RunResult; log: string }> {
+    await Deno.writeTextFile(`${this.#dir}/stop`, "");
+    const out = await this.#proc.output();
+    const dec = new TextDecoder();
+    const result = {
+      code: out.code,
+      stdout: dec.decode(out.stdout),
+      stderr: dec.decode(out.stderr),
+    };
+    const log = await Deno.readTextFile(`${this.#dir}/log`).catch(() => "");
+    return { result, log };
+  }
 }

@@ -432,7 +432,7 @@ Deno.test("what the dispatcher refuses never reaches the coalescer: non-TCP, bad
   rsc.drain();
   equal(rsc.stats.segments, 2, "only the two good TCP segments");
   deepEqual(sink.got.map((d) => d.payload.length), [200], "and they merged across the rest");
-  const dropped = input.stats.dropped;
+  const dropped = input.stats.drop;
   deepEqual(
     [dropped[WireError.BadVersion], dropped[WireError.Truncated], dropped[WireError.Fragmented]],
     [1, 1, 1],

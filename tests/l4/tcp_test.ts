@@ -492,7 +492,7 @@ async function closeFromHost(guest: FakeGuest, peer: HostPeer, tapir: Tapir): Pr
   await waitFor("the connection to close", () => tapir.tcp.stats.closed === 1);
   guest.readReplies();
   guest.assertHealthy();
-  equal(tapir.tcp.stats.rstToTap, 0);
+  equal(tapir.tcp.stats.resetsToGuest, 0);
 }
 
 /** Asserts the host peer read the pattern exactly up to the guest's FIN. */
@@ -578,7 +578,7 @@ Deno.test("the guest's FIN after the host's is acknowledged", async () => {
     guest.sendAck();
     await finFromGuest(guest);
     await waitFor("the connection to close", () => tapir.tcp.stats.closed === 1);
-    equal(tapir.tcp.stats.rstToTap, 0);
+    equal(tapir.tcp.stats.resetsToGuest, 0);
   });
 });
 

@@ -43,7 +43,7 @@ Deno.test("a request for the gateway gets tapir's MAC, sent to the requester", (
   equal(reply.arp.spa, GATEWAY);
   deepEqual(reply.arp.tha, GUEST_MAC);
   equal(reply.arp.tpa, GUEST_IP);
-  deepEqual(arp.stats, { received: 1, sent: 1, ignored: 0, dropped: { truncated: 0 } });
+  deepEqual(arp.stats, { received: 1, sent: 1, ignored: 0, drop: { truncated: 0 } });
 });
 
 Deno.test("every other target is answered too: on-link, off-link, anywhere", () => {
@@ -89,7 +89,7 @@ Deno.test("unanswered by design: own address, gratuitous, probes, replies, other
     received: cases.length,
     sent: 0,
     ignored: cases.length,
-    dropped: { truncated: 0 },
+    drop: { truncated: 0 },
   });
 });
 
@@ -99,7 +99,7 @@ Deno.test("a truncated ARP packet is dropped and counted", () => {
   const short = whoHas(GATEWAY).slice(0, ETH_HEADER_LEN + 20);
   equal(arp.input(r.ctx, views(short).eth), ServiceVerdict.Dropped);
   equal(r.sent().length, 0);
-  equal(arp.stats.dropped.truncated, 1);
+  equal(arp.stats.drop.truncated, 1);
   equal(arp.stats.received, 1);
 });
 
@@ -108,7 +108,7 @@ Deno.test("switched off, with IPv4 off, or for other EtherTypes: frames pass unc
   const disabled = new ArpService({ enabled: false });
   equal(disabled.input(off.ctx, views(whoHas(GATEWAY)).eth), ServiceVerdict.Pass);
   equal(off.sent().length, 0);
-  deepEqual(disabled.stats, { received: 0, sent: 0, ignored: 0, dropped: { truncated: 0 } });
+  deepEqual(disabled.stats, { received: 0, sent: 0, ignored: 0, drop: { truncated: 0 } });
 
   const no4 = rig(netWith({ ip4: null }));
   const arp = new ArpService();

@@ -157,7 +157,7 @@ Deno.test("udhcpc's DISCOVER gets a broadcast OFFER of the address, with the con
   equal(offer.dhcp.ciaddr, 0);
   checkConfig(offer.dhcp, true);
   ok(sent[0].length - ETH_HEADER_LEN <= 576, "fits what the client accepts");
-  deepEqual(dhcp.stats, { received: 1, sent: 1, ignored: 0, dropped: { malformed: 0 } });
+  deepEqual(dhcp.stats, { received: 1, sent: 1, ignored: 0, drop: { malformed: 0 } });
 });
 
 Deno.test("udhcpc's REQUEST for the offered address is ACKed, broadcast", () => {
@@ -300,7 +300,7 @@ Deno.test("RELEASE, DECLINE, BOOTREPLY, BOOTP and relayed messages get no reply"
     received: cases.length,
     sent: 0,
     ignored: cases.length,
-    dropped: { malformed: 0 },
+    drop: { malformed: 0 },
   });
 });
 
@@ -321,7 +321,7 @@ Deno.test("malformed messages are dropped and counted", () => {
     equal(input(dhcp, r.ctx, fromUnconfigured(payload)), ServiceVerdict.Dropped, what);
   }
   equal(r.sent().length, 0);
-  equal(dhcp.stats.dropped.malformed, cases.length);
+  equal(dhcp.stats.drop.malformed, cases.length);
 });
 
 Deno.test("other ports, DHCP off, IPv4 off: datagrams pass, nothing is counted", () => {

@@ -152,7 +152,7 @@ Deno.test("SOLICIT gets an ADVERTISE: the address, preference 255, DNS, search l
     received: 1,
     sent: 1,
     ignored: 0,
-    dropped: { malformed: 0, clientId: 0, serverId: 0 },
+    drop: { malformed: 0, clientId: 0, serverId: 0 },
   });
 });
 
@@ -298,7 +298,7 @@ Deno.test("server identifier rules: required and ours, forbidden, or ours if pre
     equal(input(dhcp6, r.ctx, fromClient(m)), ServiceVerdict.Dropped, what);
   }
   equal(r.sent().length, 0);
-  deepEqual(dhcp6.stats.dropped, { malformed: 0, clientId: 0, serverId: cases.length });
+  deepEqual(dhcp6.stats.drop, { malformed: 0, clientId: 0, serverId: cases.length });
 
   const ours = clientMessage(Dhcp6MessageType.InformationRequest, withServer(OUR_DUID));
   equal(input(dhcp6, r.ctx, fromClient(ours)), ServiceVerdict.Replied);
@@ -328,7 +328,7 @@ Deno.test("no CLIENTID, malformed options, bad source: dropped by reason", () =>
   equal(input(dhcp6, r.ctx, fromClient(new Uint8Array([1, 0, 0]))), ServiceVerdict.Dropped);
   equal(input(dhcp6, r.ctx, fromUnspecified), ServiceVerdict.Dropped);
   equal(r.sent().length, 0);
-  deepEqual(dhcp6.stats.dropped, { malformed: 4, clientId: 1, serverId: 0 });
+  deepEqual(dhcp6.stats.drop, { malformed: 4, clientId: 1, serverId: 0 });
 });
 
 Deno.test("server and relay messages from the guest are ignored", () => {

@@ -159,7 +159,7 @@ Deno.test("NS for the gateway: NA from the target, flags R S O, our MAC as targe
     received: 1,
     sent: 1,
     ignored: 0,
-    dropped: { hopLimit: 0, checksum: 0, malformed: 0 },
+    drop: { hopLimit: 0, checksum: 0, malformed: 0 },
   });
 });
 
@@ -285,7 +285,7 @@ Deno.test("invalid NDP is dropped by reason: hop limit, checksum, malformed", ()
   ];
   for (const [what, f] of cases) equal(input(ndp, r.ctx, f), ServiceVerdict.Dropped, what);
   equal(r.sent().length, 0);
-  deepEqual(ndp.stats.dropped, { hopLimit: 2, checksum: 1, malformed: 5 });
+  deepEqual(ndp.stats.drop, { hopLimit: 2, checksum: 1, malformed: 5 });
   equal(ndp.stats.received, cases.length);
 });
 
@@ -545,7 +545,7 @@ Deno.test("NDP off or IPv6 off: everything passes, nothing is sent or counted", 
       received: 0,
       sent: 0,
       ignored: 0,
-      dropped: { hopLimit: 0, checksum: 0, malformed: 0 },
+      drop: { hopLimit: 0, checksum: 0, malformed: 0 },
     });
   }
 });

@@ -74,8 +74,8 @@ Deno.test("frames queue until flush, then go out in one batch, short ones zero-p
     "padding is zeros, not stale bytes",
   );
   equal(backend.got[1].length, 100);
-  equal(tap.stats.framesOut, 2);
-  equal(tap.stats.bytesOut, 142);
+  equal(tap.stats.framesToGuest, 2);
+  equal(tap.stats.bytesToGuest, 142);
   equal(tap.stats.undelivered, 0);
   equal(tap.stats.flushes, 1);
   equal(tap.flush(), 0, "an empty flush sends nothing");
@@ -229,8 +229,8 @@ Deno.test("a GSO frame carries its descriptor to the backend and is counted with
   tap.commitGso(i, 54 + 4000, TAP_HEADROOM + 34, 16, 0x1234, GsoType.TCPV4, 1460, 54);
   tap.flush();
   deepEqual(backend.desc[0], { partial: [34, 16], gso: [GsoType.TCPV4, 1460, 54] });
-  equal(tap.stats.gsoFramesOut, 1);
-  equal(tap.stats.gsoSegmentsOut, 3, "4000 bytes of payload in segments of 1460");
+  equal(tap.stats.gsoFramesToGuest, 1);
+  equal(tap.stats.gsoSegmentsToGuest, 3, "4000 bytes of payload in segments of 1460");
 
   const off = new TapSender(new FakeBackend(true, true), 8, 8192, false);
   equal(off.gsoTcp, false, "--no-offload: no GSO frames");

@@ -63,7 +63,7 @@ Deno.test("ARP requests split every way over transmit buffers, direct and indire
     equal(answered, shapes.length);
     ok(f.calls(f.rxCall) > 0, "the guest was interrupted for its receive ring");
     ok(f.calls(f.txCall) > 0, "and for its transmit ring");
-    equal(f.dev.stats.framesIn, shapes.length);
+    equal(f.dev.stats.framesToHost, shapes.length);
     equal(f.dev.stats.badFrames, 0);
   } finally {
     await f.close();
@@ -86,7 +86,7 @@ Deno.test("a transmit descriptor outside guest memory is not read, is counted, a
     equal(tx.badChains, 1, "the bad chain counted");
     equal(f.tx.usedIdx, 2, "both chains given back");
     deepEqual(f.tx.used(0), [RING - 2, 0], "the bad one unread");
-    equal(f.dev.stats.framesIn, 1, "only the good frame reached tapir");
+    equal(f.dev.stats.framesToHost, 1, "only the good frame reached tapir");
   } finally {
     await f.close();
   }

@@ -114,7 +114,7 @@ Deno.test("without mergeable buffers a frame must fit one chain, or is dropped",
   equal(rx.write(frameOf(1514), 0, 1514, 0, 0, 0, 0, 0, 0), RxResult.WRITTEN);
   d.queue.publish();
   deepEqual(delivered(d, 0, 1), expected(frameOf(1514), 1));
-  equal(rx.stats.tooBig, 1);
+  equal(rx.stats.dropTooBig, 1);
 });
 
 Deno.test("a receive chain with a device-readable buffer is given back unused", () => {
@@ -199,6 +199,6 @@ Deno.test("reservations are given back empty when the ring changes, and their fr
   equal(d.used(1)[1], 0, "given back with nothing written");
   ok(rx.reserved(5), "the sender still has to be told");
   equal(rx.writeReserved(5, frameOf(100), 0, 54, 100, 0, 0, 0, 0, 0, 0), RxResult.DROPPED);
-  equal(rx.stats.revoked, 1);
+  equal(rx.stats.dropRevoked, 1);
   ok(!rx.reserved(5));
 });

@@ -21,7 +21,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HOST_NS, nsArgs, run, runOk, withHostNs } from "../helpers/netns.ts";
-import { MAIN } from "../helpers/tapir.ts";
+import { MAIN, statsFromLog } from "../helpers/tapir.ts";
 import { buildGuest, guestAppend, qemuArgs } from "./qemu.ts";
 
 /** Which program serves the guest's network. */
@@ -541,11 +541,9 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
       if (BACKEND === "tapir" && mtu === 1500 && !vhost) {
         await t.step("the guest's MSS-sized segments were coalesced (RSC)", async () => {
           const log = await backendLog;
-          const rsc = /rsc: (\{.*\})/.exec(log);
-          ok(rsc, `no rsc counters in the log${context}`);
-          const stats = JSON.parse(rsc[1]);
+          const { rsc: stats, tcp } = statsFromLog(log).counters;
+          ok(stats, `no rsc counters in the log${context}`);
           ok(stats.coalesced > 100, `coalesced ${stats.coalesced}`);
-          const tcp = JSON.parse(/tcp: (\{.*\})/.exec(log)![1]);
           // A bulk upload comes in long runs of segments; the relay's guest
           // alternates between receiving and sending, so its runs are shorter.
           const segmentsPerWrite = relay ? 2 : 4;
@@ -572,13 +570,13 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
       if (vhost) {
         await t.step("TCP crossed vhost-user in 64 KiB GSO frames both ways", async () => {
           const log = await backendLog;
-          const input = /input: (\{.*\})/.exec(log);
-          const send = /send: (\{.*\})/.exec(log);
-          ok(input && send, `no counters in the log${context}`);
-          const { gsoFramesIn, gsoSegmentsIn } = JSON.parse(input[1]);
-          const { gsoFramesOut, gsoSegmentsOut } = JSON.parse(send[1]);
-          ok(gsoFramesIn > 100 && gsoSegmentsIn > 4 * gsoFramesIn, `in: ${input[1]}`);
-          ok(gsoFramesOut > 100 && gsoSegmentsOut > 4 * gsoFramesOut, `out: ${send[1]}`);
+          const { input, tap } = statsFromLog(log).counters;
+          ok(input && tap, `no counters in the log${context}`);
+          const { gsoFramesToHost, gsoSegmentsToHost } = input;
+          const { gsoFramesToGuest, gsoSegmentsToGuest } = tap;
+          const text = `${JSON.stringify(input)} ${JSON.stringify(tap)}`;
+          ok(gsoFramesToHost > 100 && gsoSegmentsToHost > 4 * gsoFramesToHost, `in: ${text}`);
+          ok(gsoFramesToGuest > 100 && gsoSegmentsToGuest > 4 * gsoFramesToGuest, `out: ${text}`);
         });
         await t.step("a second QEMU connects to the same tapir: lease and ping", () => {
           match(

@@ -332,7 +332,11 @@ Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never
       deepEqual([...new Set(forwarded)].sort(), ["-U 5150", "-u 9900", "-u 9901"]);
       // The flows of closed sockets ended with them.
       const byType = statsFromLog(log).flows.byType;
-      deepEqual([byType.UDP ?? 0, byType.UDP_SPLICE ?? 0], [0, 0], `flows left: ${JSON.stringify(byType)}`);
+      deepEqual(
+        [byType.UDP ?? 0, byType.UDP_SPLICE ?? 0],
+        [0, 0],
+        `flows left: ${JSON.stringify(byType)}`,
+      );
       equal(counters(log, "udp").inbound, 3, "one -u flow per client");
       equal(counters(log, "udp-splice").flows, 1, "one -U flow");
     } finally {

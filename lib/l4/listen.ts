@@ -12,6 +12,7 @@
  */
 
 import { type PortFwd, portFwdRules } from "../fwd.ts";
+import type { Loop } from "../loop.ts";
 import type { GuestNet } from "../net.ts";
 import * as sys from "../sys/mod.ts";
 
@@ -204,4 +205,57 @@ export function openAllListenPorts(
   if (error === "") return fds;
   close(fds);
   return error;
+}
+
+/**
+ * Opens a socket for every (family, port) that `fwd` forwards with `open`
+ * (fd or -errno), as at start-up: a port that fails is reported to `failed`
+ * and skipped. Returns the fds opened.
+ */
+export function openListenPorts(
+  fwd: PortFwd,
+  net: GuestNet,
+  open: (
+    family: 4 | 6,
+    addr: Uint8Array | null,
+    ifname: string | null,
+    port: number,
+    target: number,
+  ) => number,
+  failed: (rc: number, family: 4 | 6, port: number, explicit: boolean) => void,
+): number[] {
+  const fds: number[] = [];
+  forEachListenPort(fwd, net, (family, addr, ifname, port, target, explicit) => {
+    const fd = open(family, addr, ifname, port, target);
+    if (fd >= 0) fds.push(fd);
+    else failed(fd, family, port, explicit);
+  });
+  return fds;
+}
+
+/**
+ * Opens a listening socket of `sockType` (see {@linkcode listenSocket}),
+ * watches it for input under (`fdType`, its slot in `sockets`) and stores
+ * `entry(fd)` there. Returns the fd, or -errno with nothing left open.
+ */
+export function openWatchedListener<T extends { readonly fd: number; readonly port: number }>(
+  loop: Loop,
+  fdType: number,
+  sockets: PortSockets<T>,
+  sockType: number,
+  family: 4 | 6,
+  addr: Uint8Array | null,
+  ifname: string | null,
+  port: number,
+  entry: (fd: number) => T,
+): number {
+  const fd = listenSocket(sockType, family, addr, ifname, port);
+  if (fd < 0) return fd;
+  const rc = loop.add(fd, sys.EPOLLIN, fdType, sockets.nextSlot());
+  if (rc < 0) {
+    sys.close(fd);
+    return rc;
+  }
+  sockets.add(entry(fd));
+  return fd;
 }

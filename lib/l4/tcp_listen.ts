@@ -38,10 +38,10 @@ import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import * as sys from "../sys/mod.ts";
 import {
-  forEachListenPort,
   guestFamilies,
-  listenSocket,
   openAllListenPorts,
+  openListenPorts,
+  openWatchedListener,
   PortSockets,
 } from "./listen.ts";
 import type { Tcp } from "./tcp.ts";
@@ -128,13 +128,13 @@ export class TcpListeners {
    * opened, for {@linkcode closeFds}.
    */
   bind(fwd: PortFwd): number[] {
-    const fds: number[] = [];
-    forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
-      const fd = this.#openListener(family, addr, ifname, port, target);
-      if (fd >= 0) fds.push(fd);
-      else this.#failed(fd, family, port, explicit);
-    });
-    return fds;
+    return openListenPorts(
+      fwd,
+      this.#net,
+      (family, addr, ifname, port, target) =>
+        this.#openListener(family, addr, ifname, port, target),
+      (rc, family, port, explicit) => this.#failed(rc, family, port, explicit),
+    );
   }
 
   /**
@@ -168,15 +168,18 @@ export class TcpListeners {
     port: number,
     target: number,
   ): number {
-    const fd = listenSocket(sys.SOCK_STREAM, family, addr, ifname, port);
-    if (fd < 0) return fd;
-    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#fdType, this.#listeners.nextSlot());
-    if (rc < 0) {
-      sys.close(fd);
-      return rc;
-    }
-    this.#listeners.add({ fd, v6: family === 6, port, target });
-    this.stats.listening++;
+    const fd = openWatchedListener(
+      this.#loop,
+      this.#fdType,
+      this.#listeners,
+      sys.SOCK_STREAM,
+      family,
+      addr,
+      ifname,
+      port,
+      (fd) => ({ fd, v6: family === 6, port, target }),
+    );
+    if (fd >= 0) this.stats.listening++;
     return fd;
   }
 

@@ -69,10 +69,10 @@ import { PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type FrameTail, TAIL_MAX_PIECES } from "../tap/tail.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import {
-  forEachListenPort,
   guestFamilies,
-  listenSocket,
   openAllListenPorts,
+  openListenPorts,
+  openWatchedListener,
   PortSockets,
 } from "./listen.ts";
 
@@ -631,13 +631,13 @@ export class Udp {
    * for {@linkcode closeFds}.
    */
   listen(fwd: PortFwd): number[] {
-    const fds: number[] = [];
-    forEachListenPort(fwd, this.#net, (family, addr, ifname, port, target, explicit) => {
-      const fd = this.#openListener(family, addr, ifname, port, target);
-      if (fd >= 0) fds.push(fd);
-      else this.#failed(fd, family, port, explicit);
-    });
-    return fds;
+    return openListenPorts(
+      fwd,
+      this.#net,
+      (family, addr, ifname, port, target) =>
+        this.#openListener(family, addr, ifname, port, target),
+      (rc, family, port, explicit) => this.#failed(rc, family, port, explicit),
+    );
   }
 
   /**
@@ -668,15 +668,18 @@ export class Udp {
     port: number,
     target: number,
   ): number {
-    const fd = listenSocket(sys.SOCK_DGRAM, family, addr, ifname, port);
-    if (fd < 0) return fd;
-    const rc = this.#loop.add(fd, sys.EPOLLIN, this.#listenType, this.#listeners.nextSlot());
-    if (rc < 0) {
-      sys.close(fd);
-      return rc;
-    }
-    this.#listeners.add({ fd, v6: family === 6, port, target, flows: new Set() });
-    this.stats.listening++;
+    const fd = openWatchedListener(
+      this.#loop,
+      this.#listenType,
+      this.#listeners,
+      sys.SOCK_DGRAM,
+      family,
+      addr,
+      ifname,
+      port,
+      (fd) => ({ fd, v6: family === 6, port, target, flows: new Set<number>() }),
+    );
+    if (fd >= 0) this.stats.listening++;
     return fd;
   }
 

@@ -459,3 +459,38 @@ Deno.test("control socket: 50 clients polling stats during an iperf3 transfer al
       await Deno.remove(dir, { recursive: true });
     }
   }));
+
+Deno.test("SIGUSR1 logs the statistics report as one JSON object; --stats logs a summary line every N seconds", () =>
+  withHostNs(async (host) => {
+    const dir = await workDir();
+    const tapir = new TapirRun(host, dir, ["--stats", "1", "-t", "9080:80"], servers(dir));
+    try {
+      await tapir.ready();
+      equal((await curl(host, `http://${ADDR}:9080/`)).stdout, "hello\n");
+      Deno.kill(tapir.process.pid, "SIGUSR1");
+      const log = `${dir}/log`;
+      let report: StatsReport | null = null;
+      for (let i = 0; i < 100 && report === null; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const text = await Deno.readTextFile(log);
+        const line = text.split("\n").find((l) => / info: stats \{/.test(l));
+        if (line !== undefined) report = JSON.parse(line.slice(line.indexOf("{")));
+      }
+      ok(report !== null, "a stats line at info level");
+      equal(report.counters.tcp.inbound, 1, "the curl through the tap");
+      ok(report.counters.tcp.bytesToGuest > 0 && report.counters.tcp.bytesToHost > 0);
+      ok(report.traffic.toHost.frames > 0 && report.traffic.toGuest.bytes > 0);
+      ok(typeof report.flows.live === "number" && report.uptime > 0);
+      await new Promise((r) => setTimeout(r, 1200));
+      const { result, log: text } = await tapir.stop();
+      equal(result.code, 0, explain(result));
+      match(
+        text,
+        /info: stats: to host [0-9.]+ [kMG]?bit\/s [0-9.]+ [k]?frames\/s, to guest .*; flows \d+/,
+      );
+    } finally {
+      await Deno.writeTextFile(`${dir}/stop`, "").catch(() => {});
+      await tapir.process.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));

@@ -85,7 +85,7 @@ const ACCEPT_PAUSE_MS = 100;
  * Share of wall-clock time the control socket may take from the loop, and
  * the burst it may spend at once (ms): past it, clients wait.
  */
-export const API_CPU_SHARE = 0.05;
+export const API_CPU_SHARE = 0.02;
 const API_BURST_MS = 5;
 
 /** Output chunks are merged up to this size before a write. */

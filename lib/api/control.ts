@@ -23,8 +23,8 @@
  * @module
  */
 
-import { formatIp4, formatIp6 } from "../addr.ts";
 import {
+  addrWordsFormat,
   FLOW_STATE_NAMES,
   FLOW_TYPE_NAMES,
   FlowSide,
@@ -34,7 +34,6 @@ import {
   type FlowType,
   type Pif,
   PIF_NAMES,
-  wordsToBytes,
 } from "../flow/table.ts";
 import { FORWARD_PROTOS, ForwardError, type ForwardProto, type ForwardTable } from "../forwards.ts";
 import { logInfo } from "../log.ts";
@@ -76,16 +75,6 @@ export interface FlowReport {
   readonly bytesTgtToIni: number;
 }
 
-function addrText(words: Uint32Array, scratch: Uint8Array): string {
-  wordsToBytes(words, 0, scratch, 0);
-  return isV4Mapped(scratch) ? formatIp4(scratch, 12) : formatIp6(scratch);
-}
-
-function isV4Mapped(b: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
-  return b[10] === 0xff && b[11] === 0xff;
-}
-
 /** The live flows of `flows` (up to `max`), oldest index first. */
 export function flowsReport(
   flows: FlowTable,
@@ -93,16 +82,15 @@ export function flowsReport(
 ): { flows: FlowReport[]; total: number } {
   const out: FlowReport[] = [];
   const side = new FlowSide();
-  const scratch = new Uint8Array(16);
   const now = performance.now();
   let total = 0;
   const sideReport = (sidx: number): FlowSideReport => {
     flows.readSide(sidx, side);
     return {
       pif: PIF_NAMES[side.pif as Pif],
-      peerAddr: addrText(side.eaddr, scratch),
+      peerAddr: addrWordsFormat(side.eaddr),
       peerPort: side.eport,
-      localAddr: addrText(side.oaddr, scratch),
+      localAddr: addrWordsFormat(side.oaddr),
       localPort: side.oport,
     };
   };

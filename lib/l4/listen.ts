@@ -194,14 +194,17 @@ export function openAllListenPorts(
   ) => number,
   close: (fds: number[]) => void,
 ): number[] | string {
-  const fds: number[] = [];
   let error = "";
-  forEachListenPort(fwd, net, (family, addr, ifname, port, target) => {
-    if (error !== "") return;
-    const fd = open(family, addr, ifname, port, target);
-    if (fd >= 0) fds.push(fd);
-    else error = `cannot listen on IPv${family} port ${port}: ${sys.errnoName(-fd)}`;
-  });
+  const fds = openListenPorts(
+    fwd,
+    net,
+    // After the first failure nothing more is opened: the forward is refused whole.
+    (family, addr, ifname, port, target) =>
+      error === "" ? open(family, addr, ifname, port, target) : -sys.Errno.ECANCELED,
+    (rc, family, port) => {
+      if (error === "") error = `cannot listen on IPv${family} port ${port}: ${sys.errnoName(-rc)}`;
+    },
+  );
   if (error === "") return fds;
   close(fds);
   return error;

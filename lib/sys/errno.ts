@@ -76,6 +76,7 @@ export const Errno = {
   EHOSTUNREACH: 113,
   EALREADY: 114,
   EINPROGRESS: 115,
+  ECANCELED: 125,
 } as const;
 
 /** Name of one errno value. */

@@ -9,7 +9,19 @@
  * @module
  */
 
-import { ConfError, parseConfig, usageText } from "./lib/conf.ts";
+import { ConfError, type NsConfig, parseConfig, usageText } from "./lib/conf.ts";
+import {
+  contractOfName,
+  type EngineContract,
+  type EngineOptions,
+  NO_ENGINE,
+  programName,
+} from "./lib/engines/engine.ts";
+import {
+  parseSlirp4netnsArgs,
+  slirp4netnsUsage,
+  slirp4netnsVersion,
+} from "./lib/engines/slirp4netns.ts";
 import { runCtl } from "./lib/ctl.ts";
 import { logClose, logSetup } from "./lib/log.ts";
 import { runNs } from "./lib/modes/ns.ts";
@@ -29,13 +41,38 @@ function fail(message: string): Promise<void> {
   return write(Deno.stderr, `tapir: ${message}\n`);
 }
 
-/** Runs tapir with `args` (without the program name); resolves to the exit status. */
+/**
+ * Runs tapir with `args` (without the program name); resolves to the exit
+ * status. Started under the name `slirp4netns` or `pasta` (or with that
+ * word first), tapir follows that program's contract (`lib/engines/`).
+ */
 export async function main(args: string[]): Promise<number> {
   // `tapir ctl` is a client of a running tapir, with options of its own.
   if (args[0] === "ctl") return await runCtl(args.slice(1));
+  const byName = contractOfName(programName());
+  const contract: EngineContract | null = byName ?? contractOfName(args[0] ?? "");
+  const rest = byName === null && contract !== null ? args.slice(1) : args;
   let conf;
+  let engine: EngineOptions = NO_ENGINE;
   try {
-    conf = parseConfig(args);
+    if (contract === "slirp4netns") {
+      const request = parseSlirp4netnsArgs(rest);
+      if (request.kind === "help") {
+        await write(Deno.stdout, slirp4netnsUsage());
+        return 0;
+      }
+      if (request.kind === "version") {
+        await write(Deno.stdout, slirp4netnsVersion());
+        return 0;
+      }
+      conf = parseConfig(request.nsArgs);
+      engine = request.engine;
+    } else if (contract === "pasta") {
+      conf = parseConfig(["ns", ...rest]);
+      if (conf.mode === "ns") engine = pastaEngine(conf);
+    } else {
+      conf = parseConfig(args);
+    }
   } catch (err) {
     if (!(err instanceof ConfError)) throw err;
     await fail(err.message);
@@ -58,11 +95,29 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    if (conf.mode === "ns") return await runNs(conf, import.meta.url, args);
+    if (conf.mode === "ns") {
+      // A re-execution runs the same contract, whatever name it starts under.
+      const again = contract === null ? args : [contract, ...rest];
+      return await runNs(conf, import.meta.url, again, engine);
+    }
     return await runVm(conf);
   } finally {
     logClose();
   }
+}
+
+/**
+ * pasta's contract on top of `tapir ns`: attached to an existing namespace,
+ * tapir ends with it, and without `-f` it daemonises as pasta does.
+ */
+function pastaEngine(conf: NsConfig): EngineOptions {
+  const attached = conf.target.kind !== "spawn";
+  return {
+    ...NO_ENGINE,
+    contract: "pasta",
+    daemon: attached && !conf.foreground,
+    endWithTarget: attached,
+  };
 }
 
 // The namespace worker runs this same module on its own thread (see lib/ns.ts).

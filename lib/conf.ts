@@ -94,6 +94,20 @@ export interface CommonConfig {
   readonly mapHostLoopback6: Uint8Array | null;
   /** `--loopback-only`: the host side may reach only loopback. */
   readonly loopbackOnly: boolean;
+  /** `--no-host-loopback`: refuse what would reach the host's loopback (the mapped gateway too). */
+  readonly noHostLoopback: boolean;
+  /** `--map-guest-addr`: IPv4 address the guest uses for the host's own address, or null. */
+  readonly mapGuestAddr4: Uint8Array | null;
+  /** `--map-guest-addr`: IPv6 address the guest uses for the host's own address, or null. */
+  readonly mapGuestAddr6: Uint8Array | null;
+  /** `-o`: IPv4 address outbound sockets are bound to, or null. */
+  readonly outbound4: Uint8Array | null;
+  /** `-o`: IPv6 address outbound sockets are bound to, or null. */
+  readonly outbound6: Uint8Array | null;
+  /** `--outbound-if4`: bind outbound IPv4 sockets to this interface's address, or null. */
+  readonly outboundIf4: string | null;
+  /** `--outbound-if6`: bind outbound IPv6 sockets to this interface's address, or null. */
+  readonly outboundIf6: string | null;
   /** `--dns-forward`: guest-side addresses whose DNS queries are relayed (one per family). */
   readonly dnsForward4: Uint8Array | null;
   /** See {@linkcode dnsForward4}. */
@@ -333,6 +347,38 @@ const OPTIONS: readonly OptionSpec[] = [
     scope: "both",
     help: "reach only the host's loopback; refuse other destinations",
   },
+  {
+    long: "no-host-loopback",
+    scope: "both",
+    help: "refuse destinations on the host's loopback (the mapped gateway included)",
+  },
+  {
+    long: "map-guest-addr",
+    value: "ADDR",
+    repeat: true,
+    scope: "both",
+    help: "address the guest uses for the host's own address (one per family)",
+  },
+  {
+    long: "outbound",
+    short: "o",
+    value: "ADDR",
+    repeat: true,
+    scope: "both",
+    help: "bind outbound sockets to ADDR (one per family)",
+  },
+  {
+    long: "outbound-if4",
+    value: "IFNAME",
+    scope: "both",
+    help: "bind outbound IPv4 sockets to IFNAME's address",
+  },
+  {
+    long: "outbound-if6",
+    value: "IFNAME",
+    scope: "both",
+    help: "bind outbound IPv6 sockets to IFNAME's address",
+  },
   { long: "help", short: "h", scope: "both", help: "show this help and exit" },
   { long: "version", scope: "both", help: "show the version and exit" },
   {
@@ -553,6 +599,8 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   exclusive("quiet", "debug");
   exclusive("quiet", "trace");
   exclusive("fd", "socket");
+  exclusive("outbound-if4", "outbound");
+  exclusive("outbound-if6", "outbound");
 
   const ipv4 = !given.has("ipv6-only");
   const ipv6 = !given.has("ipv4-only");
@@ -592,6 +640,12 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let gateway6: IpAddr | null = null;
   let mapLo4: IpAddr | null = null;
   let mapLo6: IpAddr | null = null;
+  let mapGuest4: IpAddr | null = null;
+  let mapGuest6: IpAddr | null = null;
+  let outbound4: IpAddr | null = null;
+  let outbound6: IpAddr | null = null;
+  let outboundIf4: string | null = null;
+  let outboundIf6: string | null = null;
   let dnsFwd4: IpAddr | null = null;
   let dnsFwd6: IpAddr | null = null;
   let dnsHost4: IpAddr | null = null;
@@ -643,6 +697,20 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
         break;
       case "map-host-loopback": {
         [mapLo4, mapLo6] = onePerFamily(raw, unicast(raw, value), mapLo4, mapLo6);
+        break;
+      }
+      case "map-guest-addr":
+        [mapGuest4, mapGuest6] = onePerFamily(raw, unicast(raw, value), mapGuest4, mapGuest6);
+        break;
+      case "outbound":
+        [outbound4, outbound6] = onePerFamily(raw, unicast(raw, value), outbound4, outbound6);
+        break;
+      case "outbound-if4":
+      case "outbound-if6": {
+        const problem = ifnameProblem(value);
+        if (problem !== null) throw new ConfError(`${raw}: ${problem}`);
+        if (t.name === "outbound-if4") outboundIf4 = value;
+        else outboundIf6 = value;
         break;
       }
       case "dns-forward": {
@@ -730,6 +798,13 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     mapHostLoopback4: mapLo4?.bytes ?? null,
     mapHostLoopback6: mapLo6?.bytes ?? null,
     loopbackOnly: given.has("loopback-only"),
+    noHostLoopback: given.has("no-host-loopback"),
+    mapGuestAddr4: mapGuest4?.bytes ?? null,
+    mapGuestAddr6: mapGuest6?.bytes ?? null,
+    outbound4: outbound4?.bytes ?? null,
+    outbound6: outbound6?.bytes ?? null,
+    outboundIf4,
+    outboundIf6,
     dnsForward4: dnsFwd4?.bytes ?? null,
     dnsForward6: dnsFwd6?.bytes ?? null,
     dnsHost4: dnsHost4?.bytes ?? null,

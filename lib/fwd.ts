@@ -329,6 +329,16 @@ export interface AddrMapRules {
   readonly mapLo6: readonly Uint8Array[];
   /** Host side may reach only loopback. */
   readonly loopbackOnly: boolean;
+  /** Refuse destinations on host loopback, mapped ones included (the relayed resolver is not refused). */
+  readonly noHostLoopback?: boolean;
+  /** `--map-guest-addr` (u32, 0: none): the guest's name for {@linkcode hostAddr4}. */
+  readonly mapGuest4?: number;
+  /** The host's own IPv4 address (u32, 0: unknown), where {@linkcode mapGuest4} goes. */
+  readonly hostAddr4?: number;
+  /** `--map-guest-addr` IPv6, or null. */
+  readonly mapGuest6?: Uint8Array | null;
+  /** The host's own IPv6 address, where {@linkcode mapGuest6} goes, or null. */
+  readonly hostAddr6?: Uint8Array | null;
   /** `--dns-forward` (u32, 0: none): port 53 of it goes to {@linkcode dnsHost4}. */
   readonly dnsForward4: number;
   /** Resolver for relayed IPv4 queries (u32, 0: none). */
@@ -345,9 +355,10 @@ export const DNS_PORT = 53;
 /**
  * Where a guest's IPv4 packet to `dst` (port `dport`) goes on the host:
  * the resolver for DNS to the `--dns-forward` address; 127.0.0.1 if `dst` is
- * mapped to host loopback (the gateway, unless `--no-map-gw`); else `dst`.
- * Returns -1 if refused: no resolver to relay to, or `--loopback-only` and
- * the result is not loopback.
+ * mapped to host loopback (the gateway, unless `--no-map-gw`); the host's
+ * own address for the `--map-guest-addr` address; else `dst`. Returns -1 if
+ * refused: no resolver to relay to, `--loopback-only` and the result is not
+ * loopback, or `--no-host-loopback` and it is (the relayed resolver aside).
  */
 export function natFromTap4(rules: AddrMapRules, dst: number, dport = 0): number {
   let target = dst;
@@ -355,7 +366,12 @@ export function natFromTap4(rules: AddrMapRules, dst: number, dport = 0): number
     if (rules.dnsHost4 === 0) return -1;
     target = rules.dnsHost4;
   } else {
-    for (const a of rules.mapLo4) if (a === dst) return LOOPBACK4;
+    if (rules.noHostLoopback && dst >>> 24 === 127) return -1;
+    for (const a of rules.mapLo4) if (a === dst) return rules.noHostLoopback ? -1 : LOOPBACK4;
+    if (rules.mapGuest4 && dst === rules.mapGuest4) {
+      if (!rules.hostAddr4) return -1;
+      target = rules.hostAddr4;
+    }
   }
   if (rules.loopbackOnly && target >>> 24 !== 127) return -1;
   return target;
@@ -378,13 +394,20 @@ export function natFromTap6(
     if (rules.dnsHost6 === null) return false;
     out.set(rules.dnsHost6);
   } else {
+    if (rules.noHostLoopback && isIp6Loopback(buf, off)) return false;
     for (const a of rules.mapLo6) {
       if (sameAddr6(a, buf, off)) {
         out.set(LOOPBACK6);
-        return true;
+        return !rules.noHostLoopback;
       }
     }
-    for (let i = 0; i < 16; i++) out[i] = buf[off + i];
+    const mapGuest = rules.mapGuest6;
+    if (mapGuest && sameAddr6(mapGuest, buf, off)) {
+      if (!rules.hostAddr6) return false;
+      out.set(rules.hostAddr6);
+    } else {
+      for (let i = 0; i < 16; i++) out[i] = buf[off + i];
+    }
   }
   return !(rules.loopbackOnly && !isIp6Loopback(out, 0));
 }

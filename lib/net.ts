@@ -88,6 +88,10 @@ export interface GuestNet extends AddrMapRules {
   readonly udpTimeoutMs: number;
   /** Which services tapir runs for the guest. */
   readonly services: GuestServices;
+  /** `-o`/`--outbound-if4`: IPv4 address outbound sockets are bound to, or null. */
+  readonly outbound4?: Uint8Array | null;
+  /** `-o`/`--outbound-if6`: IPv6 address outbound sockets are bound to, or null. */
+  readonly outbound6?: Uint8Array | null;
 }
 
 /** The services switched on (all by default; `--no-dhcp` and friends turn them off). */
@@ -225,6 +229,13 @@ export function guestNetFrom(
     mapLo4,
     mapLo6,
     loopbackOnly: conf.loopbackOnly,
+    noHostLoopback: conf.noHostLoopback,
+    mapGuest4: conf.mapGuestAddr4 ? ip4ToU32(conf.mapGuestAddr4) : 0,
+    hostAddr4: host.addr4 ? ip4ToU32(host.addr4) : 0,
+    mapGuest6: conf.mapGuestAddr6,
+    hostAddr6: host.addr6,
+    outbound4: conf.outbound4,
+    outbound6: conf.outbound6,
     dnsForward4: conf.dnsForward4 ? ip4ToU32(conf.dnsForward4) : 0,
     dnsHost4: dnsHost4 ? ip4ToU32(dnsHost4) : 0,
     dnsForward6: conf.dnsForward6,
@@ -269,6 +280,27 @@ export function hostFacts(): HostFacts {
       prefix6: v6?.addr?.prefixLen ?? null,
       gateway6: v6?.route.gateway ?? null,
     };
+  } finally {
+    nl.close();
+  }
+}
+
+/**
+ * The first usable global address of `family` on interface `ifname` in the
+ * calling thread's namespace (`--outbound-if4`, `--outbound-if6`), or a
+ * one-line reason why there is none.
+ */
+export function interfaceAddress(ifname: string, family: 4 | 6): Uint8Array | string {
+  const nl = new Netlink();
+  try {
+    const index = nl.linkIndex(ifname);
+    if (index < 0) return `no interface '${ifname}'`;
+    const addrs = nl.addrList(family);
+    if (typeof addrs === "number") return `cannot list addresses (errno ${-addrs})`;
+    const own = addrs.find((a) =>
+      a.index === index && a.scope === 0 && (a.flags & IFA_F_TENTATIVE_DEPRECATED) === 0
+    );
+    return own?.addr ?? `${ifname} has no global IPv${family} address`;
   } finally {
     nl.close();
   }

@@ -99,6 +99,8 @@ export interface NsSetup {
   readonly addresses: readonly NsAddress[];
   /** Routes for the tap (with configNet). */
   readonly routes: readonly NsRoute[];
+  /** MAC address for the tap (with configNet), or null for the kernel's random one. */
+  readonly mac?: readonly number[] | null;
 }
 
 /** Most sockets one {@linkcode NsWorker.sockets} request creates. */
@@ -170,6 +172,7 @@ function configure(nl: Netlink, index: number, s: NsSetup): void {
   const check = (rc: number, what: string) => {
     if (rc < 0) throw new sys.SysError(what, -rc);
   };
+  if (s.mac) check(nl.linkSetMac(index, new Uint8Array(s.mac)), `netlink: set MAC of ${s.ifname}`);
   check(nl.linkSetMtu(index, s.mtu), `netlink: set MTU ${s.mtu} on ${s.ifname}`);
   check(nl.linkSetUp(index, true), `netlink: set ${s.ifname} up`);
   for (const a of s.addresses) {
@@ -398,15 +401,47 @@ export class NsWorker {
 }
 
 /**
- * The command line to re-execute this program inside a new user namespace
- * where it is root, or null when that is not needed (already root, or
- * already re-executed). Run from source, a bundle or a URL, the program is
- * `deno run -A MAIN`; compiled, it is the binary itself.
+ * The command that runs this program again: `deno run -A MAIN` from
+ * source, a bundle or a URL; the binary itself when compiled.
  */
-export function rootlessReexecArgs(args: readonly string[]): string[] | null {
-  if (Deno.uid() === 0 || Deno.env.get(REEXEC_ENV)) return null;
+export function selfCommand(): string[] {
   const exe = Deno.execPath();
-  const isDeno = /(^|\/)deno$/.test(exe);
-  const self = isDeno ? [exe, "run", "-A", Deno.mainModule] : [exe];
-  return ["unshare", "--user", "--map-root-user", "--", ...self, ...args];
+  return /(^|\/)deno$/.test(exe) ? [exe, "run", "-A", Deno.mainModule] : [exe];
+}
+
+/** The inode of a namespace file, or -1 if it cannot be read. */
+function nsInode(path: string): number {
+  try {
+    return Deno.statSync(path).ino ?? -1;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * The command line to re-execute this program where it has the privileges
+ * the namespace set-up needs, or null when that is not needed (root, or
+ * already re-executed). `userns` is the user namespace owning the target
+ * network namespace, when known (a PID's, slirp4netns's `--userns-path`):
+ * an unprivileged tapir joins it (`nsenter`, keeping its ids) unless it is
+ * already there. Otherwise it makes one of its own under `unshare --user
+ * --map-root-user`, where it is root.
+ */
+export function rootlessReexecArgs(
+  args: readonly string[],
+  userns: string | null = null,
+): string[] | null {
+  if (Deno.uid() === 0 || Deno.env.get(REEXEC_ENV)) return null;
+  if (userns !== null) {
+    if (nsInode(userns) === nsInode("/proc/self/ns/user")) return null;
+    return [
+      "nsenter",
+      `--user=${userns}`,
+      "--preserve-credentials",
+      "--",
+      ...selfCommand(),
+      ...args,
+    ];
+  }
+  return ["unshare", "--user", "--map-root-user", "--", ...selfCommand(), ...args];
 }

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { OutboundBind } from "./outbound.ts";
 import { logDebug, logWarn } from "../log.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { natFromTap4, natFromTap6 } from "../fwd.ts";
@@ -88,6 +89,8 @@ export class Ping {
   readonly #hdrs: GuestHeaders;
   readonly #tap: TapSender;
   readonly #fdType: number;
+  /** Source binding of outbound sockets (`-o`). */
+  readonly #outbound: OutboundBind;
   readonly #key = new FlowSide();
   readonly #tgt = new FlowSide();
   readonly #sa = new Uint8Array(sys.SOCKADDR_STORAGE_SIZE);
@@ -102,6 +105,7 @@ export class Ping {
     this.#net = net;
     this.#hdrs = hdrs;
     this.#tap = tap;
+    this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("ping", (index) => this.#readable(index));
     const timer = (index: number, now: number) => this.#timer(index, now);
     flows.setHandlers(FlowType.PING4, { timer });
@@ -208,6 +212,12 @@ export class Ping {
             "Ping sockets need the group in net.ipv4.ping_group_range.",
         );
       }
+      return -1;
+    }
+    if (this.#outbound.apply(fd, v6) < 0) {
+      sys.close(fd);
+      flows.cancel(index);
+      this.stats.dropNoSocket++;
       return -1;
     }
     flows.setType(index, type, { index, fd, lastMs: performance.now() } satisfies PingFlow);

@@ -117,6 +117,7 @@
  * @module
  */
 
+import { OutboundBind } from "./outbound.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { natFromTap4, natFromTap6 } from "../fwd.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
@@ -409,6 +410,8 @@ export class Tcp {
   readonly #hdrs: GuestHeaders;
   readonly #tap: TapSender;
   readonly #fdType: number;
+  /** Source binding of outbound sockets (`-o`). */
+  readonly #outbound: OutboundBind;
   readonly #key = new FlowSide();
   readonly #tgt = new FlowSide();
   readonly #opts = new TcpOptions();
@@ -455,6 +458,7 @@ export class Tcp {
     this.#net = net;
     this.#hdrs = hdrs;
     this.#tap = tap;
+    this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("tcp", (index, events) => this.#sockReady(index, events));
     flows.setHandlers(FlowType.TCP, {
       deferred: (index) => this.#deferred(index),
@@ -796,7 +800,8 @@ export class Tcp {
       v6 ? sys.AF_INET6 : sys.AF_INET,
       sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC,
     );
-    if (fd < 0) {
+    if (fd < 0 || this.#outbound.apply(fd, v6) < 0) {
+      if (fd >= 0) sys.close(fd);
       flows.cancel(index);
       this.stats.refused++;
       return -1;

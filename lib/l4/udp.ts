@@ -46,6 +46,7 @@
  * @module
  */
 
+import { OutboundBind } from "./outbound.ts";
 import { ipEqual, isIp6Loopback } from "../addr.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { DNS_PORT, natFromTap4, natFromTap6, type PortFwd } from "../fwd.ts";
@@ -185,6 +186,8 @@ export class Udp {
   readonly #hdrs: GuestHeaders;
   readonly #tap: TapSender;
   readonly #fdType: number;
+  /** Source binding of outbound sockets (`-o`). */
+  readonly #outbound: OutboundBind;
   readonly #listenType: number;
   /** Indexed by epoll tag; null: a closed listener's slot, reused by the next. */
   readonly #listeners = new PortSockets<UdpListener>();
@@ -219,6 +222,7 @@ export class Udp {
     this.#net = net;
     this.#hdrs = hdrs;
     this.#tap = tap;
+    this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("udp", (index, events) => this.#sockReady(index, events));
     this.#listenType = loop.defineType("udp-listen", (index) => this.#listenerReady(index));
     flows.setHandlers(FlowType.UDP, {
@@ -402,7 +406,8 @@ export class Udp {
       v6 ? sys.IPV6_RECVERR : sys.IP_RECVERR,
       1,
     );
-    const rc = sys.connect(fd, this.#sa, saLen);
+    const bound = this.#outbound.apply(fd, v6);
+    const rc = bound < 0 ? bound : sys.connect(fd, this.#sa, saLen);
     if (rc < 0) {
       sys.close(fd);
       flows.cancel(index);

@@ -5,12 +5,12 @@
  */
 
 import { controlHandler } from "../api/control.ts";
-import { ApiServer } from "../api/server.ts";
+import { type ApiHandler, ApiServer } from "../api/server.ts";
 import type { NsConfig, VmConfig } from "../conf.ts";
 import type { ForwardTable } from "../forwards.ts";
 import { allowPingSockets } from "../l4/icmp.ts";
 import { logError, logInfo } from "../log.ts";
-import { type GuestNet, guestNetFrom, type HostFacts } from "../net.ts";
+import { type GuestNet, guestNetFrom, type HostFacts, interfaceAddress } from "../net.ts";
 import { pcapOpen } from "../pcap.ts";
 import type { Tapir } from "../tapir.ts";
 
@@ -20,10 +20,19 @@ import type { Tapir } from "../tapir.ts";
  * error line when the guest cannot be served.
  */
 export function prepareGuest(conf: NsConfig | VmConfig, host: HostFacts): GuestNet | null {
-  const net = guestNetFrom(conf, host);
+  let net = guestNetFrom(conf, host);
   if (!net.ip4 && !net.ip6) {
     logError("no address for the guest: the host has none to copy; give one with -a");
     return null;
+  }
+  for (const [family, ifname] of [[4, conf.outboundIf4], [6, conf.outboundIf6]] as const) {
+    if (ifname === null) continue;
+    const addr = interfaceAddress(ifname, family);
+    if (typeof addr === "string") {
+      logError(`--outbound-if${family}: ${addr}`);
+      return null;
+    }
+    net = family === 4 ? { ...net, outbound4: addr } : { ...net, outbound6: addr };
   }
   allowPingSockets();
   if (conf.pcap) {
@@ -39,15 +48,21 @@ export function prepareGuest(conf: NsConfig | VmConfig, host: HostFacts): GuestN
 
 /**
  * `--api-socket`: serves control requests for `t` and its forwarding
- * tables until the loop stops; the socket file goes with it. Returns false
+ * tables until the loop stops (or with `handler`: another protocol, such as
+ * slirp4netns's API); the socket file goes with it. Returns false
  * after one error line when the socket cannot be made (a live socket at the
  * path, a bad directory); true otherwise, and without the option.
  */
-export function startControl(conf: NsConfig | VmConfig, t: Tapir, forwards: ForwardTable): boolean {
+export function startControl(
+  conf: NsConfig | VmConfig,
+  t: Tapir,
+  forwards: ForwardTable,
+  handler: ApiHandler = controlHandler({ tapir: t, forwards }),
+): boolean {
   if (conf.apiSocket === null) return true;
   let server: ApiServer;
   try {
-    server = ApiServer.open(t.loop, conf.apiSocket, controlHandler({ tapir: t, forwards }));
+    server = ApiServer.open(t.loop, conf.apiSocket, handler);
   } catch (err) {
     logError((err as Error).message);
     return false;

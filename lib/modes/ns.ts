@@ -38,6 +38,16 @@ import { Tapir } from "../tapir.ts";
 import { prepareGuest, startControl } from "./common.ts";
 import { ForwardTable } from "../forwards.ts";
 import { PORT_FWD_NONE } from "../fwd.ts";
+import { slirp4netnsApiHandler } from "../api/slirp4netns.ts";
+import { type EngineOptions, NO_ENGINE } from "../engines/engine.ts";
+import {
+  daemonize,
+  daemonReady,
+  isDaemon,
+  signalReady,
+  watchExitFd,
+  watchTargetGone,
+} from "../engines/lifecycle.ts";
 
 /**
  * After the command exits, keep forwarding for at most this long while TCP
@@ -47,13 +57,22 @@ import { PORT_FWD_NONE } from "../fwd.ts";
  */
 export const DRAIN_MS = 2000;
 
-/** Runs namespace mode; `mainUrl` is the main module (the worker runs it too). */
+/**
+ * Runs namespace mode; `mainUrl` is the main module (the worker runs it
+ * too), `args` the command line to run this again with (a re-execution, the
+ * daemon), and `engine` what an engine's contract adds (`lib/engines/`).
+ */
 export async function runNs(
   conf: NsConfig,
   mainUrl: string,
   args: readonly string[],
+  engine: EngineOptions = NO_ENGINE,
 ): Promise<number> {
-  const reexec = rootlessReexecArgs(args);
+  for (const w of engine.warnings) logWarn(w);
+  if (engine.daemon && !isDaemon()) return await daemonize(args);
+  const t = conf.target;
+  const userns = engine.usernsPath ?? (t.kind === "pid" ? `/proc/${t.pid}/ns/user` : null);
+  const reexec = rootlessReexecArgs(args, userns);
   if (reexec) {
     logDebug(`not root: re-executing as ${reexec.slice(0, 4).join(" ")} ...`);
     const child = new Deno.Command(reexec[0], {
@@ -63,6 +82,9 @@ export async function runNs(
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
+    // The copy serves the engine's descriptors; holding them here would keep
+    // an exit pipe open or make a reader wait for this process too.
+    for (const fd of [engine.readyFd, engine.exitFd]) if (fd !== null) sys.close(fd);
     return (await child.status).code;
   }
 
@@ -81,7 +103,6 @@ export async function runNs(
     addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: host.prefix6 ?? 64 });
     routes.push({ family: 6, gateway: [...net.ip6.gateway] });
   }
-  const t = conf.target;
   const target: NsTargetSpec = t.kind === "spawn"
     ? { kind: "new" }
     : t.kind === "pid"
@@ -104,6 +125,7 @@ export async function runNs(
         mtu: conf.mtu,
         addresses,
         routes,
+        mac: engine.mac ? [...engine.mac] : null,
       });
     } catch (err) {
       logError(`namespace set-up failed: ${(err as Error).message}`);
@@ -163,7 +185,14 @@ export async function runNs(
     await nsFwd.start();
     await forwards.start("tcp-ns", conf.tcpNs);
     await forwards.start("udp-ns", conf.udpNs);
-    if (!startControl(conf, tr, forwards)) return 1;
+    const api = engine.slirpApi
+      ? slirp4netnsApiHandler({
+        forwards,
+        guest4: engine.slirpApi.guest4,
+        guest6: engine.slirpApi.guest6,
+      })
+      : undefined;
+    if (!startControl(conf, tr, forwards, api)) return 1;
     udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, worker, {
       udp: conf.udp,
       udpNs: conf.udpNs,
@@ -174,6 +203,16 @@ export async function runNs(
     udpAuto.start();
     const loop = tapir.loop;
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
+    if (engine.exitFd !== null) {
+      const rc = watchExitFd(loop, engine.exitFd);
+      if (rc < 0) {
+        logError(`exit fd ${engine.exitFd}: cannot watch it: ${sys.errnoName(-rc)}`);
+        return 1;
+      }
+    }
+    if (engine.endWithTarget && t.kind !== "spawn") watchTargetGone(loop, t);
+    if (engine.readyFd !== null) signalReady(engine.readyFd);
+    if (isDaemon()) daemonReady();
 
     let status = 0;
     let childPid = 0;

@@ -236,6 +236,22 @@ export const TFD_CLOEXEC = 0o2000000;
 /** Non-blocking timerfd. */
 export const TFD_NONBLOCK = 0o4000;
 
+// inotify.
+/** inotify_init1 flag: close on exec. */
+export const IN_CLOEXEC = 0o2000000;
+/** inotify_init1 flag: non-blocking. */
+export const IN_NONBLOCK = 0o4000;
+/** A file was moved out of a watched directory. */
+export const IN_MOVED_FROM = 0x40;
+/** A file was deleted from a watched directory. */
+export const IN_DELETE = 0x200;
+/** The watched file or directory itself was deleted. */
+export const IN_DELETE_SELF = 0x400;
+/** The watch was removed (the file is gone, or its file system unmounted). */
+export const IN_IGNORED = 0x8000;
+/** An unmount took the watched object away. */
+export const IN_UNMOUNT = 0x2000;
+
 // Namespaces, processes, memory.
 /** unshare/setns: mount namespace. */
 export const CLONE_NEWNS = 0x00020000;

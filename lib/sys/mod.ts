@@ -90,6 +90,10 @@ const libc = Deno.dlopen("libc.so.6", {
   timerfd_settime: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i32" },
   unshare: { parameters: ["i32"], result: "i32" },
   setns: { parameters: ["i32", "i32"], result: "i32" },
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
+  pidfd_open: { parameters: ["i32", "u32"], result: "i32" },
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
@@ -570,6 +574,29 @@ export function unshare(flags: number): number {
 /** setns(2): join the namespace `fd` refers to (`nstype` 0 = any). */
 export function setns(fd: number, nstype: number): number {
   return ret(C.setns(fd, nstype));
+}
+
+/** dup2(2): make `newfd` refer to what `oldfd` does (closing `newfd`'s old file). */
+export function dup2(oldfd: number, newfd: number): number {
+  return ret(C.dup2(oldfd, newfd));
+}
+
+/**
+ * pidfd_open(2): a descriptor for process `pid` that polls readable when the
+ * process exits. Unlike the number, it cannot come to mean another process.
+ */
+export function pidfdOpen(pid: number): number {
+  return ret(C.pidfd_open(pid, 0));
+}
+
+/** inotify_init1(2). */
+export function inotifyInit1(flags: number): number {
+  return ret(C.inotify_init1(flags));
+}
+
+/** inotify_add_watch(2): the watch descriptor, or -errno. */
+export function inotifyAddWatch(fd: number, path: string, mask: number): number {
+  return ret(C.inotify_add_watch(fd, cString(path), mask));
 }
 
 /** prctl(2) with integer arguments. */

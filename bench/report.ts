@@ -17,6 +17,7 @@ import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import type { BackendResults, BackendRun } from "./vhost_backend.ts";
 import type { QemuResults, QemuRun } from "./qemu_guest.ts";
 import { API_POLLERS, type ApiLoadResults } from "./api_load.ts";
+import type { EngineStartupResults } from "./engine_startup.ts";
 import {
   atDefaultMtu,
   type ContenderName,
@@ -232,6 +233,7 @@ export function renderMarkdown(
   backends: BackendResults | null = null,
   qemu: QemuResults | null = null,
   apiLoad: ApiLoadResults | null = null,
+  engineStartup: EngineStartupResults | null = null,
 ): string {
   const notes = new Notes();
   const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
@@ -347,7 +349,7 @@ median (min–max); "met" judges the median.
 ${targetTable(results, names)}
 ${streamRscSection(streamRsc)}${backendSection(backends)}${qemuSection(qemu)}${
     apiLoadSection(apiLoad)
-  }
+  }${engineStartupSection(engineStartup)}
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -584,4 +586,40 @@ cores, so their CPU is part of what the transfer loses.
 
 \`stats\` replies per second during the busy transfer: ${cell((x) => x.repliesPerS, 0)}.
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
+}
+
+/** The section on start-up as container engines see it, or nothing when it did not run. */
+function engineStartupSection(r: EngineStartupResults | null): string {
+  if (r === null) return "";
+  const cell = (values: readonly number[]) => {
+    const s = summarize(values);
+    return s === null ? "not measured" : formatSummary(s, 0);
+  };
+  const ratio = (a: readonly number[], b: readonly number[]) => {
+    const ma = summarize(a)?.median;
+    const mb = summarize(b)?.median;
+    return ma === undefined || mb === undefined ? "—" : num(ma / mb, 2);
+  };
+  const ms = r.ms;
+  return `
+## Start-up for container engines
+
+Time from exec of the network helper until the engine may go on, ${r.launches} launch${
+    r.launches === 1 ? "" : "es"
+  } per repetition, each
+with a fresh namespace, all as root in the host namespace; median (min–max) in ms ↓. tapir runs as
+\`deno run -A main.ts\` under the program's name (the wrapper a user installs).
+
+| | real program | tapir | tapir/real |
+| --- | --: | --: | --: |
+| slirp4netns contract (podman 4.3's arguments): exec → "1" on the ready fd | ${
+    cell(ms["slirp4netns"])
+  } | ${cell(ms["tapir-slirp4netns"])} | ${ratio(ms["tapir-slirp4netns"], ms["slirp4netns"])} |
+| pasta contract (podman 5's arguments): exec → first process exits 0 | ${cell(ms["pasta"])} | ${
+    cell(ms["tapir-pasta"])
+  } | ${ratio(ms["tapir-pasta"], ms["pasta"])} |
+
+A bare \`deno run\` of an empty file, timed the same way: ${cell(ms["deno-empty"])} ms — the
+runtime's own share of tapir's figures.
+${r.errors.length ? `\nLaunches that failed: ${r.errors.join("; ")}\n` : ""}`;
 }

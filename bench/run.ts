@@ -30,6 +30,11 @@ import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
 import { BACKEND_CASES, type BackendResults, backendRun } from "./vhost_backend.ts";
 import { qemuGuestRun, type QemuResults } from "./qemu_guest.ts";
 import { type ApiLoadResults, apiLoadRun } from "./api_load.ts";
+import {
+  type EngineStartupResults,
+  engineStartupResults,
+  engineStartupRun,
+} from "./engine_startup.ts";
 import { renderSvg } from "./svg.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -290,6 +295,15 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     }
     apiLoad = a;
   }
+  let engineStartup: EngineStartupResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const e = engineStartupResults(opts.session.startupRuns);
+    for (let rep = 0; rep < opts.reps; rep++) {
+      progress(`bench: rep ${rep + 1}: start-up as slirp4netns and as pasta, beside the real ones`);
+      await engineStartupRun(env, MAIN_TS, e, rep);
+    }
+    engineStartup = e;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -329,6 +343,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
       backends,
       qemu,
       apiLoad,
+      engineStartup,
     ),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
@@ -336,7 +351,16 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     await Deno.writeTextFile(
       opts.json,
       JSON.stringify(
-        { machine, run, results: results.toJSON(), streamRsc, backends, qemu, apiLoad },
+        {
+          machine,
+          run,
+          results: results.toJSON(),
+          streamRsc,
+          backends,
+          qemu,
+          apiLoad,
+          engineStartup,
+        },
         null,
         2,
       ) +

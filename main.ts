@@ -72,6 +72,10 @@ export async function main(args: string[]): Promise<number> {
       if (conf.mode === "ns") engine = pastaEngine(conf);
     } else {
       conf = parseConfig(args);
+      // An attached tapir ends with what it serves, as pasta does.
+      if (conf.mode === "ns" && conf.target.kind !== "spawn") {
+        engine = { ...NO_ENGINE, endWithTarget: true };
+      }
     }
   } catch (err) {
     if (!(err instanceof ConfError)) throw err;

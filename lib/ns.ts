@@ -24,6 +24,9 @@
  * is. So without root, tapir re-executes itself once under `unshare --user
  * --map-root-user` ({@linkcode rootlessReexecArgs}) and proceeds as root of
  * that user namespace; the network namespace it then creates belongs to it.
+ * To serve a namespace that belongs to someone else's user namespace (a
+ * PID's, as rootlesskit asks), it joins that one instead (`nsenter --user`,
+ * keeping its ids), where it has the capabilities that namespace grants.
  *
  * A socket's network namespace is fixed when `socket()` is called, by the
  * calling thread's namespace; `bind`, `listen`, `connect` and `accept` then

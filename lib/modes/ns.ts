@@ -1,14 +1,21 @@
 /**
  * `tapir ns`: give a network namespace connectivity through a tap device.
  *
- * 1. Without root, re-execute under a new user namespace (see `lib/ns.ts`)
- *    and pass the child's exit status through.
+ * 0. For an engine's contract (`lib/engines/`): daemonise first if asked
+ *    (pasta without `-f`); the first process returns when the daemon serves.
+ * 1. Without root, re-execute where the set-up is allowed (see
+ *    `rootlessReexecArgs` in `lib/ns.ts`: the target's user namespace, or a
+ *    new one) and pass the child's exit status through.
  * 2. Read the host's addresses and routes; build the guest's network.
  * 3. Start the namespace worker: enter (`--netns`, PID) or create the
  *    namespace, create the tap, configure it (`--config-net`).
- * 4. Run the translator until the command exits (spawn mode; then TCP
+ * 4. Open the forwards and the control socket (tapir's requests, or
+ *    slirp4netns's API), write the pid file, then say so: "1" on the ready
+ *    descriptor, or the daemon's signal to the first process.
+ * 5. Run the translator until the command exits (spawn mode; then TCP
  *    connections get {@linkcode DRAIN_MS} to finish), the namespace goes away
- *    (attach mode: the tap fails), or a signal.
+ *    (attach mode: its process exits or its path is deleted), the exit
+ *    descriptor fires, or a signal.
  *
  * The exit status is the command's (128 + signal number if a signal ended
  * it), 0 for an attached run that ended, 1 on a set-up error.

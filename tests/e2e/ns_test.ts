@@ -369,3 +369,38 @@ Deno.test("attach: tapir ns PID and --netns PATH serve an existing namespace unt
       await sleeper.status;
     }
   }));
+
+Deno.test("attach: tapir ns PID ends by itself, status 0, when that process exits", () =>
+  withHostNs(async (host) => {
+    const [sc, sa] = nsArgs(host, "unshare", ["-n", "sleep", "60"]);
+    const sleeper = new Deno.Command(sc, { args: sa, stdout: "null", stderr: "null" }).spawn();
+    const [tc, ta] = nsArgs(host, Deno.execPath(), [
+      "run",
+      "-A",
+      MAIN,
+      "ns",
+      "--loopback-only",
+      "--config-net",
+      "-d",
+      `${sleeper.pid}`,
+    ]);
+    const tapir = new Deno.Command(tc, { args: ta, stdout: "piped", stderr: "piped" }).spawn();
+    try {
+      let up = false;
+      for (let i = 0; i < 100 && !up; i++) {
+        const r = await run("nsenter", ["-t", `${sleeper.pid}`, "-n", "ip", "-br", "addr"]);
+        up = r.stdout.includes(HOST_NS.addr4);
+        if (!up) await new Promise((r) => setTimeout(r, 100));
+      }
+      ok(up, "the tap came up in the process's namespace");
+    } finally {
+      sleeper.kill("SIGKILL");
+      await sleeper.status;
+    }
+    const timer = setTimeout(() => tapir.kill("SIGKILL"), 10_000);
+    const out = await tapir.output();
+    clearTimeout(timer);
+    const log = new TextDecoder().decode(out.stderr);
+    equal(out.code, 0, log);
+    match(log, /stopped: process \d+ exited/);
+  }));

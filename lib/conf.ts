@@ -968,7 +968,13 @@ Usage:
   tapir ns [OPTIONS] --netns PATH|NAME    attach to an existing network namespace
   tapir vm [OPTIONS]                      serve a virtual machine over a UNIX socket (QEMU)
   tapir ctl -s PATH [REQUEST]             query or change a running tapir (see 'tapir ctl --help')
+  tapir slirp4netns [OPTIONS] PID|PATH [TAPNAME]
+                                          slirp4netns's command line (see 'tapir slirp4netns --help')
+  tapir pasta [OPTIONS] ...               as 'tapir ns', daemonising and ending as pasta does
   tapir --help | --version
+
+Started under the name slirp4netns or pasta (a symlink, or a wrapper using
+'exec -a'), tapir follows that program's contract without the first word.
 
 Options for both modes:
 ${section("both")}

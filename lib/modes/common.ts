@@ -57,18 +57,26 @@ export function startControl(
   conf: NsConfig | VmConfig,
   t: Tapir,
   forwards: ForwardTable,
-  handler: ApiHandler = controlHandler({ tapir: t, forwards }),
+  handler: ApiHandler | null = null,
 ): boolean {
   if (conf.apiSocket === null) return true;
   let server: ApiServer;
   try {
-    server = ApiServer.open(t.loop, conf.apiSocket, handler);
+    server = ApiServer.open(
+      t.loop,
+      conf.apiSocket,
+      handler ?? controlHandler({ tapir: t, forwards }),
+    );
   } catch (err) {
     logError((err as Error).message);
     return false;
   }
   t.stats.add("api", server.stats);
   t.loop.onStop(() => server.close());
-  logInfo(`control socket: ${conf.apiSocket} (tapir ctl --socket ${conf.apiSocket} stats)`);
+  logInfo(
+    handler === null
+      ? `control socket: ${conf.apiSocket} (tapir ctl --socket ${conf.apiSocket} stats)`
+      : `API socket: ${conf.apiSocket}`,
+  );
   return true;
 }

@@ -198,7 +198,7 @@ export async function runNs(
         guest4: engine.slirpApi.guest4,
         guest6: engine.slirpApi.guest6,
       })
-      : undefined;
+      : null;
     if (!startControl(conf, tr, forwards, api)) return 1;
     udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, worker, {
       udp: conf.udp,

@@ -599,8 +599,6 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   exclusive("quiet", "debug");
   exclusive("quiet", "trace");
   exclusive("fd", "socket");
-  exclusive("outbound-if4", "outbound");
-  exclusive("outbound-if6", "outbound");
 
   const ipv4 = !given.has("ipv6-only");
   const ipv6 = !given.has("ipv4-only");
@@ -774,6 +772,18 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
         fd = parseInteger(raw, value, 0, FD_MAX);
         break;
     }
+  }
+
+  // -o and --outbound-if4/6 each give a family's source; one per family.
+  if (outboundIf4 !== null && outbound4 !== null) {
+    throw new ConfError(
+      `${given.get("outbound-if4")} cannot be combined with an IPv4 ${given.get("outbound")}`,
+    );
+  }
+  if (outboundIf6 !== null && outbound6 !== null) {
+    throw new ConfError(
+      `${given.get("outbound-if6")} cannot be combined with an IPv6 ${given.get("outbound")}`,
+    );
   }
 
   const common: CommonConfig = {

@@ -33,7 +33,15 @@
  * @module
  */
 
-import { formatIp4, formatIp6, ifnameProblem, ipEqual, isIp6Loopback, parseIp } from "./addr.ts";
+import {
+  formatIp4,
+  formatIp6,
+  ifnameProblem,
+  ipEqual,
+  isIp6Loopback,
+  isIp6V4Mapped,
+  parseIp,
+} from "./addr.ts";
 
 /** An inclusive range of port numbers, 1-65535. */
 export interface PortRange {
@@ -394,7 +402,10 @@ export function natFromTap6(
     if (rules.dnsHost6 === null) return false;
     out.set(rules.dnsHost6);
   } else {
-    if (rules.noHostLoopback && isIp6Loopback(buf, off)) return false;
+    // ::ffff:127.x.x.x reaches IPv4 loopback through a dual-stack socket.
+    if (rules.noHostLoopback && (isIp6Loopback(buf, off) || isV4MappedLoopback(buf, off))) {
+      return false;
+    }
     for (const a of rules.mapLo6) {
       if (sameAddr6(a, buf, off)) {
         out.set(LOOPBACK6);
@@ -410,6 +421,10 @@ export function natFromTap6(
     }
   }
   return !(rules.loopbackOnly && !isIp6Loopback(out, 0));
+}
+
+function isV4MappedLoopback(buf: Uint8Array, off: number): boolean {
+  return isIp6V4Mapped(buf, off) && buf[off + 12] === 127;
 }
 
 function sameAddr6(a: Uint8Array, buf: Uint8Array, off: number): boolean {

@@ -125,3 +125,64 @@ Deno.test("logging is set up from the config before the mode starts", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Runs tapir under another program name (`exec -a NAME`), as a symlink to it would. */
+async function tapirAs(name: string, ...args: string[]): Promise<Run> {
+  const out = await new Deno.Command("bash", {
+    args: ["-c", 'exec -a "$0" "$@"', name, Deno.execPath(), "run", "-A", "main.ts", ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+Deno.test("started as slirp4netns, --help prints slirp4netns's usage", async () => {
+  const run = await tapirAs("/some/dir/slirp4netns", "--help");
+  equal(run.code, 0, run.stderr);
+  equal(run.stderr, "");
+  ok(run.stdout.startsWith("Usage: slirp4netns "), run.stdout.split("\n")[0]);
+  ok(run.stdout.includes("--netns-type"));
+  ok(run.stdout.includes("--enable-ipv6"));
+});
+
+Deno.test("'tapir slirp4netns' follows slirp4netns's contract too", async () => {
+  const help = await tapir("slirp4netns", "--help");
+  equal(help.code, 0);
+  ok(help.stdout.startsWith("Usage: slirp4netns"), help.stdout.split("\n")[0]);
+  const version = await tapir("slirp4netns", "--version");
+  equal(version.code, 0);
+  equal(version.stderr, "");
+  ok(version.stdout.startsWith("slirp4netns version "), version.stdout);
+  equal(version.stdout.split("\n").length, 2, "one line");
+});
+
+Deno.test("as slirp4netns, an unknown option is one line naming it, exit 1", async () => {
+  assertOneErrorLine(
+    await tapir("slirp4netns", "--bogus", "1", "tap0"),
+    "tapir: unknown option '--bogus'",
+  );
+  assertOneErrorLine(
+    await tapirAs("slirp4netns", "--bogus", "1", "tap0"),
+    "tapir: unknown option '--bogus'",
+  );
+});
+
+Deno.test("as slirp4netns, -e naming a descriptor that was not passed is one line, exit 1", async () => {
+  const run = await tapir("slirp4netns", "-e", "9", "1", "tap0");
+  equal(run.code, 1);
+  equal(run.stdout, "");
+  const lines = run.stderr.split("\n");
+  equal(lines.length, 2, run.stderr);
+  ok(lines[0].startsWith("tapir: -e: descriptor 9 "), lines[0]);
+});
+
+Deno.test("started as pasta, --help is tapir's and an unknown option is one line", async () => {
+  const help = await tapirAs("/usr/bin/pasta", "--help");
+  equal(help.code, 0, help.stderr);
+  equal(help.stderr, "");
+  equal(help.stdout, (await tapir("--help")).stdout);
+  assertOneErrorLine(await tapirAs("pasta", "--bogus"), "tapir: unknown option '--bogus'");
+});

@@ -381,6 +381,57 @@ const ERRORS: [string[], string][] = [
   [["vm", "--fd", "x"], "--fd: 'x' is not a whole number"],
   [["vm", "--fd=-1"], "--fd: '-1' is not a whole number"],
   [["vm", "--fd", "2147483648"], "--fd: 2147483648 is out of range 0-2147483647"],
+  // The host's own address, outbound binding.
+  [
+    ["ns", "--map-guest-addr", "192.0.2.77", "--map-guest-addr", "192.0.2.78"],
+    "--map-guest-addr: second IPv4 address, 192.0.2.77 is given",
+  ],
+  [
+    ["vm", "--map-guest-addr", "2001:db8::77", "--map-guest-addr", "2001:db8::78"],
+    "--map-guest-addr: second IPv6 address, 2001:db8::77 is given",
+  ],
+  [["ns", "--map-guest-addr", "host"], "--map-guest-addr: 'host' is not an IPv4 or IPv6 address"],
+  [
+    ["ns", "--map-guest-addr", "224.0.0.1"],
+    "--map-guest-addr: 224.0.0.1 is multicast, not a unicast address",
+  ],
+  [
+    ["ns", "-4", "--map-guest-addr", "2001:db8::77"],
+    "--map-guest-addr: 2001:db8::77 is IPv6, but -4 is given",
+  ],
+  [["ns", "--no-host-loopback=yes"], "--no-host-loopback: takes no value"],
+  [
+    ["ns", "-o", "192.0.2.5", "--outbound", "192.0.2.6"],
+    "--outbound: second IPv4 address, 192.0.2.5 is given",
+  ],
+  [
+    ["vm", "-o", "2001:db8::5", "-o", "2001:db8::6"],
+    "-o: second IPv6 address, 2001:db8::5 is given",
+  ],
+  [["ns", "-o", "eth0"], "-o: 'eth0' is not an IPv4 or IPv6 address"],
+  [["ns", "-o", "0.0.0.0"], "-o: 0.0.0.0 is unspecified, not a unicast address"],
+  [["ns", "-6", "-o", "192.0.2.5"], "-o: 192.0.2.5 is IPv4, but -6 is given"],
+  [
+    ["ns", "--outbound-if4", "a/b"],
+    "--outbound-if4: interface name 'a/b' contains '/', ':' or whitespace",
+  ],
+  [["vm", "--outbound-if6", ""], "--outbound-if6: interface name is empty"],
+  [
+    ["ns", "--outbound-if6", "x".repeat(16)],
+    `--outbound-if6: interface name '${"x".repeat(16)}' is longer than 15 bytes`,
+  ],
+  [
+    ["ns", "--outbound-if4", "eth0", "--outbound-if4", "eth1"],
+    "--outbound-if4: given more than once",
+  ],
+  [
+    ["ns", "-o", "192.0.2.5", "--outbound-if4", "eth0"],
+    "--outbound-if4 cannot be combined with an IPv4 -o",
+  ],
+  [
+    ["vm", "--outbound-if6", "eth0", "--outbound", "2001:db8::5"],
+    "--outbound-if6 cannot be combined with an IPv6 --outbound",
+  ],
 ];
 
 Deno.test("every refusal is one exact line", () => {
@@ -436,4 +487,54 @@ Deno.test("--map-host-loopback takes one unicast address per family", () => {
   );
   ok(refused("ns", "--map-host-loopback", "224.0.0.1").startsWith("--map-host-loopback:"));
   ok(refused("ns", "-4", "--map-host-loopback", "::5").startsWith("--map-host-loopback:"));
+});
+
+Deno.test("the host's-own-address and outbound options are off by default", () => {
+  for (const c of [ns(), vm()]) {
+    equal(c.noHostLoopback, false);
+    equal(c.mapGuestAddr4, null);
+    equal(c.mapGuestAddr6, null);
+    equal(c.outbound4, null);
+    equal(c.outbound6, null);
+    equal(c.outboundIf4, null);
+    equal(c.outboundIf6, null);
+  }
+});
+
+Deno.test("--no-host-loopback is a flag of both modes, apart from --loopback-only", () => {
+  const c = ns("--no-host-loopback");
+  equal(c.noHostLoopback, true);
+  equal(c.loopbackOnly, false);
+  equal(c.mapGw, true, "the gateway stays mapped; what it maps to is refused");
+  equal(vm("--no-host-loopback").noHostLoopback, true);
+});
+
+Deno.test("--map-guest-addr takes one unicast address per family, in both modes", () => {
+  const c = ns("--map-guest-addr", "192.0.2.77", "--map-guest-addr", "2001:db8::77");
+  deepStrictEqual(c.mapGuestAddr4, bytes(192, 0, 2, 77));
+  deepStrictEqual(
+    c.mapGuestAddr6,
+    bytes(0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x77),
+  );
+  const v4 = vm("--map-guest-addr=10.0.2.254");
+  deepStrictEqual(v4.mapGuestAddr4, bytes(10, 0, 2, 254));
+  equal(v4.mapGuestAddr6, null);
+  equal(vm("--map-guest-addr", "fd00::fe").mapGuestAddr4, null);
+});
+
+Deno.test("-o and --outbound take one unicast address per family, in both modes", () => {
+  const c = ns("-o", "192.0.2.5", "--outbound", "2001:db8::5");
+  deepStrictEqual(c.outbound4, bytes(192, 0, 2, 5));
+  deepStrictEqual(c.outbound6, bytes(0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5));
+  deepStrictEqual(vm("--outbound=198.51.100.9").outbound4, bytes(198, 51, 100, 9));
+  equal(vm("-o", "198.51.100.9").outbound6, null);
+});
+
+Deno.test("--outbound-if4 and --outbound-if6 keep interface names, in both modes", () => {
+  const c = ns("--outbound-if4", "eth0", "--outbound-if6", "wlan0");
+  equal(c.outboundIf4, "eth0");
+  equal(c.outboundIf6, "wlan0");
+  equal(c.outbound4, null);
+  equal(vm("--outbound-if6=br-lan").outboundIf6, "br-lan");
+  equal(vm("--outbound-if4", "x".repeat(15)).outboundIf4, "x".repeat(15));
 });

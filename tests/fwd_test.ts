@@ -1,5 +1,10 @@
 import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
+import { parseIp } from "../lib/addr.ts";
 import {
+  type AddrMapRules,
+  LOOPBACK4,
+  natFromTap4,
+  natFromTap6,
   parsePortFwd,
   PORT_FWD_NONE,
   type PortFwd,
@@ -239,4 +244,137 @@ Deno.test("'auto' takes exclusions, in one spec or repeated, in either order", (
     equal(f.mode, "auto", specs.join(" "));
     deepStrictEqual(f.excluded, [{ first: 22, last: 22 }], specs.join(" "));
   }
+});
+
+// ---------------------------------------------------------------------------
+// Address mapping: --no-host-loopback, --map-guest-addr.
+
+/** An IPv4 address as the u32 the rules use. */
+function u32(text: string): number {
+  const ip = parseIp(text);
+  if (ip === null || ip.family !== 4) throw new Error(`not IPv4: ${text}`);
+  const [a, b, c, d] = ip.bytes;
+  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+}
+
+/** An IPv6 address as 16 bytes. */
+function v6(text: string): Uint8Array {
+  const ip = parseIp(text);
+  if (ip === null || ip.family !== 6) throw new Error(`not IPv6: ${text}`);
+  return ip.bytes;
+}
+
+/**
+ * slirp4netns's network: the gateway (10.0.2.2, fd00::2) means host
+ * loopback, DNS at .3/::3 goes to a resolver on the host's loopback.
+ */
+function rules(over: Partial<AddrMapRules> = {}): AddrMapRules {
+  return {
+    mapLo4: [u32("10.0.2.2")],
+    mapLo6: [v6("fd00::2")],
+    loopbackOnly: false,
+    dnsForward4: u32("10.0.2.3"),
+    dnsHost4: u32("127.0.0.53"),
+    dnsForward6: v6("fd00::3"),
+    dnsHost6: v6("::1"),
+    ...over,
+  };
+}
+
+/** natFromTap6 for an address given as text: the address it goes to, or null if refused. */
+function nat6(r: AddrMapRules, dst: string, dport = 0): string | null {
+  const buf = new Uint8Array(40);
+  buf.set(v6(dst), 24); // where an IPv6 header keeps its destination
+  const out = new Uint8Array(16);
+  if (!natFromTap6(r, buf, 24, out, dport)) return null;
+  return [...out].join(",");
+}
+
+const v6Text = (text: string) => [...v6(text)].join(",");
+
+Deno.test("without --no-host-loopback the gateway and 127.0.0.0/8 reach host loopback", () => {
+  const r = rules();
+  equal(natFromTap4(r, u32("10.0.2.2"), 80), LOOPBACK4);
+  equal(natFromTap4(r, u32("127.0.0.1"), 80), u32("127.0.0.1"));
+  equal(nat6(r, "fd00::2", 80), v6Text("::1"));
+  equal(nat6(r, "::1", 80), v6Text("::1"));
+});
+
+Deno.test("--no-host-loopback refuses the mapped gateway and 127.0.0.0/8", () => {
+  const r = rules({ noHostLoopback: true });
+  equal(natFromTap4(r, u32("10.0.2.2"), 80), -1);
+  equal(natFromTap4(r, u32("10.0.2.2")), -1, "ICMP too");
+  equal(natFromTap4(r, u32("127.0.0.1"), 22), -1);
+  equal(natFromTap4(r, u32("127.255.255.254"), 22), -1);
+  equal(natFromTap4(r, u32("10.0.2.3"), 80), u32("10.0.2.3"), "only port 53 is relayed");
+  equal(natFromTap4(r, u32("192.0.2.1"), 80), u32("192.0.2.1"), "elsewhere is reachable");
+  equal(natFromTap4(r, u32("128.0.0.1"), 80), u32("128.0.0.1"));
+});
+
+Deno.test("--no-host-loopback refuses ::1 and the mapped IPv6 gateway", () => {
+  const r = rules({ noHostLoopback: true });
+  equal(nat6(r, "::1", 22), null);
+  equal(nat6(r, "fd00::2", 80), null);
+  equal(nat6(r, "2001:db8::1", 80), v6Text("2001:db8::1"));
+  equal(nat6(r, "::2", 80), v6Text("::2"), "only ::1 is loopback");
+  // A dual-stack socket would carry ::ffff:127.0.0.1 to IPv4 loopback.
+  equal(nat6(r, "::ffff:127.0.0.1", 22), null);
+  equal(nat6(r, "::ffff:127.1.2.3", 22), null);
+  equal(nat6(r, "::ffff:192.0.2.1", 80), v6Text("::ffff:192.0.2.1"));
+});
+
+Deno.test("--no-host-loopback still relays DNS to a resolver on host loopback", () => {
+  const r = rules({ noHostLoopback: true });
+  equal(natFromTap4(r, u32("10.0.2.3"), 53), u32("127.0.0.53"));
+  equal(nat6(r, "fd00::3", 53), v6Text("::1"));
+  const dnsOnGateway = rules({ noHostLoopback: true, dnsForward4: u32("10.0.2.2") });
+  equal(natFromTap4(dnsOnGateway, u32("10.0.2.2"), 53), u32("127.0.0.53"));
+  equal(natFromTap4(dnsOnGateway, u32("10.0.2.2"), 80), -1);
+});
+
+Deno.test("--map-guest-addr maps to the host's own address in each family", () => {
+  const r = rules({
+    mapGuest4: u32("10.0.2.254"),
+    hostAddr4: u32("192.0.2.10"),
+    mapGuest6: v6("fd00::fe"),
+    hostAddr6: v6("2001:db8::10"),
+  });
+  equal(natFromTap4(r, u32("10.0.2.254"), 80), u32("192.0.2.10"));
+  equal(natFromTap4(r, u32("10.0.2.253"), 80), u32("10.0.2.253"));
+  equal(nat6(r, "fd00::fe", 80), v6Text("2001:db8::10"));
+  equal(nat6(r, "fd00::fd", 80), v6Text("fd00::fd"));
+  const noLoopback = { ...r, noHostLoopback: true };
+  equal(natFromTap4(noLoopback, u32("10.0.2.254"), 80), u32("192.0.2.10"), "not loopback");
+  equal(nat6(noLoopback, "fd00::fe", 80), v6Text("2001:db8::10"));
+});
+
+Deno.test("--map-guest-addr is refused while the host's own address is unknown", () => {
+  const r = rules({
+    mapGuest4: u32("10.0.2.254"),
+    hostAddr4: 0,
+    mapGuest6: v6("fd00::fe"),
+    hostAddr6: null,
+  });
+  equal(natFromTap4(r, u32("10.0.2.254"), 80), -1);
+  equal(nat6(r, "fd00::fe", 80), null);
+  equal(natFromTap4(r, u32("192.0.2.1"), 80), u32("192.0.2.1"), "other addresses are unaffected");
+});
+
+Deno.test("--loopback-only still applies after --map-guest-addr and --no-host-loopback", () => {
+  const r = rules({
+    loopbackOnly: true,
+    mapGuest4: u32("10.0.2.254"),
+    hostAddr4: u32("192.0.2.10"),
+    mapGuest6: v6("fd00::fe"),
+    hostAddr6: v6("2001:db8::10"),
+  });
+  equal(natFromTap4(r, u32("10.0.2.254"), 80), -1, "the host's own address is not loopback");
+  equal(nat6(r, "fd00::fe", 80), null);
+  equal(natFromTap4(r, u32("10.0.2.2"), 80), LOOPBACK4, "the mapped gateway is");
+  const both = { ...r, noHostLoopback: true };
+  equal(natFromTap4(both, u32("10.0.2.2"), 80), -1);
+  equal(natFromTap4(both, u32("192.0.2.1"), 80), -1);
+  equal(nat6(both, "fd00::2", 80), null);
+  equal(natFromTap4(both, u32("10.0.2.3"), 53), u32("127.0.0.53"), "only the relayed resolver");
+  equal(nat6(both, "fd00::3", 53), v6Text("::1"));
 });

@@ -20,8 +20,9 @@
  * - `{"execute":"remove_hostfwd","arguments":{"id":1}}` → `{"return":{}}`.
  * - A refusal is `{"error":{"desc":"bad request: add_hostfwd: bad arguments.…"}}`.
  *
- * Each entry is one or two tapir forwards (`-t`/`-u` specs in the
- * {@linkcode ForwardTable}), added all or nothing and removed together.
+ * Each entry is one tapir forward (a `-t`/`-u` spec in the
+ * {@linkcode ForwardTable}: `H:G` for the wildcard of both families,
+ * `ADDR/H:G` otherwise), added all or nothing and removed with it.
  *
  * @module
  */
@@ -47,8 +48,8 @@ interface HostFwd {
   readonly host6: string | null;
   readonly hostPort: number;
   readonly guestPort: number;
-  /** The tapir forwards behind it. */
-  readonly specs: readonly { readonly proto: ForwardProto; readonly spec: string }[];
+  /** The tapir forward behind it. */
+  readonly spec: { readonly proto: ForwardProto; readonly spec: string };
 }
 
 function bad(what: string): { error: { desc: string } } {
@@ -112,18 +113,12 @@ export function slirp4netnsApiHandler(ctx: Slirp4netnsApiContext): ApiHandler {
 
     const proto: ForwardProto = udp ? "udp" : "tcp";
     const ports = `${hostPort}:${guestPort}`;
-    const specs: string[] = [];
-    // The wildcard of both families is one tapir spec; otherwise one per family.
-    if (v4 && v6 && host4 === "0.0.0.0" && host6 === "::") specs.push(ports);
-    else {
-      if (v4) specs.push(`${host4}/${ports}`);
-      if (v6) specs.push(`${host6}/${ports}`);
-    }
-    const added: { proto: ForwardProto; spec: string }[] = [];
+    // Both families only come from the wildcard, which one tapir spec covers.
+    const spec = v4 && v6 ? ports : `${v4 ? host4 : host6}/${ports}`;
+    let added: { proto: ForwardProto; spec: string };
     try {
-      for (const spec of specs) added.push(await ctx.forwards.add(proto, spec));
+      added = await ctx.forwards.add(proto, spec);
     } catch (err) {
-      for (const a of added) ctx.forwards.remove(a.proto, a.spec);
       return bad(`add_hostfwd: ${(err as Error).message}`);
     }
     const id = nextId++;
@@ -134,7 +129,7 @@ export function slirp4netnsApiHandler(ctx: Slirp4netnsApiContext): ApiHandler {
       host6: v6 ? host6 : null,
       hostPort,
       guestPort,
-      specs: added,
+      spec: added,
     });
     return { return: { id } };
   };
@@ -156,7 +151,7 @@ export function slirp4netnsApiHandler(ctx: Slirp4netnsApiContext): ApiHandler {
     const i = entries.findIndex((e) => e.id === args.id);
     if (i < 0) return bad("remove_hostfwd: bad arguments.id");
     const [e] = entries.splice(i, 1);
-    for (const s of e.specs) ctx.forwards.remove(s.proto, s.spec);
+    ctx.forwards.remove(e.spec.proto, e.spec.spec);
     return { return: {} };
   };
 

@@ -187,7 +187,10 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
     if (api.value === "") throw new ConfError(`${api.raw}: path is empty`);
     nsArgs.push("--api-socket", api.value);
   }
-  nsArgs.push(...outboundArgs(get("outbound-addr"), 4), ...outboundArgs(get("outbound-addr6"), 6));
+  nsArgs.push(
+    ...outboundArgs(get("outbound-addr"), 4, ipv6),
+    ...outboundArgs(get("outbound-addr6"), 6, ipv6),
+  );
 
   let mac: Uint8Array | null = null;
   const macOpt = get("macaddress");
@@ -202,7 +205,8 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
   }
   const userns = get("userns-path");
   if (userns && userns.value === "") throw new ConfError(`${userns.raw}: path is empty`);
-  if (byPath) nsArgs.push("--netns", targetText);
+  // slirp4netns opens a relative path as given; `--netns NAME` would mean /run/netns/NAME.
+  if (byPath) nsArgs.push("--netns", targetText.includes("/") ? targetText : `./${targetText}`);
   else nsArgs.push(`${pid}`);
 
   return {
@@ -304,12 +308,19 @@ function u32Bytes(u: number): Uint8Array {
 }
 
 /** `--outbound-addr` (family 4: an IPv4 or IPv6 address, or an interface for IPv4) and `--outbound-addr6`. */
-function outboundArgs(o: { raw: string; value: string } | undefined, family: 4 | 6): string[] {
+function outboundArgs(
+  o: { raw: string; value: string } | undefined,
+  family: 4 | 6,
+  ipv6: boolean,
+): string[] {
   if (o === undefined) return [];
   const ip = parseIp(o.value);
   if (ip !== null) {
     if (family === 6 && ip.family === 4) {
       throw new ConfError(`${o.raw}: ${o.value} is not an IPv6 address`);
+    }
+    if (ip.family === 6 && !ipv6) {
+      throw new ConfError(`${o.raw}: ${o.value} is IPv6, which needs --enable-ipv6`);
     }
     return ["--outbound", o.value];
   }
@@ -317,6 +328,7 @@ function outboundArgs(o: { raw: string; value: string } | undefined, family: 4 |
   if (problem !== null) {
     throw new ConfError(`${o.raw}: '${o.value}' is neither an address nor an interface name`);
   }
+  if (family === 6 && !ipv6) throw new ConfError(`${o.raw}: IPv6 needs --enable-ipv6`);
   return [family === 4 ? "--outbound-if4" : "--outbound-if6", o.value];
 }
 

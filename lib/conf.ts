@@ -905,7 +905,8 @@ function onePerFamily(
   return ip.family === 4 ? [ip, v6] : [v4, ip];
 }
 
-function parseInteger(raw: string, text: string, min: number, max: number): number {
+/** A whole number in `min..max` given to option `raw`; a {@linkcode ConfError} naming it otherwise. */
+export function parseInteger(raw: string, text: string, min: number, max: number): number {
   if (!/^[0-9]+$/.test(text)) throw new ConfError(`${raw}: '${text}' is not a whole number`);
   const n = Number(text);
   if (n < min || n > max) throw new ConfError(`${raw}: ${text} is out of range ${min}-${max}`);

@@ -29,7 +29,7 @@
 
 import { parseArgs } from "node:util";
 import { formatIp4, formatIp6, ifnameProblem, parseIp, parseIp4 } from "../addr.ts";
-import { ConfError } from "../conf.ts";
+import { ConfError, parseInteger } from "../conf.ts";
 import * as sys from "../sys/mod.ts";
 import { VERSION } from "../version.ts";
 import type { EngineOptions } from "./engine.ts";
@@ -264,11 +264,7 @@ function intOption(
   min: number,
   max: number,
 ): number {
-  if (o === undefined) return dflt;
-  if (!/^[0-9]+$/.test(o.value)) throw new ConfError(`${o.raw}: '${o.value}' is not a number`);
-  const n = Number(o.value);
-  if (n < min || n > max) throw new ConfError(`${o.raw}: ${o.value} is out of range ${min}-${max}`);
-  return n;
+  return o === undefined ? dflt : parseInteger(o.raw, o.value, min, max);
 }
 
 /**

@@ -309,6 +309,16 @@ Deno.test("rootless: an unprivileged user runs tapir ns --config-net and pings t
     }
   }));
 
+/** Waits (up to 10 s) until `ifname` in the namespace of `pid` has the host's address. */
+async function tapUp(pid: number, ifname: string): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    const r = await run("nsenter", ["-t", `${pid}`, "-n", "ip", "-br", "addr", "show", ifname]);
+    if (r.stdout.includes(HOST_NS.addr4)) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
 Deno.test("attach: tapir ns PID and --netns PATH serve an existing namespace until stopped", () =>
   withHostNs(async (host) => {
     // A process in a namespace of its own, made inside the host namespace.
@@ -336,12 +346,7 @@ Deno.test("attach: tapir ns PID and --netns PATH serve an existing namespace unt
         try {
           const inside = (cmd: string, ...args: string[]) =>
             run("nsenter", ["-t", `${sleeper.pid}`, "-n", cmd, ...args]);
-          let up = false;
-          for (let i = 0; i < 100 && !up; i++) {
-            up = (await inside("ip", "-br", "addr", "show", ifname)).stdout.includes(HOST_NS.addr4);
-            if (!up) await new Promise((r) => setTimeout(r, 100));
-          }
-          ok(up, `${how}: the tap came up in the existing namespace`);
+          ok(await tapUp(sleeper.pid, ifname), `${how}: the tap came up in the existing namespace`);
           const ping = await inside("ping", "-c", "1", "-W", "2", HOST_NS.gw4);
           equal(ping.code, 0, `${how}: ${ping.stdout}${ping.stderr}`);
         } finally {
@@ -382,17 +387,15 @@ Deno.test("attach: tapir ns PID ends by itself, status 0, when that process exit
       "--loopback-only",
       "--config-net",
       "-d",
+      // Not eth0: until the sleeper has entered its own namespace, nsenter
+      // would find the host namespace's eth0 with the same address.
+      "-I",
+      "tapend",
       `${sleeper.pid}`,
     ]);
     const tapir = new Deno.Command(tc, { args: ta, stdout: "piped", stderr: "piped" }).spawn();
     try {
-      let up = false;
-      for (let i = 0; i < 100 && !up; i++) {
-        const r = await run("nsenter", ["-t", `${sleeper.pid}`, "-n", "ip", "-br", "addr"]);
-        up = r.stdout.includes(HOST_NS.addr4);
-        if (!up) await new Promise((r) => setTimeout(r, 100));
-      }
-      ok(up, "the tap came up in the process's namespace");
+      ok(await tapUp(sleeper.pid, "tapend"), "the tap came up in the process's namespace");
     } finally {
       sleeper.kill("SIGKILL");
       await sleeper.status;

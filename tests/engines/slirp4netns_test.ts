@@ -270,7 +270,7 @@ Deno.test("--mtu and -m take 68-65520", () => {
   equal(run("-m1400", "1").conf.mtu, 1400);
   equal(refused("--mtu=67", "1"), "--mtu: 67 is out of range 68-65520");
   equal(refused("-m", "65521", "1"), "-m: 65521 is out of range 68-65520");
-  equal(refused("--mtu=big", "1"), "--mtu: 'big' is not a number");
+  equal(refused("--mtu=big", "1"), "--mtu: 'big' is not a whole number");
 });
 
 Deno.test("--outbound-addr takes an IPv4 address, an IPv6 address or an interface name", () => {
@@ -465,7 +465,7 @@ Deno.test("-e or -r naming a descriptor that is not open is a ConfError naming t
     match(refused("-r", `${w}`, "1"), new RegExp(`^-r: descriptor ${w} is not open`));
   }, sys.O_CLOEXEC);
   equal(refused("-r", "2", "1"), "-r: 2 is out of range 3-2147483647", "stdio is not a ready fd");
-  equal(refused("-e", "x", "1"), "-e: 'x' is not a number");
+  equal(refused("-e", "x", "1"), "-e: 'x' is not a whole number");
 });
 
 Deno.test("--help and --version are answered wherever they stand", () => {

@@ -82,6 +82,11 @@ export function watchTargetGone(loop: Loop, target: WatchedTarget): boolean {
   const pid = target.kind === "pid" ? target.pid : procPath ? Number(procPath[1]) : 0;
   if (pid > 0) {
     const fd = sys.pidfdOpen(pid);
+    if (fd === -sys.Errno.ESRCH) {
+      // Gone between the set-up and now: end as if it had gone later.
+      loop.stop(`process ${pid} exited`);
+      return true;
+    }
     if (fd < 0) {
       logWarn(`cannot watch process ${pid}: ${sys.errnoName(-fd)}`);
       return false;

@@ -19,15 +19,7 @@ interface Run {
 }
 
 async function tapir(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  return await tapirAs(null, ...args);
 }
 
 /** Checks that `run` failed with exactly the one stderr line `line`. */
@@ -126,10 +118,14 @@ Deno.test("logging is set up from the config before the mode starts", async () =
   }
 });
 
-/** Runs tapir under another program name (`exec -a NAME`), as a symlink to it would. */
-async function tapirAs(name: string, ...args: string[]): Promise<Run> {
-  const out = await new Deno.Command("bash", {
-    args: ["-c", 'exec -a "$0" "$@"', name, Deno.execPath(), "run", "-A", "main.ts", ...args],
+/**
+ * Runs `deno run -A main.ts ARGS`; with a `name`, under that program name
+ * (`exec -a NAME`), as a symlink to tapir would.
+ */
+async function tapirAs(name: string | null, ...args: string[]): Promise<Run> {
+  const argv = [Deno.execPath(), "run", "-A", "main.ts", ...args];
+  const out = await new Deno.Command(name === null ? argv[0] : "bash", {
+    args: name === null ? argv.slice(1) : ["-c", 'exec -a "$0" "$@"', name, ...argv],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdin: "null",

@@ -7,10 +7,10 @@ import {
   API_CPU_SHARE,
   type ApiHandler,
   ApiServer,
-  type ApiServerOptions,
   MAX_REQUEST_BYTES,
 } from "../../lib/api/server.ts";
 import { Loop } from "../../lib/loop.ts";
+import { withApiServer } from "../helpers/api.ts";
 import * as sys from "../../lib/sys/mod.ts";
 
 const enc = new TextEncoder();
@@ -90,39 +90,8 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-interface Ctx {
-  loop: Loop;
-  server: ApiServer;
-  path: string;
-  dir: string;
-}
-
-/** Opens a server on a temporary path, runs the loop while `body` runs, then cleans up. */
-async function withServer(
-  handler: ApiHandler,
-  body: (ctx: Ctx) => Promise<void>,
-  opts: ApiServerOptions = {},
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tapir-api-" });
-  const path = `${dir}/api.sock`;
-  const loop = new Loop();
-  let server: ApiServer | null = null;
-  let running: Promise<string> | null = null;
-  try {
-    server = ApiServer.open(loop, path, handler, opts);
-    running = loop.run();
-    await body({ loop, server, path, dir });
-  } finally {
-    loop.stop("test done");
-    if (running !== null) await running;
-    server?.close();
-    loop.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("one request, one reply", () =>
-  withServer(echo, async ({ server }) => {
+  withApiServer(echo, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     await c.send('{"execute":"stats"}\n');
     deepEqual(await c.reply(), { return: { execute: "stats" } });
@@ -135,7 +104,7 @@ Deno.test("one request, one reply", () =>
   }));
 
 Deno.test("several requests in one write; one request split over many writes; CR and blank lines", () =>
-  withServer(echo, async ({ server }) => {
+  withApiServer(echo, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     await c.send('{"n":1}\n\n{"n":2}\r\n   \r\n{"n":3}\n');
     for (let n = 1; n <= 3; n++) deepEqual(await c.reply(), { return: { n } });
@@ -157,7 +126,7 @@ Deno.test("an async handler keeps replies in request order", () => {
     if (n === 4) throw new Error("four fails");
     return { return: n };
   };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     let batch = "";
     for (let n = 0; n < 10; n++) batch += JSON.stringify({ n }) + "\n";
@@ -180,7 +149,7 @@ Deno.test("20 clients at once, 50 requests each, every reply parses and is their
       ? Promise.resolve({ return: { ...req, client: client.id } })
       : { return: { ...req, client: client.id } };
   };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     const run = async (k: number) => {
       const c = await LineClient.connect(server.path);
       let clientId = -1;
@@ -211,7 +180,7 @@ Deno.test("20 clients at once, 50 requests each, every reply parses and is their
 });
 
 Deno.test("thousands of requests in one burst are all answered, in order, then EOF", () =>
-  withServer(echo, async ({ server, loop }) => {
+  withApiServer(echo, async ({ server, loop }) => {
     const c = await LineClient.connect(server.path);
     const n = 5000;
     let batch = "";
@@ -226,7 +195,7 @@ Deno.test("thousands of requests in one burst are all answered, in order, then E
   }));
 
 Deno.test("bad input is answered with an error and the client stays connected", () =>
-  withServer(echo, async ({ server }) => {
+  withApiServer(echo, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     await c.send("{not json\n");
     const bad = (await c.reply()).error as { desc: string };
@@ -278,7 +247,7 @@ Deno.test("a handler that throws, rejects or returns nothing gets an error reply
     if (req.op === "nothing") return undefined;
     return { return: {} };
   };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     await c.send('{"op":"throw"}\n{"op":"reject"}\n{"op":"bigint"}\n{"op":"nothing"}\n{}\n');
     deepEqual(await c.reply(), { error: { desc: "no such command" } });
@@ -297,7 +266,7 @@ Deno.test("a request ended by end of stream, without newline, is answered, then 
     await sleep(20);
     return { return: req };
   };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     // slirp4netns style: one object, shut down writing, read until EOF.
     const c = await LineClient.connect(server.path);
     await c.send('{"execute":"list_hostfwd"}');
@@ -398,7 +367,7 @@ Deno.test("a live socket at the path is refused; a stale one is replaced; a file
 Deno.test("a client that never reads is disconnected; others are still served", () => {
   const bulk = "b".repeat(256 * 1024);
   const handler: ApiHandler = (req) => req.bulk ? { return: bulk } : { return: req };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     const hog = await LineClient.connect(server.path);
     let batch = "";
     for (let i = 0; i < 40; i++) batch += '{"bulk":true}\n';
@@ -423,7 +392,7 @@ Deno.test("a late async reply, after the server closed, is dropped", () => {
     await gate;
     return { return: "late" };
   };
-  return withServer(handler, async ({ server }) => {
+  return withApiServer(handler, async ({ server }) => {
     const c = await LineClient.connect(server.path);
     await c.send("{}\n");
     await until(() => server.stats.requests === 1, "the request");
@@ -444,7 +413,7 @@ Deno.test("clients that use more than the control socket's share of time wait, a
     while (performance.now() < end) { /* busy */ }
     return { return: request };
   };
-  return withServer(slow, async ({ server, loop }) => {
+  return withApiServer(slow, async ({ server, loop }) => {
     let ticks = 0;
     const tick = () => {
       ticks++;

@@ -9,11 +9,11 @@
  */
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import { type ApiHandler, ApiServer } from "../../lib/api/server.ts";
+import type { ApiHandler } from "../../lib/api/server.ts";
 import { slirp4netnsApiHandler } from "../../lib/api/slirp4netns.ts";
 import { type ForwardSockets, ForwardTable } from "../../lib/forwards.ts";
 import { type PortFwd, portFwdFormat, portFwdRules } from "../../lib/fwd.ts";
-import { Loop } from "../../lib/loop.ts";
+import { withApiServer } from "../helpers/api.ts";
 
 const GUEST4 = new Uint8Array([10, 0, 2, 100]);
 const GUEST6 = new Uint8Array([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
@@ -335,28 +335,6 @@ Deno.test("an unknown or missing execute is refused", async () => {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Serves `handler` on a socket in a temporary directory while `body` runs. */
-async function withServer(
-  handler: ApiHandler,
-  body: (path: string) => Promise<void>,
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tapir-slirp-api-" });
-  const loop = new Loop();
-  let server: ApiServer | null = null;
-  let running: Promise<string> | null = null;
-  try {
-    server = ApiServer.open(loop, `${dir}/api.sock`, handler);
-    running = loop.run();
-    await body(server.path);
-  } finally {
-    loop.stop("test done");
-    if (running !== null) await running;
-    server?.close();
-    loop.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 /** Reads `conn` to the end of the stream. */
 async function readAll(conn: Deno.Conn): Promise<string> {
   const chunks: Uint8Array[] = [];
@@ -403,7 +381,7 @@ async function askLikePodman(path: string, request: unknown): Promise<string> {
 
 Deno.test("rootlesskit's client: no newline, write side shut, exactly one reply line then EOF", async () => {
   const { handler, tcp } = api(false);
-  await withServer(handler, async (path) => {
+  await withApiServer(handler, async ({ path }) => {
     equal(await askLikeRootlesskit(path, add(TCP_8080)), '{"return":{"id":1}}\n');
     equal(
       await askLikeRootlesskit(path, { execute: "list_hostfwd" }),
@@ -422,7 +400,7 @@ Deno.test("rootlesskit's client: no newline, write side shut, exactly one reply 
 
 Deno.test("podman's client: a request line and one reply line", async () => {
   const { handler, table } = api(true);
-  await withServer(handler, async (path) => {
+  await withApiServer(handler, async ({ path }) => {
     const request = add({
       proto: "tcp",
       host_addr: "",

@@ -13,9 +13,9 @@
  *    slirp4netns's API), write the pid file, then say so: "1" on the ready
  *    descriptor, or the daemon's signal to the first process.
  * 5. Run the translator until the command exits (spawn mode; then TCP
- *    connections get {@linkcode DRAIN_MS} to finish), the namespace goes away
- *    (attach mode: its process exits or its path is deleted), the exit
- *    descriptor fires, or a signal.
+ *    connections finish while bytes move: {@linkcode DRAIN_IDLE_MS}), the
+ *    namespace goes away (attach mode: its process exits or its path is
+ *    deleted), the exit descriptor fires, or a signal.
  *
  * The exit status is the command's (128 + signal number if a signal ended
  * it), 0 for an attached run that ended, 1 on a set-up error.
@@ -57,12 +57,15 @@ import {
 } from "../engines/lifecycle.ts";
 
 /**
- * After the command exits, keep forwarding for at most this long while TCP
- * connections are still finishing. A client that wrote its data and closed
- * has exited, but the namespace's kernel still holds data for the host;
- * stopping at once would drop it.
+ * After the command exits, keep forwarding while TCP connections are still
+ * finishing and bytes still move, until none has moved for this long. A
+ * client that wrote its data and closed has exited, but the namespace's
+ * kernel still holds data for the host (its socket outlives the process,
+ * and tapir keeps the namespace alive); stopping at once would drop it.
  */
-export const DRAIN_MS = 2000;
+export const DRAIN_IDLE_MS = 2000;
+/** The longest drain, however busy: what is still moving then belongs to a process the command left behind. */
+export const DRAIN_MAX_MS = 30_000;
 
 /**
  * Runs namespace mode; `mainUrl` is the main module (the worker runs it
@@ -231,13 +234,25 @@ export async function runNs(
           childRunning = false;
           status = code;
           const reason = `command exited with status ${code}`;
-          const deadline = performance.now() + DRAIN_MS;
+          const tr = tapir!;
+          const start = performance.now();
+          const moved = () =>
+            tr.tcp.stats.bytesToHost + tr.tcp.stats.bytesToGuest +
+            tr.splice.stats.bytesToHost + tr.splice.stats.bytesToGuest;
+          let lastMoved = moved();
+          let lastMoveAt = start;
           const drain = () => {
-            const flows = tapir!.flows;
-            const open = flows.countType(FlowType.TCP) + flows.countType(FlowType.TCP_SPLICE);
-            if (open === 0 || performance.now() > deadline) {
-              loop.stop(reason);
-            } else loop.after(10, drain);
+            const open = tr.flows.countType(FlowType.TCP) +
+              tr.flows.countType(FlowType.TCP_SPLICE);
+            const now = performance.now();
+            const m = moved();
+            if (m !== lastMoved) [lastMoved, lastMoveAt] = [m, now];
+            if (open === 0) return loop.stop(reason);
+            if (now - lastMoveAt > DRAIN_IDLE_MS || now - start > DRAIN_MAX_MS) {
+              logWarn(`stopping with ${open} TCP connection(s) of the namespace still open`);
+              return loop.stop(reason);
+            }
+            loop.after(10, drain);
           };
           drain();
         });

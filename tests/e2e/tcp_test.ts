@@ -58,8 +58,9 @@ function transfers(tapirArgs: string[]): Promise<void> {
     const procs: Background[] = [];
     try {
       const sums = await payloads(dir);
-      // Host side, on the host namespace's loopback: one source server per
-      // payload (it sends the file), one sink (it hashes what it receives).
+      // Host side, on the host namespace's loopback: per payload one source
+      // server (it sends the file) and one sink (it hashes what it receives,
+      // into a file of its own: two uploads never race for one file).
       let port = 9100;
       const sourcePort = new Map<string, number>();
       for (const fam of ["4", "6"]) {
@@ -73,13 +74,14 @@ function transfers(tapirArgs: string[]): Promise<void> {
             `SYSTEM:cat ${dir}/p${name}`,
           ]));
           port++;
+          sourcePort.set(`sink${fam}${name}`, port);
+          procs.push(background(host, "socat", [
+            "-u",
+            `${tcp}-LISTEN:${port},bind=${bind},reuseaddr,fork`,
+            `SYSTEM:sha256sum > ${dir}/sink${fam}${name}`,
+          ]));
+          port++;
         }
-        procs.push(background(host, "socat", [
-          "-u",
-          `${tcp}-LISTEN:${port},bind=${bind},reuseaddr,fork`,
-          `SYSTEM:sha256sum >> ${dir}/sink${fam}`,
-        ]));
-        sourcePort.set(`sink${fam}`, port++);
       }
       for (const p of sourcePort.values()) await waitListening(host, p);
 
@@ -94,7 +96,9 @@ function transfers(tapirArgs: string[]): Promise<void> {
               sourcePort.get(fam + name)
             } - | sha256sum`,
           );
-          lines.push(`socat -u ${dir}/p${name} ${tcp}:${gw}:${sourcePort.get("sink" + fam)}`);
+          lines.push(
+            `socat -u ${dir}/p${name} ${tcp}:${gw}:${sourcePort.get(`sink${fam}${name}`)}`,
+          );
         }
       }
       const r = await tapirNs(host, ["--config-net", "-q", ...tapirArgs], lines.join("\n"));
@@ -107,15 +111,16 @@ function transfers(tapirArgs: string[]): Promise<void> {
             `down${fam} ${name}`,
           );
         }
-        // The sink hashes arrive in the order sent; give the last one a moment.
-        let sink = "";
-        for (let i = 0; i < 50; i++) {
-          sink = await Deno.readTextFile(`${dir}/sink${fam}`).catch(() => "");
-          if (sink.trim().split("\n").length === SIZES.length) break;
-          await new Promise((res) => setTimeout(res, 100));
+        // A sink writes its hash once its connection ends, which may be a
+        // moment after the guest's command has exited.
+        for (const [name] of SIZES) {
+          let sink = "";
+          for (let i = 0; i < 50 && !sink.endsWith("\n"); i++) {
+            sink = await Deno.readTextFile(`${dir}/sink${fam}${name}`).catch(() => "");
+            if (!sink.endsWith("\n")) await new Promise((res) => setTimeout(res, 100));
+          }
+          equal(sink.split(" ")[0], sums.get(name), `up${fam} ${name}`);
         }
-        const got = sink.trim().split("\n").map((l) => l.split(" ")[0]);
-        equal(got.join(" "), SIZES.map(([n]) => sums.get(n)).join(" "), `up${fam}`);
       }
     } finally {
       await stopAll(procs);

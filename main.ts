@@ -1,45 +1,22 @@
 /**
  * tapir's entry point: parse the command line, set up logging, start the mode,
- * and turn the outcome into an exit status.
+ * and turn the outcome into an exit status (`lib/cli.ts`).
  *
  * Runs the same way from the source tree, from a URL and from a `deno bundle`
  * file, so it reads nothing relative to its own location and needs no
  * deno.json.
  *
+ * This module is also the namespace worker's entry (see `lib/ns.ts`), so its
+ * static imports are only what the worker needs: the worker's start — a V8
+ * isolate and its module graph — is the longest step of a namespace's
+ * start-up, and every module imported here would load twice. The command
+ * line's modules (configuration, engines, the modes) come with a dynamic
+ * import on the main thread only.
+ *
  * @module
  */
 
-import { ConfError, type NsConfig, parseConfig, usageText } from "./lib/conf.ts";
-import {
-  contractOfName,
-  type EngineContract,
-  type EngineOptions,
-  NO_ENGINE,
-  programName,
-} from "./lib/engines/engine.ts";
-import {
-  parseSlirp4netnsArgs,
-  slirp4netnsUsage,
-  slirp4netnsVersion,
-} from "./lib/engines/slirp4netns.ts";
-import { runCtl } from "./lib/ctl.ts";
-import { logClose, logSetup } from "./lib/log.ts";
-import { runNs } from "./lib/modes/ns.ts";
-import { runVm } from "./lib/modes/vm.ts";
 import { isNsWorker, nsWorkerMain } from "./lib/ns.ts";
-import { VERSION } from "./lib/version.ts";
-
-const encoder = new TextEncoder();
-
-async function write(stream: { write(p: Uint8Array): Promise<number> }, text: string) {
-  const bytes = encoder.encode(text);
-  for (let off = 0; off < bytes.length;) off += await stream.write(bytes.subarray(off));
-}
-
-/** Prints `tapir: <message>` as one line on standard error. */
-function fail(message: string): Promise<void> {
-  return write(Deno.stderr, `tapir: ${message}\n`);
-}
 
 /**
  * Runs tapir with `args` (without the program name); resolves to the exit
@@ -47,81 +24,8 @@ function fail(message: string): Promise<void> {
  * word first), tapir follows that program's contract (`lib/engines/`).
  */
 export async function main(args: string[]): Promise<number> {
-  // `tapir ctl` is a client of a running tapir, with options of its own.
-  if (args[0] === "ctl") return await runCtl(args.slice(1));
-  const byName = contractOfName(programName());
-  const contract: EngineContract | null = byName ?? contractOfName(args[0] ?? "");
-  const rest = byName === null && contract !== null ? args.slice(1) : args;
-  let conf;
-  let engine: EngineOptions = NO_ENGINE;
-  try {
-    if (contract === "slirp4netns") {
-      const request = parseSlirp4netnsArgs(rest);
-      if (request.kind === "help") {
-        await write(Deno.stdout, slirp4netnsUsage());
-        return 0;
-      }
-      if (request.kind === "version") {
-        await write(Deno.stdout, slirp4netnsVersion());
-        return 0;
-      }
-      conf = parseConfig(request.nsArgs);
-      engine = request.engine;
-    } else if (contract === "pasta") {
-      conf = parseConfig(["ns", ...rest]);
-      if (conf.mode === "ns") engine = pastaEngine(conf);
-    } else {
-      conf = parseConfig(args);
-      // An attached tapir ends with what it serves, as pasta does.
-      if (conf.mode === "ns" && conf.target.kind !== "spawn") {
-        engine = { ...NO_ENGINE, endWithTarget: true };
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof ConfError)) throw err;
-    await fail(err.message);
-    return 1;
-  }
-
-  switch (conf.mode) {
-    case "help":
-      await write(Deno.stdout, usageText());
-      return 0;
-    case "version":
-      await write(Deno.stdout, `tapir ${VERSION}\n`);
-      return 0;
-  }
-
-  try {
-    logSetup({ level: conf.logLevel, file: conf.logFile ?? undefined });
-  } catch (err) {
-    await fail(`--log-file: cannot open ${conf.logFile}: ${(err as Error).message}`);
-    return 1;
-  }
-  try {
-    if (conf.mode === "ns") {
-      // A re-execution runs the same contract, whatever name it starts under.
-      const again = contract === null ? args : [contract, ...rest];
-      return await runNs(conf, import.meta.url, again, engine);
-    }
-    return await runVm(conf);
-  } finally {
-    logClose();
-  }
-}
-
-/**
- * pasta's contract on top of `tapir ns`: attached to an existing namespace,
- * tapir ends with it, and without `-f` it daemonises as pasta does.
- */
-function pastaEngine(conf: NsConfig): EngineOptions {
-  const attached = conf.target.kind !== "spawn";
-  return {
-    ...NO_ENGINE,
-    contract: "pasta",
-    daemon: attached && !conf.foreground,
-    endWithTarget: attached,
-  };
+  const cli = await import("./lib/cli.ts");
+  return await cli.main(args, import.meta.url);
 }
 
 // The namespace worker runs this same module on its own thread (see lib/ns.ts).

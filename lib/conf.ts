@@ -36,6 +36,7 @@ import {
 } from "./addr.ts";
 import { PORT_FWD_NONE, type PortFwd, portFwdAdd } from "./fwd.ts";
 import { LogLevel } from "./log.ts";
+import { FLOW_DEFAULT_CAPACITY, FLOW_MAX_CAPACITY } from "./flow/table.ts";
 
 /** A user error on the command line; the message is one line naming the option. */
 export class ConfError extends Error {
@@ -116,6 +117,8 @@ export interface CommonConfig {
   readonly dnsHost4: Uint8Array | null;
   /** See {@linkcode dnsHost4}. */
   readonly dnsHost6: Uint8Array | null;
+  /** `--max-flows`: most flows tracked at once (the flow table's capacity). */
+  readonly maxFlows: number;
   /** `--udp-timeout`: idle timeout of UDP flows, in seconds. */
   readonly udpTimeout: number;
   /** `-p`: pcap file to write every frame to, or null. */
@@ -317,6 +320,13 @@ const OPTIONS: readonly OptionSpec[] = [
     repeat: true,
     scope: "both",
     help: "resolver for --dns-forward (default: the host's first nameserver)",
+  },
+  {
+    long: "max-flows",
+    value: "N",
+    scope: "both",
+    help: "track at most N connections and flows at once, 1-16777216 (default 131072); " +
+      "memory follows the flows in use, not N",
   },
   {
     long: "udp-timeout",
@@ -649,6 +659,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   let dnsHost4: IpAddr | null = null;
   let dnsHost6: IpAddr | null = null;
   let udpTimeout = UDP_TIMEOUT_DEFAULT;
+  let maxFlows = FLOW_DEFAULT_CAPACITY;
   let prefix4: number | null = null;
   let mtu = MTU_MAX;
   const dns: IpAddr[] = [];
@@ -722,6 +733,9 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
         [dnsHost4, dnsHost6] = onePerFamily(raw, ip, dnsHost4, dnsHost6);
         break;
       }
+      case "max-flows":
+        maxFlows = parseInteger(raw, value, 1, FLOW_MAX_CAPACITY);
+        break;
       case "udp-timeout":
         udpTimeout = parseInteger(raw, value, 1, 86400);
         break;
@@ -820,6 +834,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     dnsHost4: dnsHost4?.bytes ?? null,
     dnsHost6: dnsHost6?.bytes ?? null,
     udpTimeout,
+    maxFlows,
     foreground: given.has("foreground"),
     logLevel: given.has("trace")
       ? LogLevel.trace

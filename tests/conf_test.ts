@@ -2,6 +2,7 @@ import { deepStrictEqual, equal, fail, ok, throws } from "node:assert/strict";
 import { ConfError, type Config, type NsConfig, parseConfig, type VmConfig } from "../lib/conf.ts";
 import { portFwdTarget } from "../lib/fwd.ts";
 import { LogLevel } from "../lib/log.ts";
+import { FLOW_DEFAULT_CAPACITY } from "../lib/flow/table.ts";
 
 function ns(...args: string[]): NsConfig {
   const conf = parseConfig(["ns", ...args]);
@@ -58,6 +59,7 @@ Deno.test("ns with no options gets the defaults", () => {
   equal(conf.pidFile, null);
   equal(conf.configNet, false);
   equal(conf.ifname, null);
+  equal(conf.maxFlows, FLOW_DEFAULT_CAPACITY);
   deepStrictEqual(conf.target, { kind: "spawn", command: [] });
 });
 
@@ -140,6 +142,11 @@ Deno.test("every shared option is read, long and short", () => {
     equal(conf.logFile, "/tmp/t.log");
     equal(conf.pidFile, "/tmp/t.pid");
   }
+});
+
+Deno.test("--max-flows bounds the flow table, in both modes", () => {
+  equal(ns("--max-flows", "100").maxFlows, 100);
+  equal(vm("--max-flows=16777216").maxFlows, 16777216);
 });
 
 Deno.test("--dhcp-bootfile is kept as given, in both modes", () => {
@@ -379,6 +386,8 @@ const ERRORS: [string[], string][] = [
   [["vm", "--", "sh"], "unexpected argument 'sh': 'tapir vm' takes no command"],
   [["vm", "-s", "/tmp/s", "--fd", "3"], "--fd cannot be combined with -s"],
   [["vm", "--fd", "x"], "--fd: 'x' is not a whole number"],
+  [["ns", "--max-flows", "0"], "--max-flows: 0 is out of range 1-16777216"],
+  [["vm", "--max-flows=lots"], "--max-flows: 'lots' is not a whole number"],
   [["vm", "--fd=-1"], "--fd: '-1' is not a whole number"],
   [["vm", "--fd", "2147483648"], "--fd: 2147483648 is out of range 0-2147483647"],
   // The host's own address, outbound binding.

@@ -10,10 +10,17 @@
  * (`e`) and our own address and port there (`o`). IPv4 addresses are kept as
  * IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one code path serves both families.
  *
- * **Storage.** The table has a fixed capacity (default 131072) chosen at
- * start-up and never grows, so memory is bounded by configuration. Fields live
- * in typed arrays indexed by flow number — no object per flow — which keeps a
- * full default table to a few tens of MiB. Everything a hash lookup compares
+ * **Storage.** Fields live in typed arrays indexed by flow number — no
+ * object per flow — about 170 bytes a slot. The table's *capacity* (default
+ * 131072, `--max-flows`) bounds the flows tracked at once, but the arrays
+ * hold only the slots in use: the table starts with
+ * {@linkcode FLOW_INITIAL_SLOTS}, doubles when every slot is taken, and
+ * halves again once the upper half has emptied (checked in the timer pass,
+ * with slack so a count near a boundary does not make it resize back and
+ * forth). A resize copies the arrays and re-enters the hashed sides into a
+ * bucket array of the new size: O(slots), paid once per doubling. So an idle
+ * tapir holds a small table, and a full one is a few tens of MiB that go
+ * back once the flows have closed. Everything a hash lookup compares
  * for one side (its hash, pif and protocol, ports, both addresses) sits in
  * one 64-byte record, a single cache line, because with 100 000 flows every
  * lookup's memory accesses are cache misses and their number sets the cost.
@@ -123,6 +130,10 @@ const TYPE_COUNT = 7;
 
 /** Default capacity: flows tracked at once. */
 export const FLOW_DEFAULT_CAPACITY = 131072;
+/** Largest capacity a table accepts. */
+export const FLOW_MAX_CAPACITY = 1 << 24;
+/** Slots a table starts with (or its capacity, if smaller); see the module comment. */
+export const FLOW_INITIAL_SLOTS = 1024;
 /** Interval of the per-flow timer handlers. */
 export const FLOW_TIMER_INTERVAL_MS = 1000;
 
@@ -295,31 +306,34 @@ export class FlowTable {
    * Payload bytes each side of each flow sent that tapir passed on, at the
    * side's sidx: `bytesFrom[flowSidx(i, 0)]` went from the initiator to the
    * target. The protocols add to it where they count their own byte
-   * counters; it is zeroed when the slot is allocated.
+   * counters; it is zeroed when the slot is allocated. A resize replaces
+   * the array: index it through the table each time, never keep it.
    */
-  readonly bytesFrom: Float64Array;
-  readonly #bornMs: Float64Array;
+  bytesFrom: Float64Array;
+  #bornMs: Float64Array;
 
-  readonly #state: Uint8Array;
-  readonly #type: Uint8Array;
-  readonly #side: Uint32Array; // SIDE_WORDS per side
-  readonly #hashed: Uint8Array; // bit per side
-  readonly #data: unknown[];
+  #state: Uint8Array;
+  #type: Uint8Array;
+  #side: Uint32Array; // SIDE_WORDS per side
+  #hashed: Uint8Array; // bit per side
+  readonly #data: unknown[] = [];
+  /** Slots the arrays hold now (≤ capacity); see the module comment. */
+  #size = 0;
 
   // Slot bitmap: bit set = slot not FREE; summaries by 32-slot word.
-  readonly #used: Uint32Array;
-  readonly #fullWords: Uint32Array;
-  readonly #nonEmptyWords: Uint32Array;
+  #used: Uint32Array;
+  #fullWords: Uint32Array;
+  #nonEmptyWords: Uint32Array;
   #freeHint = 0; // every summary word below it is all-full
 
-  readonly #buckets: Int32Array;
-  readonly #mask: number;
+  #buckets: Int32Array;
+  #mask: number;
   readonly #key: SipKey;
   readonly #keyWords = new Uint32Array(S_KEY_WORDS); // lookup scratch
 
   readonly #handlers: FlowTypeHandlers[] = [];
-  readonly #pendingFlag: Uint8Array;
-  readonly #pending: Int32Array;
+  #pendingFlag: Uint8Array;
+  #pending: Int32Array;
   #pendingCount = 0;
   #nextTimerMs = 0;
 
@@ -328,30 +342,105 @@ export class FlowTable {
 
   /** Creates an empty table for `capacity` flows. */
   constructor(capacity: number = FLOW_DEFAULT_CAPACITY, opts: FlowTableOptions = {}) {
-    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) {
-      throw new RangeError(`flow table capacity ${capacity} out of range 1-${1 << 24}`);
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > FLOW_MAX_CAPACITY) {
+      throw new RangeError(`flow table capacity ${capacity} out of range 1-${FLOW_MAX_CAPACITY}`);
     }
     this.capacity = capacity;
-    this.#state = new Uint8Array(capacity);
-    this.#type = new Uint8Array(capacity);
-    this.#side = cacheAlignedWords(capacity * 2 * SIDE_WORDS);
-    this.#hashed = new Uint8Array(capacity);
-    this.#data = new Array(capacity).fill(undefined);
-    this.bytesFrom = new Float64Array(capacity * 2);
-    this.#bornMs = new Float64Array(capacity);
-    const words = Math.ceil(capacity / 32);
-    this.#used = new Uint32Array(words);
+    this.#key = opts.hashKey ?? sipKeyRandom();
+    this.#byState[FlowState.FREE] = capacity;
+    this.#state =
+      this.#type =
+      this.#hashed =
+      this.#pendingFlag =
+        new Uint8Array(0);
+    this.#side =
+      this.#used =
+      this.#fullWords =
+      this.#nonEmptyWords =
+        new Uint32Array(0);
+    this.bytesFrom = this.#bornMs = new Float64Array(0);
+    this.#buckets = this.#pending = new Int32Array(0);
+    this.#mask = 0;
+    this.#resize(Math.min(capacity, FLOW_INITIAL_SLOTS));
+  }
+
+  /** Slots the table holds now: grows with the flows in use, up to {@linkcode capacity}. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Makes the arrays hold `size` slots, keeping every flow: all slots from
+   * `size` up must be FREE when shrinking. The hash is rebuilt for the new
+   * bucket count from the hashes the side records keep.
+   */
+  #resize(size: number): void {
+    const keep = Math.min(this.#size, size);
+    const copy = <T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(
+      old: T,
+      fresh: T,
+      per = 1,
+    ): T => {
+      fresh.set(old.subarray(0, keep * per));
+      return fresh;
+    };
+    this.#state = copy(this.#state, new Uint8Array(size));
+    this.#type = copy(this.#type, new Uint8Array(size));
+    this.#side = copy(this.#side, cacheAlignedWords(size * 2 * SIDE_WORDS), 2 * SIDE_WORDS);
+    this.#hashed = copy(this.#hashed, new Uint8Array(size));
+    this.bytesFrom = copy(this.bytesFrom, new Float64Array(size * 2), 2);
+    this.#bornMs = copy(this.#bornMs, new Float64Array(size));
+    this.#pendingFlag = copy(this.#pendingFlag, new Uint8Array(size));
+    const pending = new Int32Array(size);
+    pending.set(this.#pending.subarray(0, this.#pendingCount));
+    this.#pending = pending;
+    this.#data.length = keep;
+    for (let i = keep; i < size; i++) this.#data.push(undefined);
+    this.#size = size;
+
+    // The bitmap and its summaries, recomputed from the kept words.
+    const words = Math.ceil(size / 32);
+    const used = new Uint32Array(words);
+    used.set(this.#used.subarray(0, Math.min(words, this.#used.length)));
+    this.#used = used;
     this.#fullWords = new Uint32Array(Math.ceil(words / 32));
     this.#nonEmptyWords = new Uint32Array(Math.ceil(words / 32));
-    // Buckets: a power of two, at least 1/0.7 of the most sides ever hashed.
+    for (let w = 0; w < words; w++) {
+      const bit = 1 << (w & 31);
+      if (used[w] !== 0) this.#nonEmptyWords[w >>> 5] |= bit;
+      if (used[w] === 0xffffffff) this.#fullWords[w >>> 5] |= bit;
+    }
+    this.#freeHint = 0;
+
+    // Buckets: a power of two, at least 1/0.7 of the sides the slots can hash.
     let buckets = 16;
-    while (buckets * 0.7 < capacity * 2) buckets *= 2;
+    while (buckets * 0.7 < size * 2) buckets *= 2;
     this.#buckets = new Int32Array(buckets).fill(HASH_EMPTY);
     this.#mask = buckets - 1;
-    this.#key = opts.hashKey ?? sipKeyRandom();
-    this.#pendingFlag = new Uint8Array(capacity);
-    this.#pending = new Int32Array(capacity);
-    this.#byState[FlowState.FREE] = capacity;
+    this.forEachUsed((index) => {
+      const hashed = this.#hashed[index];
+      for (let side = 0; side < 2; side++) {
+        if ((hashed & (1 << side)) === 0) continue;
+        const sidx = flowSidx(index, side as 0 | 1);
+        let b = this.#side[sidx * SIDE_WORDS + S_HASH] & this.#mask;
+        while (this.#buckets[b] !== HASH_EMPTY) b = (b + 1) & this.#mask;
+        this.#buckets[b] = sidx;
+      }
+    });
+  }
+
+  /**
+   * Halves the table (not below {@linkcode FLOW_INITIAL_SLOTS}) when its
+   * upper half is empty and half of the smaller table would still be free:
+   * the slack that stops a count near the boundary from resizing back and
+   * forth. Runs in the timer pass.
+   */
+  #maybeShrink(): void {
+    const target = Math.max(FLOW_INITIAL_SLOTS, this.#size >>> 1);
+    if (target >= this.#size || this.#pendingCount !== 0) return;
+    if (this.live > target >>> 1) return;
+    for (let w = target >>> 5; w < this.#used.length; w++) if (this.#used[w] !== 0) return;
+    this.#resize(target);
   }
 
   /** Registers the handlers of a flow type (once per type, at start-up). */
@@ -404,7 +493,11 @@ export class FlowTable {
    * {@linkcode allocFailures} counter records it.
    */
   alloc(): number {
-    const index = this.#firstFree();
+    let index = this.#firstFree();
+    if (index < 0 && this.#size < this.capacity) {
+      this.#resize(Math.min(this.capacity, this.#size * 2));
+      index = this.#firstFree();
+    }
     if (index < 0) {
       this.allocFailures++;
       return -1;
@@ -506,7 +599,7 @@ export class FlowTable {
       this.#freeHint = s;
       const index = w * 32 + ctz32(~this.#used[w]);
       // The lowest free bit past the capacity means every real slot is used.
-      return index < this.capacity ? index : -1;
+      return index < this.#size ? index : -1;
     }
     this.#freeHint = full.length;
     return -1;
@@ -724,6 +817,7 @@ export class FlowTable {
     if (nowMs >= this.#nextTimerMs) {
       this.#nextTimerMs = nowMs + FLOW_TIMER_INTERVAL_MS;
       this.forEachUsed((index) => this.#timerVisit(index, nowMs));
+      this.#maybeShrink();
     }
   }
 

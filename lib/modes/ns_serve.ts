@@ -106,6 +106,7 @@ export async function serveNs(
       offload: conf.offload,
       rsc: conf.rsc,
       statsInterval: conf.statsInterval,
+      flowCapacity: conf.maxFlows,
     });
     const tr = tapir;
     tr.stats.add("tuntap", backend.stats);

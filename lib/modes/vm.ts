@@ -193,6 +193,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
     offload: conf.offload,
     rsc: conf.rsc,
     statsInterval: conf.statsInterval,
+    flowCapacity: conf.maxFlows,
   });
   function guestGone(why: string): void {
     logInfo(`guest disconnected (${why})`);

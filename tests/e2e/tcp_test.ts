@@ -225,6 +225,41 @@ Deno.test("1000 concurrent connections each move 64 KiB both ways; no TCP flow i
     }
   }));
 
+Deno.test("--max-flows 3: a fourth connection is refused while three are open, and served once they close", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-tcp-" });
+    const procs: Background[] = [];
+    try {
+      procs.push(
+        background(host, deno, ["run", "-A", `${FIXTURES}tcp_echo_server.ts`, "127.0.0.1", "9310"]),
+      );
+      await waitListening(host, 9310);
+      const log = `${dir}/log`;
+      const peer = `TCP4:${HOST_NS.gw4}:9310`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-d", "--log-file", log, "--max-flows", "3"],
+        [
+          // Three connections held open by an idle stdin, each echoing once.
+          `for i in 1 2 3; do (echo held$i; sleep 3) | socat - ${peer} & done`,
+          "sleep 1",
+          `if echo fourth | socat - ${peer}; then echo fourth-served; else echo fourth-refused; fi`,
+          "wait",
+          `echo fifth | socat - ${peer}`,
+        ].join("\n"),
+      );
+      equal(r.code, 0, explain(r));
+      for (const want of ["held1", "held2", "held3", "fourth-refused", "fifth"]) {
+        match(r.stdout, new RegExp(`^${want}$`, "m"), want);
+      }
+      const text = await Deno.readTextFile(log);
+      equal(countersFromLog(text, "tcp").tableFull, 1, "the refusal was the full table's");
+    } finally {
+      await stopAll(procs);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
 Deno.test("half-close works both ways: each side keeps sending after the other's FIN", () =>
   withHostNs(async (host) => {
     for (const first of ["client", "server"]) {

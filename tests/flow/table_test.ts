@@ -1,6 +1,7 @@
 import { deepEqual, equal, notEqual, ok, throws } from "node:assert/strict";
 import {
   addrWordsFormat,
+  FLOW_INITIAL_SLOTS,
   FlowSide,
   flowSidx,
   FlowState,
@@ -339,6 +340,48 @@ Deno.test("1 000 000 random alloc/free/lookup operations agree with a reference 
     equal(table.lookup(TCP, ini), flowSidx(i, 0));
     equal(table.lookup(TCP, tgt), flowSidx(i, 1));
   }
+});
+
+Deno.test("the table grows with the flows in use up to its capacity, and shrinks once they close", () => {
+  const table = new FlowTable(6000, { hashKey: KEY });
+  table.setHandlers(FlowType.TCP, { timer: () => false });
+  equal(table.size, FLOW_INITIAL_SLOTS, "starts small");
+  const index = new Map<number, number>();
+  for (let port = 1; port <= 6000; port++) index.set(port, open(table, port));
+  equal(table.size, 6000, "doubled until the capacity");
+  equal(table.alloc(), -1, "and no further");
+  for (const [port, i] of index) {
+    equal(i, port - 1, "entries never move");
+    const [ini, tgt] = sides(port);
+    equal(table.lookup(TCP, ini), flowSidx(i, 0));
+    equal(table.lookup(TCP, tgt), flowSidx(i, 1));
+  }
+  table.bytesFrom[flowSidx(10, 0)] = 77;
+
+  // Close all but the first 300 (and one high flow, which holds the size).
+  const closing = new Set<number>();
+  table.setHandlers(FlowType.TCP, { timer: (i) => closing.has(i) });
+  for (const [port, i] of index) {
+    if (i >= 300 && port !== 3500) closing.add(i), index.delete(port);
+  }
+  let now = 0;
+  for (let pass = 0; pass < 5; pass++) table.deferredPass(now += 1000);
+  equal(table.live, 301);
+  equal(table.size, 6000, "a flow in the upper half keeps the size");
+  closing.add(3499);
+  index.delete(3500);
+  for (let pass = 0; pass < 5; pass++) table.deferredPass(now += 1000);
+  equal(table.live, 300);
+  equal(table.size, FLOW_INITIAL_SLOTS, "halved step by step back to the start");
+  equal(table.bytesFrom[flowSidx(10, 0)], 77, "kept across resizes");
+  for (const [port, i] of index) {
+    const [ini, tgt] = sides(port);
+    equal(table.lookup(TCP, ini), flowSidx(i, 0));
+    equal(table.lookup(TCP, tgt), flowSidx(i, 1));
+  }
+  const [gone] = sides(4000);
+  equal(table.lookup(TCP, gone), -1);
+  equal(open(table, 9000), 300, "the first free slot again");
 });
 
 Deno.test("100 000 flows whose tuples differ only in one port are all found", () => {

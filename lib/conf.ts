@@ -7,11 +7,10 @@
  *
  * 1. Find where the options end. `tapir ns sh -c 'ip addr'` must hand
  *    `-c` to the shell, so options stop at the first positional argument or
- *    at `--`. A lenient `parseArgs` pass finds that point; it knows which
- *    options take a value, so `-t 80` is not mistaken for a command `80`.
- * 2. Parse the options strictly. When `parseArgs` refuses something, its own
- *    message is several lines long and names the option in prose, so the
- *    lenient tokens are used to say, in one line, which option is wrong.
+ *    at `--`. The tokenizer (`lib/args.ts`) knows which options take a
+ *    value, so `-t 80` is not mistaken for a command `80`.
+ * 2. Refuse unknown options and missing or unwanted values, in one line
+ *    naming the first such option.
  * 3. Walk the option tokens in order: check each value (addresses, ports,
  *    ranges), then the combinations (`-4` with `-6`, `-q` with `-d`, …).
  *
@@ -24,7 +23,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   formatIp,
   ifnameProblem,
@@ -35,6 +33,7 @@ import {
   parseIp4,
 } from "./addr.ts";
 import { PORT_FWD_NONE, type PortFwd, portFwdAdd } from "./fwd.ts";
+import { type ArgSpec, tokenizeArgs } from "./args.ts";
 import { LogLevel } from "./log.ts";
 import { FLOW_DEFAULT_CAPACITY, FLOW_MAX_CAPACITY } from "./flow/table.ts";
 
@@ -439,14 +438,11 @@ const OPTIONS: readonly OptionSpec[] = [
 
 const SPEC_BY_NAME: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.long, o]));
 
-type ParseOptions = Record<string, { type: "string" | "boolean"; short?: string }>;
-const PARSE_OPTIONS: ParseOptions = Object.fromEntries(
-  OPTIONS.map((o) => {
-    const type = o.value === undefined ? "boolean" : "string";
-    // parseArgs rejects `short: undefined`, so leave the key out instead.
-    return [o.long, o.short === undefined ? { type } : { type, short: o.short }];
-  }),
-);
+const ARG_SPECS: readonly ArgSpec[] = OPTIONS.map((o) => ({
+  long: o.long,
+  short: o.short,
+  takesValue: o.value !== undefined,
+}));
 
 /** An option as written: `name` is the long name, `rawName` what the user typed. */
 interface OptionToken {
@@ -465,27 +461,9 @@ interface Split {
   readonly terminated: boolean;
 }
 
-type Token =
-  | {
-    kind: "option";
-    index: number;
-    name: string;
-    rawName: string;
-    value?: string;
-    inlineValue?: boolean;
-  }
-  | { kind: "positional"; index: number; value: string }
-  | { kind: "option-terminator"; index: number };
-
-function optionTokens(tokens: readonly Token[]): OptionToken[] {
-  const out: OptionToken[] = [];
-  for (const t of tokens) if (t.kind === "option") out.push(t);
-  return out;
-}
-
-/** One line saying which option `parseArgs` refused, from the lenient tokens. */
-function explain(tokens: readonly OptionToken[], err: unknown): string {
-  for (const t of tokens) {
+/** The first option in `options` that is unknown or lacks or has a value it should not; null if none. */
+function optionProblem(options: readonly OptionToken[]): string | null {
+  for (const t of options) {
     const spec = SPEC_BY_NAME.get(t.name);
     if (spec === undefined) return `unknown option '${t.rawName}'`;
     if (spec.value === undefined) {
@@ -493,45 +471,27 @@ function explain(tokens: readonly OptionToken[], err: unknown): string {
       continue;
     }
     if (t.value === undefined) return `${t.rawName}: needs a value`;
-    // Strict parsing refuses `-t -d`: the user more likely forgot the value.
-    if (!t.inlineValue && t.value.startsWith("-")) {
+    // `-t -d`: the user more likely forgot the value than meant '-d'.
+    if (!t.inlineValue && t.value.startsWith("-") && t.value.length > 1) {
       return `${t.rawName}: needs a value, got '${t.value}' (write --${spec.long}=${t.value} if it is one)`;
     }
   }
-  // Not expected: parseArgs found a fault the checks above do not know.
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
+  return null;
 }
 
-/** Steps 1 and 2 of the module comment: find the end of the options, parse them strictly. */
+/** Steps 1 and 2 of the module comment: find the end of the options, check them. */
 function splitArgs(args: readonly string[]): Split {
-  const lenient = parseArgs({
-    args: [...args],
-    options: PARSE_OPTIONS,
-    strict: false,
-    tokens: true,
-    allowPositionals: true,
-  });
-  const tokens = lenient.tokens as Token[];
-  const stop = tokens.find((t) => t.kind !== "option");
-  const end = stop === undefined ? args.length : stop.index;
-  let strict;
-  try {
-    strict = parseArgs({
-      args: args.slice(0, end),
-      options: PARSE_OPTIONS,
-      strict: true,
-      tokens: true,
-      allowPositionals: false,
-    });
-  } catch (err) {
-    throw new ConfError(explain(optionTokens(tokens), err));
+  const tokens = tokenizeArgs(args, ARG_SPECS);
+  const stop = tokens.findIndex((t) => t.kind !== "option");
+  const options: OptionToken[] = [];
+  for (const t of stop < 0 ? tokens : tokens.slice(0, stop)) {
+    if (t.kind === "option") options.push(t);
   }
-  const terminated = stop?.kind === "option-terminator";
-  return {
-    options: optionTokens(strict.tokens as Token[]),
-    positionals: args.slice(terminated ? end + 1 : end),
-    terminated,
-  };
+  const problem = optionProblem(options);
+  if (problem !== null) throw new ConfError(problem);
+  const end = stop < 0 ? args.length : tokens[stop].index;
+  const terminated = stop >= 0 && tokens[stop].kind === "option-terminator";
+  return { options, positionals: args.slice(terminated ? end + 1 : end), terminated };
 }
 
 /** Freezes `value` and everything reachable from it; typed arrays cannot be frozen and are skipped. */

@@ -27,8 +27,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { formatIp4, formatIp6, ifnameProblem, parseIp, parseIp4 } from "../addr.ts";
+import { type ArgSpec, type ArgToken, tokenizeArgs } from "../args.ts";
 import { ConfError, parseInteger } from "../conf.ts";
 import * as sys from "../sys/mod.ts";
 import { VERSION } from "../version.ts";
@@ -112,12 +112,11 @@ export function slirp4netnsVersion(): string {
   return `slirp4netns version ${SLIRP4NETNS_COMPAT} (tapir ${VERSION})\n`;
 }
 
-interface Token {
-  readonly kind: "option" | "positional" | "option-terminator";
-  readonly name?: string;
-  readonly rawName?: string;
-  readonly value?: string;
-}
+const ARG_SPECS: readonly ArgSpec[] = OPTIONS.map((o) => ({
+  long: o.long,
+  short: o.short,
+  takesValue: o.value !== undefined,
+}));
 
 /** Reads slirp4netns's command line (without the program name). */
 export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsRequest {
@@ -126,13 +125,13 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
   const positionals: string[] = [];
   for (const t of tokens) {
     if (t.kind === "positional") {
-      positionals.push(t.value!);
+      positionals.push(t.value);
       continue;
     }
     if (t.kind !== "option") continue;
     if (t.name === "help") return { kind: "help" };
     if (t.name === "version") return { kind: "version" };
-    values.set(t.name!, { raw: t.rawName!, value: t.value ?? "" });
+    values.set(t.name, { raw: t.rawName, value: t.value ?? "" });
   }
   const has = (name: string) => values.has(name);
   const get = (name: string) => values.get(name);
@@ -227,25 +226,15 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
 }
 
 /** GNU-style tokens (options may follow positionals), each option checked against the table. */
-function tokenize(args: readonly string[]): Token[] {
-  const parseOptions = Object.fromEntries(OPTIONS.map((o) => {
-    const type = o.value === undefined ? "boolean" as const : "string" as const;
-    return [o.long, o.short === undefined ? { type } : { type, short: o.short }];
-  }));
-  const lenient = parseArgs({
-    args: [...args],
-    options: parseOptions,
-    strict: false,
-    tokens: true,
-    allowPositionals: true,
-  });
-  const out: Token[] = [];
-  for (const t of lenient.tokens as Token[]) {
+function tokenize(args: readonly string[]): ArgToken[] {
+  const lenient = tokenizeArgs(args, ARG_SPECS);
+  const out: ArgToken[] = [];
+  for (const t of lenient) {
     if (t.kind !== "option") {
       out.push(t);
       continue;
     }
-    const spec = BY_LONG.get(t.name!) ?? (t.name!.length === 1 ? BY_SHORT.get(t.name!) : undefined);
+    const spec = BY_LONG.get(t.name) ?? (t.name.length === 1 ? BY_SHORT.get(t.name) : undefined);
     if (spec === undefined) throw new ConfError(`unknown option '${t.rawName}'`);
     if (spec.value === undefined && t.value !== undefined) {
       throw new ConfError(`${t.rawName}: takes no value`);

@@ -257,6 +257,10 @@ export function nsWorkerMain(): void {
       switch (req.op) {
         case "setup":
           post(setup(req.id, req.setup));
+          // Deno loads the subprocess API on first use, a few ms; do it now,
+          // while the main thread builds the translator, not when the
+          // command is to start.
+          void Deno.Command;
           break;
         case "spawn":
           spawn(req.id, req.argv, post);

@@ -25,8 +25,8 @@ export interface ArgSpec {
   readonly long: string;
   /** Short letter, if any. */
   readonly short?: string;
-  /** True when the option takes a value. */
-  readonly takesValue: boolean;
+  /** Set (to the value's name in the help, say `N`) when the option takes a value. */
+  readonly value?: string;
 }
 
 /** One token of a command line. */
@@ -51,7 +51,7 @@ export type ArgToken =
 export function tokenizeArgs(args: readonly string[], specs: readonly ArgSpec[]): ArgToken[] {
   const byLong = new Map(specs.map((s) => [s.long, s]));
   const longOf = (letter: string) => specs.find((s) => s.short === letter)?.long ?? letter;
-  const takesValue = (long: string) => byLong.get(long)?.takesValue === true;
+  const takesValue = (long: string) => byLong.get(long)?.value !== undefined;
   const tokens: ArgToken[] = [];
   // Arguments still to read, with the index of the argument each came from
   // (the parts of a flag group share their group's).

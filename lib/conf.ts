@@ -33,7 +33,7 @@ import {
   parseIp4,
 } from "./addr.ts";
 import { PORT_FWD_NONE, type PortFwd, portFwdAdd } from "./fwd.ts";
-import { type ArgSpec, tokenizeArgs } from "./args.ts";
+import { tokenizeArgs } from "./args.ts";
 import { LogLevel } from "./log.ts";
 import { FLOW_DEFAULT_CAPACITY, FLOW_MAX_CAPACITY } from "./flow/table.ts";
 
@@ -438,12 +438,6 @@ const OPTIONS: readonly OptionSpec[] = [
 
 const SPEC_BY_NAME: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.long, o]));
 
-const ARG_SPECS: readonly ArgSpec[] = OPTIONS.map((o) => ({
-  long: o.long,
-  short: o.short,
-  takesValue: o.value !== undefined,
-}));
-
 /** An option as written: `name` is the long name, `rawName` what the user typed. */
 interface OptionToken {
   readonly name: string;
@@ -481,7 +475,7 @@ function optionProblem(options: readonly OptionToken[]): string | null {
 
 /** Steps 1 and 2 of the module comment: find the end of the options, check them. */
 function splitArgs(args: readonly string[]): Split {
-  const tokens = tokenizeArgs(args, ARG_SPECS);
+  const tokens = tokenizeArgs(args, OPTIONS);
   const stop = tokens.findIndex((t) => t.kind !== "option");
   const options: OptionToken[] = [];
   for (const t of stop < 0 ? tokens : tokens.slice(0, stop)) {

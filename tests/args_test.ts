@@ -3,19 +3,19 @@ import { parseArgs } from "node:util";
 import { type ArgSpec, type ArgToken, tokenizeArgs } from "../lib/args.ts";
 
 const SPECS: readonly ArgSpec[] = [
-  { long: "mtu", short: "m", takesValue: true },
-  { long: "tcp-ports", short: "t", takesValue: true },
-  { long: "ipv4-only", short: "4", takesValue: false },
-  { long: "ipv6-only", short: "6", takesValue: false },
-  { long: "debug", short: "d", takesValue: false },
-  { long: "config-net", takesValue: false },
-  { long: "netns", takesValue: true },
+  { long: "mtu", short: "m", value: "V" },
+  { long: "tcp-ports", short: "t", value: "V" },
+  { long: "ipv4-only", short: "4" },
+  { long: "ipv6-only", short: "6" },
+  { long: "debug", short: "d" },
+  { long: "config-net" },
+  { long: "netns", value: "V" },
 ];
 
 /** The tokens `node:util`'s lenient parseArgs makes, without its undefined fields. */
 function nodeTokens(args: string[]): ArgToken[] {
   const options = Object.fromEntries(SPECS.map((s) => {
-    const type = s.takesValue ? "string" as const : "boolean" as const;
+    const type = s.value !== undefined ? "string" as const : "boolean" as const;
     return [s.long, s.short === undefined ? { type } : { type, short: s.short }];
   }));
   const { tokens } = parseArgs({

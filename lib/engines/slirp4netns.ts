@@ -28,7 +28,7 @@
  */
 
 import { formatIp4, formatIp6, ifnameProblem, parseIp, parseIp4 } from "../addr.ts";
-import { type ArgSpec, type ArgToken, tokenizeArgs } from "../args.ts";
+import { type ArgToken, tokenizeArgs } from "../args.ts";
 import { ConfError, parseInteger } from "../conf.ts";
 import * as sys from "../sys/mod.ts";
 import { VERSION } from "../version.ts";
@@ -91,7 +91,6 @@ const OPTIONS: readonly Slirp4netnsOption[] = [
 ];
 
 const BY_LONG = new Map(OPTIONS.map((o) => [o.long, o]));
-const BY_SHORT = new Map(OPTIONS.filter((o) => o.short).map((o) => [o.short!, o]));
 
 /** The `--help` text: usage and every option, under slirp4netns's names. */
 export function slirp4netnsUsage(): string {
@@ -111,12 +110,6 @@ ${lines.join("\n")}
 export function slirp4netnsVersion(): string {
   return `slirp4netns version ${SLIRP4NETNS_COMPAT} (tapir ${VERSION})\n`;
 }
-
-const ARG_SPECS: readonly ArgSpec[] = OPTIONS.map((o) => ({
-  long: o.long,
-  short: o.short,
-  takesValue: o.value !== undefined,
-}));
 
 /** Reads slirp4netns's command line (without the program name). */
 export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsRequest {
@@ -227,14 +220,15 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
 
 /** GNU-style tokens (options may follow positionals), each option checked against the table. */
 function tokenize(args: readonly string[]): ArgToken[] {
-  const lenient = tokenizeArgs(args, ARG_SPECS);
+  const lenient = tokenizeArgs(args, OPTIONS);
   const out: ArgToken[] = [];
   for (const t of lenient) {
     if (t.kind !== "option") {
       out.push(t);
       continue;
     }
-    const spec = BY_LONG.get(t.name) ?? (t.name.length === 1 ? BY_SHORT.get(t.name) : undefined);
+    // The tokenizer names a known short option by its long name.
+    const spec = BY_LONG.get(t.name);
     if (spec === undefined) throw new ConfError(`unknown option '${t.rawName}'`);
     if (spec.value === undefined && t.value !== undefined) {
       throw new ConfError(`${t.rawName}: takes no value`);

@@ -63,9 +63,9 @@ export async function runNs(
     return (await child.status).code;
   }
 
-  // The worker's start (an isolate and its modules) is the longest step
-  // of start-up: it goes first, and this thread loads the translator's
-  // modules meanwhile.
+  // The worker goes first: \`new Worker\` holds this thread ~40 ms while the
+  // isolate boots, but the worker's own modules then load on its thread
+  // while this one loads the translator's.
   const worker = new NsWorker(mainUrl);
   const { serveNs } = await import("./ns_serve.ts");
   return await serveNs(conf, worker, engine);

@@ -199,65 +199,71 @@ function fixture(name: string, ...args: (string | number)[]): string {
   return [deno, "run", "-A", `${FIXTURES}${name}`, ...args].join(" ");
 }
 
-Deno.test("1000 concurrent connections each move 64 KiB both ways; no TCP flow is left", () =>
-  withHostNs(async (host) => {
+/**
+ * Runs `body` in a host namespace with the echo server on its loopback at
+ * `port`; `log` is a file for tapir's `--log-file`, removed afterwards.
+ */
+function withEchoServer(
+  port: number,
+  body: (host: string, log: string) => Promise<void>,
+): Promise<void> {
+  return withHostNs(async (host) => {
     const dir = await Deno.makeTempDir({ prefix: "tapir-tcp-" });
     const procs: Background[] = [];
     try {
       procs.push(
-        background(host, deno, ["run", "-A", `${FIXTURES}tcp_echo_server.ts`, "127.0.0.1", "9300"]),
+        background(host, deno, [
+          "run",
+          "-A",
+          `${FIXTURES}tcp_echo_server.ts`,
+          "127.0.0.1",
+          `${port}`,
+        ]),
       );
-      await waitListening(host, 9300);
-      const log = `${dir}/log`;
-      const r = await tapirNs(
-        host,
-        ["--config-net", "-d", "--log-file", log],
-        fixture("tcp_many_client.ts", HOST_NS.gw4, 9300, 1000, 65536),
-      );
-      equal(r.code, 0, explain(r));
-      match(r.stdout, /^ok 1000$/m);
-      const text = await Deno.readTextFile(log);
-      equal(countersFromLog(text, "tcp").outbound, 1000, "a flow per connection");
-      equal(statsFromLog(text).flows.byType.TCP ?? 0, 0, "no TCP flow left at exit");
+      await waitListening(host, port);
+      await body(host, `${dir}/log`);
     } finally {
       await stopAll(procs);
       await Deno.remove(dir, { recursive: true });
     }
+  });
+}
+
+Deno.test("1000 concurrent connections each move 64 KiB both ways; no TCP flow is left", () =>
+  withEchoServer(9300, async (host, log) => {
+    const r = await tapirNs(
+      host,
+      ["--config-net", "-d", "--log-file", log],
+      fixture("tcp_many_client.ts", HOST_NS.gw4, 9300, 1000, 65536),
+    );
+    equal(r.code, 0, explain(r));
+    match(r.stdout, /^ok 1000$/m);
+    const text = await Deno.readTextFile(log);
+    equal(countersFromLog(text, "tcp").outbound, 1000, "a flow per connection");
+    equal(statsFromLog(text).flows.byType.TCP ?? 0, 0, "no TCP flow left at exit");
   }));
 
 Deno.test("--max-flows 3: a fourth connection is refused while three are open, and served once they close", () =>
-  withHostNs(async (host) => {
-    const dir = await Deno.makeTempDir({ prefix: "tapir-tcp-" });
-    const procs: Background[] = [];
-    try {
-      procs.push(
-        background(host, deno, ["run", "-A", `${FIXTURES}tcp_echo_server.ts`, "127.0.0.1", "9310"]),
-      );
-      await waitListening(host, 9310);
-      const log = `${dir}/log`;
-      const peer = `TCP4:${HOST_NS.gw4}:9310`;
-      const r = await tapirNs(
-        host,
-        ["--config-net", "-d", "--log-file", log, "--max-flows", "3"],
-        [
-          // Three connections held open by an idle stdin, each echoing once.
-          `for i in 1 2 3; do (echo held$i; sleep 3) | socat - ${peer} & done`,
-          "sleep 1",
-          `if echo fourth | socat - ${peer}; then echo fourth-served; else echo fourth-refused; fi`,
-          "wait",
-          `echo fifth | socat - ${peer}`,
-        ].join("\n"),
-      );
-      equal(r.code, 0, explain(r));
-      for (const want of ["held1", "held2", "held3", "fourth-refused", "fifth"]) {
-        match(r.stdout, new RegExp(`^${want}$`, "m"), want);
-      }
-      const text = await Deno.readTextFile(log);
-      equal(countersFromLog(text, "tcp").tableFull, 1, "the refusal was the full table's");
-    } finally {
-      await stopAll(procs);
-      await Deno.remove(dir, { recursive: true });
+  withEchoServer(9310, async (host, log) => {
+    const peer = `TCP4:${HOST_NS.gw4}:9310`;
+    const r = await tapirNs(
+      host,
+      ["--config-net", "-d", "--log-file", log, "--max-flows", "3"],
+      [
+        // Three connections held open by an idle stdin, each echoing once.
+        `for i in 1 2 3; do (echo held$i; sleep 3) | socat - ${peer} & done`,
+        "sleep 1",
+        `if echo fourth | socat - ${peer}; then echo fourth-served; else echo fourth-refused; fi`,
+        "wait",
+        `echo fifth | socat - ${peer}`,
+      ].join("\n"),
+    );
+    equal(r.code, 0, explain(r));
+    for (const want of ["held1", "held2", "held3", "fourth-refused", "fifth"]) {
+      match(r.stdout, new RegExp(`^${want}$`, "m"), want);
     }
+    const text = await Deno.readTextFile(log);
+    equal(countersFromLog(text, "tcp").tableFull, 1, "the refusal was the full table's");
   }));
 
 Deno.test("half-close works both ways: each side keeps sending after the other's FIN", () =>

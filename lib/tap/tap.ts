@@ -298,11 +298,11 @@ export interface TapBackend {
   readonly sendBlocked: boolean;
   /**
    * Reads frames from the guest into `batch` slots from 0, up to its
-   * capacity, without blocking; sets each frame's descriptor and `count`.
-   * Returns the number of frames, or -errno on a fatal error (the guest is
-   * gone).
+   * capacity (or up to `limit`, a hint a backend may ignore), without
+   * blocking; sets each frame's descriptor and `count`. Returns the number
+   * of frames, or -errno on a fatal error (the guest is gone).
    */
-  receive(batch: FrameBatch): number;
+  receive(batch: FrameBatch, limit?: number): number;
   /**
    * Sends frames `order[0..count)` of `batch` in that order, without
    * blocking, and returns how many whole frames were delivered. Never leaves

@@ -167,12 +167,17 @@ export class TuntapBackend implements TapBackend {
     this.granted = vnetHdr ? tuntapGrantOffloads(fd, segmentation) : 0;
   }
 
-  /** Reads frames until the device is empty or the batch is full. */
-  receive(batch: FrameBatch): number {
+  /**
+   * Reads frames until the device is empty, the batch is full or `limit`
+   * frames are read. The device is watched level-triggered, so frames left
+   * behind by a limit are reported again at once.
+   */
+  receive(batch: FrameBatch, limit = batch.capacity): number {
     const max = batch.maxFrame;
     let n = 0;
     const v = this.#vnet;
-    while (n < batch.capacity) {
+    const end = Math.min(limit, batch.capacity);
+    while (n < end) {
       // The vnet header, if any, lands in the headroom just before the frame.
       batch.iov.setRaw(n, batch.addrs[n] + TAP_HEADROOM - v, max + v);
       const rc = sys.readv(this.fd, batch.iov, 1, n);

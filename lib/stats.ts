@@ -9,7 +9,7 @@
  * owner of a module registers that object under a group name (`tcp`, `udp`,
  * `tap`, `loop`, …) with {@linkcode StatsRegistry.add}. Only the registry
  * lists, snapshots and diffs counters, so a module added later shows up in
- * every report (the log line on SIGUSR1, `--stats`, the control socket)
+ * every report (the log line on SIGUSR2, `--stats`, the control socket)
  * once it is registered, and a test can check that nothing was left out.
  *
  * A group's fields are flattened into counter names: a number is a counter;

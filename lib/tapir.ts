@@ -23,6 +23,7 @@ import { Tcp } from "./l4/tcp.ts";
 import { TcpListeners } from "./l4/tcp_listen.ts";
 import { TcpSplice } from "./l4/tcp_splice.ts";
 import { Udp } from "./l4/udp.ts";
+import { guardInspectorSignal } from "./inspector_guard.ts";
 import { logDebug, logInfo } from "./log.ts";
 import { countersDiff, type CountersSnapshot, StatsRegistry } from "./stats.ts";
 import { Loop } from "./loop.ts";
@@ -72,7 +73,7 @@ export interface TrafficCount {
 }
 
 /**
- * Everything tapir counts, as one JSON-ready object: the SIGUSR1 log line,
+ * Everything tapir counts, as one JSON-ready object: the SIGUSR2 log line,
  * the exit summary at debug level and the control socket's `stats` reply.
  */
 export interface StatsReport {
@@ -94,7 +95,7 @@ export interface StatsReport {
 export const STATS_LOG_PREFIX = "stats ";
 
 /**
- * The last statistics report in a log: the line SIGUSR1 writes, and `-d`
+ * The last statistics report in a log: the line SIGUSR2 writes, and `-d`
  * at exit. Null if there is none.
  */
 export function statsReportFromLog(log: string): StatsReport | null {
@@ -261,9 +262,11 @@ export class Tapir {
     });
     loop.stopOnSignals();
     if (this.#statsInterval > 0) this.#statsEvery(this.#statsInterval * 1000);
-    const usr1 = () => logInfo(STATS_LOG_PREFIX + JSON.stringify(this.statsReport()));
-    Deno.addSignalListener("SIGUSR1", usr1);
-    loop.onStop(() => Deno.removeSignalListener("SIGUSR1", usr1));
+    // Not SIGUSR1: that one would open Deno's inspector (see `inspector_guard.ts`).
+    const usr2 = () => logInfo(STATS_LOG_PREFIX + JSON.stringify(this.statsReport()));
+    Deno.addSignalListener("SIGUSR2", usr2);
+    loop.onStop(() => Deno.removeSignalListener("SIGUSR2", usr2));
+    guardInspectorSignal(loop);
   }
 
   /**

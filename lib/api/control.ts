@@ -15,7 +15,7 @@
  * | `{"cmd":"pcap-start","path":"/tmp/x.pcap"}`          | `{path}`                      |
  * | `{"cmd":"pcap-stop"}`                                | `{path, frames}`              |
  *
- * The statistics report is the same object SIGUSR1 logs (see
+ * The statistics report is the same object SIGUSR2 logs (see
  * `Tapir.statsReport`). Clients asking for it in the same loop turn share
  * one serialised copy: fifty clients polling in a tight loop then cost one
  * snapshot per turn, not fifty, and the data path keeps its CPU.

@@ -99,6 +99,7 @@ const libc = Deno.dlopen("libc.so.6", {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
   prctl_buf: {
     name: "prctl",
     parameters: ["i32", "buffer", "usize", "usize", "usize"],
@@ -602,6 +603,21 @@ export function inotifyAddWatch(fd: number, path: string, mask: number): number 
 /** prctl(2) with integer arguments. */
 export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0): number {
   return ret(C.prctl(option, arg2, arg3, arg4, arg5));
+}
+
+/** `SIG_IGN` as a handler pointer. */
+const SIG_IGN = Deno.UnsafePointer.create(1n);
+
+/**
+ * Ignores signal `signo` from now on, process-wide (signal(2) with
+ * `SIG_IGN`). Returns true if it had another disposition until now — a
+ * handler someone installed, or the default — and false if it was ignored
+ * already (or `signo` is invalid).
+ */
+export function signalIgnore(signo: number): boolean {
+  const prev = C.signal(signo, SIG_IGN);
+  const value = prev === null ? 0n : BigInt(Deno.UnsafePointer.value(prev));
+  return value !== 1n && value !== 0xffffffffffffffffn; // SIG_IGN; SIG_ERR is -1
 }
 
 /** prctl(2) whose second argument is a buffer (PR_SET_NAME, PR_GET_NAME). */

@@ -56,6 +56,8 @@ export interface Contender {
   command(guest: readonly string[], mtu?: number): string[];
   /** Environment for {@linkcode Contender.command}; undefined keeps the harness's. */
   readonly env?: Record<string, string>;
+  /** tapir's control socket (`--api-socket`), for its runtime statistics; absent for the others. */
+  readonly apiSocket?: string;
 }
 
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -155,6 +157,7 @@ export function contenders(env: HostEnv, mainTs: string): Contender[] {
     serverAddr: "127.0.0.1",
     target: "192.0.2.1",
     translatorComms: ["deno"],
+    apiSocket: `${env.dir}/api-${name}.sock`,
     unavailable: () => exists(mainTs) ? null : `${mainTs} not found`,
     command: (guest, mtu = DEFAULT_MTU) =>
       inHost(env.ns, [
@@ -165,6 +168,8 @@ export function contenders(env: HostEnv, mainTs: string): Contender[] {
         "ns",
         "--config-net",
         "-q",
+        "--api-socket",
+        `${env.dir}/api-${name}.sock`,
         ...mtuOption(mtu),
         ...options,
         "--",

@@ -42,8 +42,15 @@ export const SMALL_MTU = 1500;
  */
 export const SMALL_MTU_ONLY: readonly ContenderName[] = ["tapir-nooffload"];
 
-/** Whether `contender` is measured in a metric or scenario at guest MTU `mtu`. */
-export function measures(what: { readonly mtu?: number }, contender: ContenderName): boolean {
+/**
+ * Whether `contender` is measured in a metric or scenario: at guest MTU
+ * `mtu`, and if the metric is one contender's `only`, that one.
+ */
+export function measures(
+  what: { readonly mtu?: number; readonly only?: ContenderName },
+  contender: ContenderName,
+): boolean {
+  if (what.only !== undefined && what.only !== contender) return false;
   return what.mtu === SMALL_MTU || !SMALL_MTU_ONLY.includes(contender);
 }
 
@@ -78,7 +85,7 @@ export interface Metric {
   /** Which direction is better. */
   readonly better: Better;
   /** Table section. */
-  readonly group: "throughput" | "latency" | "startup" | "cost";
+  readonly group: "throughput" | "latency" | "startup" | "cost" | "heap";
   /** Decimal places when printed. */
   readonly digits: number;
   /** Drawn in docs/bench.svg. */
@@ -93,6 +100,8 @@ export interface Metric {
   readonly translatorOnly?: boolean;
   /** Guest MTU of the scenario behind a throughput or cost metric; absent for the others. */
   readonly mtu?: number;
+  /** The one contender measured (tapir's own JavaScript heap); absent: every one. */
+  readonly only?: ContenderName;
 }
 
 /** A throughput scenario run with iperf3. */
@@ -202,6 +211,44 @@ function costMetrics(): Metric[] {
   return out;
 }
 
+/**
+ * tapir's JavaScript heap (from its control socket's statistics, see
+ * `lib/runtime_stats.ts`): bytes V8 allocated per MiB each default-MTU
+ * scenario moved, per 1000 ping-pongs, and the collections during those.
+ */
+function heapMetrics(): Metric[] {
+  const heap = {
+    group: "heap" as const,
+    better: "lower" as const,
+    chart: false,
+    only: "tapir" as const,
+  };
+  return [
+    ...THROUGHPUT.filter((t) => t.mtu === DEFAULT_MTU).map((t) => ({
+      ...heap,
+      id: `alloc_${t.id}`,
+      label: `Allocated, ${t.label}`,
+      unit: "KiB/MiB",
+      digits: 1,
+    })),
+    {
+      ...heap,
+      id: "alloc_rr",
+      label: "Allocated, TCP 1-byte ping-pong",
+      unit: "KiB/1000",
+      digits: 1,
+    },
+    {
+      ...heap,
+      id: "gc_rr_count",
+      label: "GC pauses during the ping-pong",
+      unit: "count",
+      digits: 0,
+    },
+    { ...heap, id: "gc_rr_ms", label: "GC pause time during the ping-pong", unit: "ms", digits: 2 },
+  ];
+}
+
 /** Every metric, in report order. */
 export const METRICS: readonly Metric[] = [
   ...throughputMetrics(),
@@ -261,6 +308,7 @@ export const METRICS: readonly Metric[] = [
     chart: true,
   },
   ...costMetrics(),
+  ...heapMetrics(),
 ];
 
 /** The metric with `id`; throws for an unknown id (a harness bug). */

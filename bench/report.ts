@@ -245,7 +245,8 @@ export function renderMarkdown(
   ]);
   const smallCostRatios = smallRatios.filter(([, b]) => !noTranslator.includes(b));
   const atDefault = METRICS.filter((m) => m.mtu !== SMALL_MTU);
-  const main = atDefault.filter((m) => m.group !== "cost");
+  const main = atDefault.filter((m) => m.group !== "cost" && m.group !== "heap");
+  const heap = METRICS.filter((m) => m.group === "heap");
   const cost = atDefault.filter((m) => m.group === "cost");
   const atSmall = METRICS.filter((m) => m.mtu === SMALL_MTU);
   const versions = Object.entries(machine.versions).map(([k, v]) => `- ${k}: ${v}`).join("\n");
@@ -257,6 +258,7 @@ export function renderMarkdown(
   const mainTable = table(results, main, names, ratioTo, notes);
   const translated = names.filter((c) => !noTranslator.includes(c));
   const costTable = table(results, cost, translated, ratioTo, notes);
+  const heapTable = names.includes("tapir") ? table(results, heap, ["tapir"], [], notes) : "";
   const kernelOnly = names.filter((c) => noTranslator.includes(c));
   const smallTable = table(
     results,
@@ -321,7 +323,20 @@ from \`/proc/PID/stat\` before and after each throughput scenario; peak resident
   }
 
 ${costTable}
+${
+    heapTable &&
+    `
+### tapir's JavaScript heap
 
+What V8 allocated on tapir's heap per MiB each scenario moved (the data path is written to allocate
+nothing per packet; what is left feeds the young-generation collector, whose pauses land on packets
+in flight) and per 1000 ping-pongs (with the connection's set-up and the client's warm-up), and the
+garbage collections during the ping-pong: \`runtime\` of the control socket's \`stats\`
+(\`lib/runtime_stats.ts\`), read before and after each scenario.
+
+${heapTable}
+`
+  }
 ## At guest MTU ${SMALL_MTU}
 
 The TCP scenarios once more, in a guest launched with MTU ${SMALL_MTU} (Ethernet's), where every

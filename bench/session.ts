@@ -38,6 +38,7 @@
 import type { Contender } from "./contenders.ts";
 import { type HostEnv, inHost } from "./hostns.ts";
 import {
+  type ContenderName,
   DEFAULT_MTU,
   measures,
   median,
@@ -61,6 +62,7 @@ import {
   type Tracked,
 } from "./proc.ts";
 import { crrPort } from "./rr_server.ts";
+import type { RuntimeReport } from "../lib/runtime_stats.ts";
 
 /** Knobs for a run. */
 export interface SessionConfig {
@@ -86,6 +88,57 @@ const RR_SERVER = `${here}rr_server.ts`;
 const RR_CLIENT = `${here}rr_client.ts`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * tapir's runtime statistics (its JavaScript heap) from its control socket;
+ * null for a contender without one, or when it does not answer in 5 s.
+ */
+async function runtimeOf(contender: Contender): Promise<RuntimeReport | null> {
+  if (contender.apiSocket === undefined) return null;
+  let conn: Deno.UnixConn | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ask = async () => {
+    conn = await Deno.connect({ transport: "unix", path: contender.apiSocket! });
+    await conn.write(new TextEncoder().encode('{"cmd":"stats"}\n'));
+    const dec = new TextDecoder();
+    const buf = new Uint8Array(1 << 16);
+    let text = "";
+    while (!text.includes("\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += dec.decode(buf.subarray(0, n), { stream: true });
+    }
+    return (JSON.parse(text).return?.runtime ?? null) as RuntimeReport | null;
+  };
+  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), 5000));
+  try {
+    return await Promise.race([ask(), late]);
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+    (conn as Deno.UnixConn | null)?.close();
+  }
+}
+
+/**
+ * Asks tapir for its runtime statistics until they include V8's (the first
+ * request loads them); null if they never do.
+ */
+async function runtimeReady(contender: Contender): Promise<RuntimeReport | null> {
+  for (let i = 0; i < 40 && contender.apiSocket !== undefined; i++) {
+    const r = await runtimeOf(contender);
+    if (r?.heapAllocatedBytes != null && r.gc !== null) return r;
+    await sleep(50);
+  }
+  return null;
+}
+
+/** KiB V8 allocated between two reports, or null if either lacks the figure. */
+function allocatedKiB(before: RuntimeReport | null, after: RuntimeReport | null): number | null {
+  if (before?.heapAllocatedBytes == null || after?.heapAllocatedBytes == null) return null;
+  return (after.heapAllocatedBytes - before.heapAllocatedBytes) / 1024;
+}
 
 /** The last meaningful line of some output, for a failure reason. */
 export function lastLine(text: string): string {
@@ -637,10 +690,23 @@ async function measureThroughput(
       for (const id of ids) results.set(id, name, rep, { ok: false, reason: blocked });
       continue;
     }
+    const heaped = contender.apiSocket !== undefined && t.mtu === DEFAULT_MTU;
+    const heapBefore = heaped ? await runtimeReady(contender) : null;
     const before = cpuTicks(guest.translator);
     try {
       const r = await iperf(env, guest, contender, port + 10 + THROUGHPUT.indexOf(t), t, cfg);
       const ticks = cpuTicks(guest.translator) - before;
+      if (heaped) {
+        const kib = allocatedKiB(heapBefore, await runtimeOf(contender));
+        results.set(
+          `alloc_${t.id}`,
+          name,
+          rep,
+          kib === null
+            ? { ok: false, reason: `${name}: no heap statistics from its control socket` }
+            : { ok: true, value: kib / (r.bytes / 1048576) },
+        );
+      }
       const cpuS = ticks / ticksPerS;
       results.set(t.id, name, rep, { ok: true, value: t.udp ? r.gbps * 1000 : r.gbps });
       if (t.udp) {
@@ -667,6 +733,38 @@ async function measureThroughput(
       say(`${t.label}: ${reason}`);
     }
   }
+}
+
+/**
+ * tapir's heap during the ping-pong: KiB allocated per 1000 round trips (the
+ * connection's set-up and the client's warm-up included), collections and
+ * their pause time.
+ */
+function heapDuringRr(
+  before: RuntimeReport | null,
+  after: RuntimeReport | null,
+  cfg: SessionConfig,
+  { results, rep, say, name }: Sink & { name: ContenderName },
+): void {
+  const kib = allocatedKiB(before, after);
+  const gcBefore = before?.gc, gcAfter = after?.gc;
+  if (kib === null || !gcBefore || !gcAfter) {
+    const reason = `${name}: no heap statistics from its control socket`;
+    for (const id of ["alloc_rr", "gc_rr_count", "gc_rr_ms"]) {
+      results.set(id, name, rep, { ok: false, reason });
+    }
+    return;
+  }
+  const count = gcAfter.count - gcBefore.count;
+  const ms = gcAfter.pauseMs - gcBefore.pauseMs;
+  results.set("alloc_rr", name, rep, { ok: true, value: kib / (cfg.roundTrips / 1000) });
+  results.set("gc_rr_count", name, rep, { ok: true, value: count });
+  results.set("gc_rr_ms", name, rep, { ok: true, value: ms });
+  say(
+    `ping-pong heap: ${(kib / (cfg.roundTrips / 1000)).toFixed(1)} KiB per 1000, ${count} GCs, ${
+      ms.toFixed(2)
+    } ms`,
+  );
 }
 
 /** Probes, throughput, latency and cost inside a started guest; returns what the probes found. */
@@ -714,6 +812,7 @@ async function measureInGuest(
       results.set(id, name, rep, { ok: false, reason: tcpBlock });
     }
   } else {
+    const heapBefore = await runtimeReady(contender);
     const rr = await runClient(env, guest, [
       "--mode",
       "rr",
@@ -726,10 +825,14 @@ async function measureInGuest(
       "--timeout",
       String(cfg.probeTimeoutS),
     ], cfg.roundTrips * 5 + 30_000);
+    const heapAfter = contender.apiSocket === undefined ? null : await runtimeOf(contender);
     if (rr.ok === true && typeof rr.p50Us === "number" && typeof rr.p99Us === "number") {
       results.set("rr_p50", name, rep, { ok: true, value: rr.p50Us });
       results.set("rr_p99", name, rep, { ok: true, value: rr.p99Us });
       say(`ping-pong: p50 ${rr.p50Us.toFixed(0)} µs, p99 ${rr.p99Us.toFixed(0)} µs`);
+      if (contender.apiSocket !== undefined) {
+        heapDuringRr(heapBefore, heapAfter, cfg, { results, rep, say, name });
+      }
     } else {
       const reason = `${name}: ping-pong failed: ${rr.error}`;
       results.set("rr_p50", name, rep, { ok: false, reason });

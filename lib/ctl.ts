@@ -357,6 +357,23 @@ export function formatStats(ret: CtlStats): string {
       ["by state", counts(ret.flows?.byState)],
     ], [false, false]),
   );
+  const rt = ret.runtime;
+  if (rt) {
+    const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+    const rows = [["memory", `RSS ${mib(rt.rssBytes)}, heap ${mib(rt.heapUsedBytes)} in use`]];
+    if (rt.heapAllocatedBytes !== null) {
+      rows.push(["allocated", `${mib(rt.heapAllocatedBytes)} since start`]);
+    }
+    if (rt.gc) {
+      rows.push([
+        "gc",
+        `${num(rt.gc.count)} pauses, ${rt.gc.pauseMs.toFixed(1)} ms in all, longest ${
+          rt.gc.maxPauseMs.toFixed(2)
+        } ms (since ${duration(rt.gc.sinceS)})`,
+      ]);
+    }
+    lines.push("", ...table(rows, [false, false]));
+  }
 
   const groups = entries(ret.counters).map(([group, counters]) =>
     typeof counters === "object" && counters !== null && !Array.isArray(counters)

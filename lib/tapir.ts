@@ -24,6 +24,7 @@ import { TcpListeners } from "./l4/tcp_listen.ts";
 import { TcpSplice } from "./l4/tcp_splice.ts";
 import { Udp } from "./l4/udp.ts";
 import { guardInspectorSignal } from "./inspector_guard.ts";
+import { type RuntimeReport, RuntimeStats } from "./runtime_stats.ts";
 import { logDebug, logInfo } from "./log.ts";
 import { countersDiff, type CountersSnapshot, StatsRegistry } from "./stats.ts";
 import { Loop } from "./loop.ts";
@@ -89,6 +90,8 @@ export interface StatsReport {
   };
   /** Every registered counter, by group (see `lib/stats.ts`). */
   readonly counters: CountersSnapshot;
+  /** Memory, allocation and garbage collection of the runtime (see `lib/runtime_stats.ts`). */
+  readonly runtime: RuntimeReport;
 }
 
 /** What the log line of a statistics report starts with; the JSON object follows. */
@@ -158,6 +161,7 @@ export class Tapir {
   /** Set when the backend reports the guest gone. */
   backendError = 0;
   #tapType = -1;
+  readonly #runtime = new RuntimeStats();
   /** Loop turn of the last read from the backend, and how many frames it got. */
   #readTurn = -2;
   #readCount = 0;
@@ -267,6 +271,11 @@ export class Tapir {
     Deno.addSignalListener("SIGUSR2", usr2);
     loop.onStop(() => Deno.removeSignalListener("SIGUSR2", usr2));
     guardInspectorSignal(loop);
+    const drainGc = () => {
+      this.#runtime.drain();
+      loop.after(1000, drainGc);
+    };
+    loop.after(1000, drainGc);
   }
 
   /**
@@ -396,6 +405,7 @@ export class Tapir {
       },
       flows: { live: f.live, byType: nonZero(f.byType), byState: nonZero(f.byState) },
       counters: this.stats.snapshot(),
+      runtime: this.#runtime.report(),
     };
   }
 

@@ -248,7 +248,14 @@ Deno.test("tapir-nooffload runs tapir's command plus --no-offload; MTU 1500 adds
   const tapir = byName.get("tapir")!.command(["true"]);
   const plain = byName.get("tapir-nooffload")!.command(["true"]);
   const dashes = tapir.indexOf("--", tapir.indexOf("ns"));
-  deepEqual(plain, [...tapir.slice(0, dashes), "--no-offload", ...tapir.slice(dashes)]);
+  // Each has its own control socket, for its heap statistics; otherwise the same command.
+  equal(byName.get("tapir")!.apiSocket, "/d/api-tapir.sock");
+  equal(byName.get("tapir-nooffload")!.apiSocket, "/d/api-tapir-nooffload.sock");
+  ok(tapir.includes("/d/api-tapir.sock"));
+  const sameSocket = plain.map((a) =>
+    a === "/d/api-tapir-nooffload.sock" ? "/d/api-tapir.sock" : a
+  );
+  deepEqual(sameSocket, [...tapir.slice(0, dashes), "--no-offload", ...tapir.slice(dashes)]);
   ok(!tapir.includes("-m"), "the default MTU is tapir's own default");
   for (const name of ["tapir", "tapir-nooffload", "pasta"] as const) {
     const argv = byName.get(name)!.command(["true"], 1500);

@@ -121,6 +121,13 @@ const STATS: CtlStats = {
     udp: { flows: 0 },
     loop: { iterations: 1000000 },
   },
+  runtime: {
+    rssBytes: 75 * 1048576,
+    heapUsedBytes: 9.25 * 1048576,
+    heapTotalBytes: 12 * 1048576,
+    heapAllocatedBytes: 1536 * 1048576,
+    gc: { count: 14, pauseMs: 3.96, maxPauseMs: 0.412, sinceS: 1.5 },
+  },
 };
 
 const STATS_TEXT = `uptime  1h 02m 03s
@@ -132,6 +139,10 @@ to guest      42       1
 flows     3 live
 by type   TCP 2, UDP 1
 by state  ACTIVE 3
+
+memory     RSS 75.0 MiB, heap 9.3 MiB in use
+allocated  1536.0 MiB since start
+gc         14 pauses, 4.0 ms in all, longest 0.41 ms (since 1.5s)
 
 tcp.bytesToHost       123
 tcp.bytesToGuest   456789
@@ -151,7 +162,7 @@ Deno.test("ctl: formatStats shows short uptimes in seconds and copes with sparse
     traffic: { toHost: { bytes: 0, frames: 0 }, toGuest: { bytes: 0, frames: 0 } },
     flows: { live: 0, byType: {}, byState: {} },
     counters: { empty: {}, odd: { list: [1, 2] as unknown as number } },
-  });
+  } as unknown as CtlStats);
   equal(
     text,
     `uptime  12.5s

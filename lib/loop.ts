@@ -63,6 +63,10 @@ const MAX_EVENTS = 256;
 /** Largest type number: types are stored in 32 bits but kept small by convention. */
 const MAX_TYPES = 256;
 
+/** Indexes into `Loop.#times`. */
+const LAST_YIELD = 0;
+const LAST_ACTIVITY = 1;
+
 /** Type 0 is the loop's own wake-up eventfd. */
 const TYPE_WAKE = 0;
 
@@ -120,6 +124,7 @@ export class Loop {
   readonly #heap: Timer[] = [];
   #timerSeq = 0;
   readonly #turnHooks: (() => void)[] = [];
+  readonly #times = new Float64Array(2);
   #deferred: (() => void)[] = [];
   #deferredSpare: (() => void)[] = [];
   readonly #stopHooks: (() => void)[] = [];
@@ -260,8 +265,11 @@ export class Loop {
     }
   }
 
-  #runTimers(now: number): void {
+  #runTimers(): void {
     const h = this.#heap;
+    // The clock is read here, not passed in: a fractional argument is boxed
+    // on the heap, an allocation per turn.
+    const now = performance.now();
     // Timers armed by a firing timer wait for the next turn, even at delay 0,
     // so a periodic timer cannot spin here.
     const armedBefore = this.#timerSeq;
@@ -337,27 +345,34 @@ export class Loop {
     if (this.#running) throw new Error("loop already running");
     if (this.#closed) throw new Error("loop closed");
     this.#running = true;
-    let lastYield = performance.now();
-    let lastActivity = lastYield;
+    // The last yield and the last activity, in a typed array: a fractional
+    // number kept in a local across `await` lives boxed on the heap, so
+    // each update would allocate — once per turn (measured).
+    const times = this.#times;
+    times[LAST_YIELD] = times[LAST_ACTIVITY] = performance.now();
     let busy = true;
     try {
       while (!this.#stopRequested) {
         let n: number;
         const now = performance.now();
-        if ((busy || now - lastActivity < SPIN_MS) && now - lastYield < YIELD_INTERVAL_MS) {
+        if (
+          (busy || now - times[LAST_ACTIVITY] < SPIN_MS) &&
+          now - times[LAST_YIELD] < YIELD_INTERVAL_MS
+        ) {
           n = sys.epollWait(this.#epfd, this.#ready, 0);
         } else {
           this.stats.asyncWaits++;
           n = await sys.epollWaitAsync(this.#epfd, this.#ready, busy ? 0 : this.#idleTimeout(now));
-          lastYield = performance.now();
+          times[LAST_YIELD] = performance.now();
         }
         this.stats.turns++;
         if (n > 0) this.#dispatch(n);
-        this.#runTimers(performance.now());
-        for (const hook of this.#turnHooks) hook();
+        this.#runTimers();
+        const hooks = this.#turnHooks;
+        for (let i = 0; i < hooks.length; i++) hooks[i]();
         const hadDeferred = this.#runDeferred();
         busy = n > 0 || hadDeferred || this.#deferred.length > 0;
-        if (busy) lastActivity = performance.now();
+        if (busy) times[LAST_ACTIVITY] = performance.now();
       }
       return this.stopReason;
     } finally {

@@ -246,7 +246,7 @@ export class Tapir {
     });
     this.watchBackend();
     loop.onTurn(() => {
-      this.flows.deferredPass(performance.now());
+      this.flows.deferredPass();
       this.tap.flush();
       if (this.tap.blocked) this.#waitWritable();
     });

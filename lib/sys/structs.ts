@@ -170,6 +170,12 @@ export class IovecArray {
   readonly bytes: Uint8Array;
   /** How many entries there is room for. */
   readonly capacity: number;
+  /**
+   * The address of entry 0, for a msghdr's `msg_iov`. A field, not a getter:
+   * an address is not a small integer, so each number a function returns
+   * for it is boxed on the heap (measured: several per round trip).
+   */
+  readonly addr: number;
   readonly #dv: DataView;
 
   /** Allocates room for `capacity` entries. */
@@ -177,11 +183,7 @@ export class IovecArray {
     this.capacity = capacity;
     this.bytes = new Uint8Array(capacity * IOVEC_SIZE);
     this.#dv = dataViewOf(this.bytes);
-  }
-
-  /** The address of entry 0, for a msghdr's `msg_iov`. */
-  get addr(): number {
-    return addrOf(this.bytes);
+    this.addr = addrOf(this.bytes);
   }
 
   /**

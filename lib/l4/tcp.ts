@@ -121,7 +121,7 @@ import { OutboundBind } from "./outbound.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
 import { natFromTap4, natFromTap6 } from "../fwd.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
-import { type Loop, Timer } from "../loop.ts";
+import { type Loop, SPIN_MS, Timer } from "../loop.ts";
 import { type GuestNet, u32ToIp4 } from "../net.ts";
 import { checksumPseudo4, checksumPseudo6 } from "../packet/checksum.ts";
 import { IcmpType, IcmpUnreachCode } from "../packet/icmp.ts";
@@ -154,6 +154,11 @@ export const TCP_WS_TO_TAP = 8;
 export const TCP_MAX_WINDOW = 65535 << TCP_WS_TO_TAP;
 /** First retransmission timeout; doubles with each retry. */
 export const TCP_RTO_MS = 200;
+/**
+ * How long an ACK of a small in-order segment may wait for data to carry
+ * it: half the loop's spin, so it goes out before the loop sleeps.
+ */
+export const TCP_ACK_DELAY_MS = SPIN_MS / 2;
 /** Retransmissions (or unanswered window probes) before the connection is reset. */
 export const TCP_MAX_RETRIES = 7;
 /** Longest interval between two probes of a zero window (the backoff's cap). */
@@ -368,6 +373,10 @@ class TcpConn {
   readonly index: number;
   /** Waiting in the resume list for the backend to take frames again. */
   resumePending = false;
+  /** The due ACK may wait for data to carry it (see `Tcp.#deferred`). */
+  ackMayWait = false;
+  /** On the delayed-ACK list. */
+  ackWaiting = false;
 
   constructor(index: number, fd: number, v6: boolean, tapSide: 0 | 1, timer: Timer) {
     this.index = index;
@@ -452,6 +461,10 @@ export class Tcp {
   readonly #frames = new Uint16Array(MAX_FRAMES_PER_READ);
   /** Connections waiting for the backend to take frames again (see `#resume`). */
   readonly #resumeList: number[] = [];
+  /** Connections whose ACK waits, `[0..#ackWaitCount)`; see `#deferred`. */
+  readonly #ackWaitList: (TcpConn | null)[] = [];
+  #ackWaitCount = 0;
+  readonly #ackDelayTimer = new Timer(() => this.#ackDelayed());
   /**
    * Payload pieces of the segment being written: the head's, those RSC
    * merged, then held out-of-order bytes that now follow them.
@@ -573,7 +586,17 @@ export class Tcp {
       tap.commitChecksummed(frame, frameLen, l4, TCP_CHECKSUM_OFFSET, pseudo);
     }
     if (len > 0 || flags & TcpFlag.Fin) tap.setOwner(frame, this.#producer, c.index, seq);
-    if (flags & TcpFlag.Ack) c.seqAckToTap = c.seqFromTap;
+    if (flags & TcpFlag.Ack) {
+      c.seqAckToTap = c.seqFromTap;
+      // This frame acknowledges everything with the current window: a due
+      // ACK that was allowed to wait has nothing left to say — unless the
+      // window is under a segment, when the ACK's pass must also watch for
+      // room (`#ackToTap`).
+      if (c.ackMayWait && c.wndToTap >= c.mss) {
+        c.ackMayWait = false;
+        this.#flag(c.index, c, TcpFl.ACK_TO_TAP_DUE, false);
+      }
+    }
   }
 
   /** Sends a segment without payload: ACK, FIN, SYN, SYN-ACK or RST. */
@@ -931,8 +954,7 @@ export class Tcp {
     if (!c.has(TcpEv.ESTABLISHED)) return this.#handshake(index, c, seg, f, m);
     if (f & TcpFlag.Syn) {
       // A retransmitted SYN-ACK from the guest: our ACK was lost.
-      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
-      this.#flows.defer(index);
+      this.#ackDue(index, c, false);
       return;
     }
     if (!(f & TcpFlag.Ack)) return;
@@ -949,8 +971,7 @@ export class Tcp {
     else if (seg.seq !== c.seqFromTap) {
       // An empty segment out of sequence — a zero-window probe, a keepalive:
       // RFC 9293 §3.10.7.4 asks for an ACK, which carries our current window.
-      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
-      this.#flows.defer(index);
+      this.#ackDue(index, c, false);
     }
   }
 
@@ -1111,8 +1132,8 @@ export class Tcp {
    */
   #dataFromTap(index: number, c: TcpConn, seq: number, len: number, flags: number): void {
     let fin = (flags & TcpFlag.Fin) !== 0;
-    this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
-    this.#flows.defer(index);
+    const urgentBefore = (c.flags & TcpFl.ACK_TO_TAP_DUE) !== 0 && !c.ackMayWait;
+    this.#ackDue(index, c, false);
     if (c.has(TcpEv.TAP_FIN_RCVD)) return; // nothing counts after the guest's FIN
     if (seqLt(seq, c.seqFromTap)) {
       this.stats.oldData++;
@@ -1178,7 +1199,22 @@ export class Tcp {
       c.seqFromTap = seqAdd(c.seqFromTap, 1);
       this.#event(index, c, TcpEv.TAP_FIN_RCVD);
       if (c.spillLen === 0) this.#finToSock(index, c);
+    } else if (!urgentBefore && len > 0 && len < c.mss && c.spillLen === 0 && c.ooo === null) {
+      // A small segment taken whole, in order: its ACK may wait a little for
+      // the host's answer to carry it (see `#deferred`).
+      c.ackMayWait = true;
     }
+  }
+
+  /**
+   * An ACK to the guest is due, sent by the flow table's deferred pass at
+   * the end of this turn — or, if it `mayWait` and every ACK now due may,
+   * a little later (see `#deferred`).
+   */
+  #ackDue(index: number, c: TcpConn, mayWait: boolean): void {
+    c.ackMayWait = mayWait && (c.ackMayWait || (c.flags & TcpFl.ACK_TO_TAP_DUE) === 0);
+    this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
+    this.#flows.defer(index);
   }
 
   /** Keeps the pieces (`len` bytes from `seq`, past a hole) if there is room; see `tcp_ooo.ts`. */
@@ -1291,8 +1327,7 @@ export class Tcp {
       // its next drain is a new edge.
       if (!this.#spillFlush(index, c) || c.has(TcpEv.CLOSED) || c.spillLen > 0) return;
       this.#flag(index, c, TcpFl.WRITE_BLOCKED, false);
-      this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
-      this.#flows.defer(index);
+      this.#ackDue(index, c, false);
     }
     if (events & (sys.EPOLLRDHUP | sys.EPOLLHUP)) this.#event(index, c, TcpEv.SOCK_EOF_SEEN);
     if (events & (sys.EPOLLIN | sys.EPOLLRDHUP | sys.EPOLLHUP)) this.#sockToTap(index, c);
@@ -1511,12 +1546,47 @@ export class Tcp {
   // -------------------------------------------------------------------------
   // Deferred work, timeouts, closing
 
-  /** End of turn: send a due ACK; free a closed connection. */
+  /**
+   * End of turn: send a due ACK; free a closed connection.
+   *
+   * An ACK for a small segment taken in order (`ackMayWait`: a request, a
+   * keystroke) waits up to {@linkcode TCP_ACK_DELAY_MS}, within the loop's
+   * spin: the host's answer usually comes sooner, and the data frame that
+   * carries it carries the ACK too (`#emit` clears the duty). Measured on a
+   * ping-pong, that is one frame in three toward the guest, and a syscall.
+   * Anything else — bulk data, FIN, a hole, a probe, a window update — is
+   * acknowledged now.
+   */
   #deferred(index: number): boolean {
     const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
     if (c.has(TcpEv.CLOSED)) return true;
-    if (c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(index, c);
+    if (c.flags & TcpFl.ACK_TO_TAP_DUE) {
+      if (c.ackMayWait && !(c.flags & TcpFl.GAP)) this.#ackLater(c);
+      else this.#ackToTap(index, c);
+    }
     return false;
+  }
+
+  /** Puts `c`'s due ACK on the delayed list, flushed by `#ackDelayTimer`. */
+  #ackLater(c: TcpConn): void {
+    if (c.ackWaiting) return;
+    c.ackWaiting = true;
+    this.#ackWaitList[this.#ackWaitCount++] = c;
+    if (!this.#ackDelayTimer.armed) this.#loop.arm(this.#ackDelayTimer, TCP_ACK_DELAY_MS);
+  }
+
+  /** The delay is over: every ACK still due on the list goes now. */
+  #ackDelayed(): void {
+    const list = this.#ackWaitList;
+    const n = this.#ackWaitCount;
+    for (let i = 0; i < n; i++) {
+      const c = list[i]!;
+      c.ackWaiting = false;
+      if (!c.has(TcpEv.CLOSED) && c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(c.index, c);
+    }
+    // Keep the array's storage (its length never drops); drop the references.
+    for (let i = 0; i < n; i++) list[i] = null;
+    this.#ackWaitCount = 0;
   }
 
   /** Once a second: handshake and idle timeouts. */

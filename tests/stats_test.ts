@@ -152,7 +152,12 @@ Deno.test("the stats report is plain JSON with traffic both ways, flows and ever
   const t = new Tapir(NET, new StreamBackend());
   try {
     const report = JSON.parse(JSON.stringify(t.statsReport()));
-    deepEqual(Object.keys(report).sort(), ["counters", "flows", "traffic", "uptime"]);
+    deepEqual(Object.keys(report).sort(), ["counters", "flows", "runtime", "traffic", "uptime"]);
+    // The runtime's memory at once; V8's own figures once `node:v8` has loaded.
+    for (const k of ["rssBytes", "heapUsedBytes", "heapTotalBytes"]) {
+      ok(report.runtime[k] > 0, k);
+    }
+    ok(report.runtime.heapAllocatedBytes === null || report.runtime.heapAllocatedBytes > 0);
     equal(typeof report.uptime, "number");
     deepEqual(report.traffic, {
       toHost: { bytes: 0, frames: 0 },

@@ -11,11 +11,13 @@
  * only the signal's disposition does.
  *
  * Deno installs its handler 500 ms after the runtime starts (a grace period,
- * so short programs pay nothing for it). We set SIGUSR1 to "ignore" at once —
- * before the handler, the default action would kill tapir — and again as soon
- * as we see that the runtime has replaced our setting: `signal(2)` returns
- * the disposition it replaces, so each check is one call that also re-arms
- * the guard. Checks run every {@linkcode GUARD_FAST_MS} around the time the
+ * so short programs pay nothing for it). We give SIGUSR1 a handler that does
+ * nothing at once — before Deno's, the default action would kill tapir —
+ * and again as soon as we see that the runtime has replaced it: `signal(2)`
+ * returns the disposition it replaces, so each check is one call that also
+ * re-arms the guard. A handler, not "ignore": the commands tapir starts
+ * would inherit an ignored signal, while a caught one reverts to its
+ * default in them. Checks run every {@linkcode GUARD_FAST_MS} around the time the
  * handler is due (measured: 490–550 ms after start, the clock of
  * `performance.now()`), every {@linkcode GUARD_SLOW_MS} otherwise, and stop
  * once the runtime's handler was replaced, or after
@@ -44,14 +46,14 @@ const DUE_UNTIL_MS = 1500;
 export const GUARD_GIVE_UP_MS = 10_000;
 
 /**
- * Ignores SIGUSR1 now, and arms the checks on `loop` that ignore it again
+ * Discards SIGUSR1 now, and arms the checks on `loop` that discard it again
  * once the runtime has installed its inspector handler.
  */
 export function guardInspectorSignal(loop: Loop): void {
-  sys.signalIgnore(SIGUSR1);
+  sys.signalDiscard(SIGUSR1);
   const check = () => {
     const now = performance.now();
-    if (sys.signalIgnore(SIGUSR1)) {
+    if (sys.signalDiscard(SIGUSR1)) {
       logDebug(`SIGUSR1: the runtime's inspector handler replaced at ${Math.round(now)} ms`);
       return;
     }

@@ -100,6 +100,7 @@ const libc = Deno.dlopen("libc.so.6", {
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
   prctl_buf: {
     name: "prctl",
     parameters: ["i32", "buffer", "usize", "usize", "usize"],
@@ -605,19 +606,32 @@ export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0): n
   return ret(C.prctl(option, arg2, arg3, arg4, arg5));
 }
 
-/** `SIG_IGN` as a handler pointer. */
-const SIG_IGN = Deno.UnsafePointer.create(1n);
+/**
+ * A handler that does nothing: libc's `getpid`, which takes no argument
+ * (the signal number passed is ignored), touches no memory and is
+ * async-signal-safe. Not `SIG_IGN`: an ignored signal stays ignored across
+ * `execve`, so every command tapir starts would inherit it; a caught one
+ * reverts to its default there.
+ */
+let discardHandler: Deno.PointerValue = null;
 
 /**
- * Ignores signal `signo` from now on, process-wide (signal(2) with
- * `SIG_IGN`). Returns true if it had another disposition until now — a
- * handler someone installed, or the default — and false if it was ignored
- * already (or `signo` is invalid).
+ * Makes signal `signo` do nothing from now on, process-wide (signal(2) with
+ * a handler that returns at once; see `discardHandler`). Returns true if
+ * it had another disposition until now — someone else's handler, the
+ * default, or "ignore" — and false if it was discarded already (or the
+ * call failed).
  */
-export function signalIgnore(signo: number): boolean {
-  const prev = C.signal(signo, SIG_IGN);
-  const value = prev === null ? 0n : BigInt(Deno.UnsafePointer.value(prev));
-  return value !== 1n && value !== 0xffffffffffffffffn; // SIG_IGN; SIG_ERR is -1
+export function signalDiscard(signo: number): boolean {
+  if (discardHandler === null) {
+    discardHandler = C.dlsym(null, cString("getpid")); // RTLD_DEFAULT is a null handle
+    if (discardHandler === null) return false;
+  }
+  const prev = C.signal(signo, discardHandler);
+  if (prev === null) return true; // SIG_DFL
+  const value = BigInt(Deno.UnsafePointer.value(prev));
+  if (value === 0xffffffffffffffffn) return false; // SIG_ERR
+  return value !== BigInt(Deno.UnsafePointer.value(discardHandler));
 }
 
 /** prctl(2) whose second argument is a buffer (PR_SET_NAME, PR_GET_NAME). */

@@ -38,6 +38,13 @@ Deno.test("--config-net copies the host's address, routes and MTU; the command's
 
     const seven = await tapirNs(host, ["-q"], "exit 7");
     equal(seven.code, 7, explain(seven));
+
+    // tapir makes SIGUSR1 do nothing to itself (lib/inspector_guard.ts); the
+    // command still starts with every signal at its default, none ignored.
+    const sigs = await tapirNs(host, ["-q"], "grep SigIgn /proc/self/status");
+    equal(sigs.code, 0, explain(sigs));
+    const ignored = BigInt("0x" + /SigIgn:\s*([0-9a-f]+)/.exec(sigs.stdout)![1]);
+    equal(ignored & (1n << 9n), 0n, `SIGUSR1 not ignored in the command: ${sigs.stdout}`);
   }));
 
 Deno.test("ping and ping -6 to the gateway are answered through host loopback", () =>

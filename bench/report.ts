@@ -17,6 +17,7 @@ import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import type { BackendResults, BackendRun } from "./vhost_backend.ts";
 import type { QemuResults, QemuRun } from "./qemu_guest.ts";
 import { API_POLLERS, type ApiLoadResults } from "./api_load.ts";
+import { FLOWS_TARGET, type FlowsResults } from "./flows_scale.ts";
 import type { EngineStartupResults } from "./engine_startup.ts";
 import {
   atDefaultMtu,
@@ -234,6 +235,7 @@ export function renderMarkdown(
   qemu: QemuResults | null = null,
   apiLoad: ApiLoadResults | null = null,
   engineStartup: EngineStartupResults | null = null,
+  flows: FlowsResults | null = null,
 ): string {
   const notes = new Notes();
   const ratioTo = pairs(names, [["tapir", "pasta"], ["tapir", "slirp4netns"]]);
@@ -364,7 +366,7 @@ median (min–max); "met" judges the median.
 ${targetTable(results, names)}
 ${streamRscSection(streamRsc)}${backendSection(backends)}${qemuSection(qemu)}${
     apiLoadSection(apiLoad)
-  }${engineStartupSection(engineStartup)}
+  }${engineStartupSection(engineStartup)}${flowsSection(flows)}
 ## Notes
 
 Why a cell is empty, or what to keep in mind about its number.
@@ -600,6 +602,39 @@ cores, so their CPU is part of what the transfer loses.
 | with/alone | ${cell((x) => x.busyGbps / x.quietGbps, 2)} |
 
 \`stats\` replies per second during the busy transfer: ${cell((x) => x.repliesPerS, 0)}.
+${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
+}
+
+/** The section on many concurrent TCP flows, or nothing when it did not run. */
+function flowsSection(r: FlowsResults | null): string {
+  if (r === null) return "";
+  type Ok = Exclude<FlowsResults["runs"][number], { error: string }>;
+  const ok = r.runs.flatMap((x) => "error" in x ? [] : [x as Ok]);
+  const errors = r.runs.flatMap((x) => "error" in x ? [x.error] : []);
+  const cell = (pick: (x: Ok) => number, digits: number) => {
+    const s = summarize(ok.map(pick));
+    return s === null ? "not measured" : formatSummary(s, digits);
+  };
+  const count = r.count.toLocaleString("en-US");
+  return `
+## Many TCP flows
+
+tapir's memory with ${count} TCP connections open at once: the guest of one \`tapir ns\` opens them
+through the gateway mapping to a server on host loopback (\`bench/flows_peer.ts\`, over four ports),
+holds them, then closes them all. Resident set from the control socket's \`stats\` (idle before, with
+every flow open, and once the flow count is back to idle), peak from \`VmHWM\`.${
+    r.limitedBy ? ` Fewer than ${FLOWS_TARGET.toLocaleString("en-US")}: ${r.limitedBy}.` : ""
+  }
+
+| | tapir |
+| --- | --: |
+| seconds to open them | ${cell((x) => x.openS, 1)} |
+| RSS idle, MiB | ${cell((x) => x.idleMiB, 1)} |
+| RSS with the flows open, MiB | ${cell((x) => x.heldMiB, 1)} |
+| per flow, KiB | ${cell((x) => (x.heldMiB - x.idleMiB) * 1024 / x.count, 2)} |
+| peak (VmHWM), MiB | ${cell((x) => x.peakMiB, 1)} |
+| RSS once they are gone, MiB | ${cell((x) => x.afterMiB, 1)} |
+| seconds until the flow count was back to idle | ${cell((x) => x.returnS, 1)} |
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }
 

@@ -30,6 +30,7 @@ import { type StreamRscResults, streamRscRun } from "./rsc_stream.ts";
 import { BACKEND_CASES, type BackendResults, backendRun } from "./vhost_backend.ts";
 import { qemuGuestRun, type QemuResults } from "./qemu_guest.ts";
 import { type ApiLoadResults, apiLoadRun } from "./api_load.ts";
+import { flowsCount, type FlowsResults, flowsRun } from "./flows_scale.ts";
 import {
   type EngineStartupResults,
   engineStartupResults,
@@ -304,6 +305,16 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
     }
     engineStartup = e;
   }
+  let flows: FlowsResults | null = null;
+  if (opts.contenders.includes("tapir")) {
+    const { count, limitedBy } = await flowsCount(opts.quick);
+    const f: FlowsResults = { count, limitedBy, runs: [] };
+    for (let rep = 0; rep < opts.reps; rep++) {
+      progress(`bench: rep ${rep + 1}: ${count} TCP flows held and closed`);
+      f.runs.push(await flowsRun(env, MAIN_TS, count));
+    }
+    flows = f;
+  }
   const machine = await describeMachine();
   const run: RunInfo = {
     date,
@@ -344,6 +355,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
       qemu,
       apiLoad,
       engineStartup,
+      flows,
     ),
   );
   await formatOutputs([report, `${opts.out}/bench.svg`]);
@@ -360,6 +372,7 @@ async function bench(opts: BenchOptions, cleanup: Cleanup): Promise<void> {
           qemu,
           apiLoad,
           engineStartup,
+          flows,
         },
         null,
         2,

@@ -46,6 +46,10 @@ type Report = {
   results: Record<string, Record<string, (Outcome | null)[]>>;
   backends: { runs: Record<string, object[]> };
   qemu: { stream: object[]; vhost: object[] };
+  flows: {
+    count: number;
+    runs: ({ count: number; heldMiB: number; idleMiB: number } | { error: string })[];
+  };
 };
 
 Deno.test("bench --quick writes the report and chart, and every contender measures every scenario", async () => {
@@ -73,7 +77,7 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
     ok(svg.trimEnd().endsWith("</svg>"));
     for (const c of CONTENDERS) ok(svg.includes(`>${c}</text>`), `${c} in the chart legend`);
 
-    const { results, backends, qemu } = JSON.parse(
+    const { results, backends, qemu, flows } = JSON.parse(
       await Deno.readTextFile(`${out}/results.json`),
     ) as Report;
     // The stream-vs-vhost-user scenario: every setting ran, in the report.
@@ -89,6 +93,12 @@ Deno.test("bench --quick writes the report and chart, and every contender measur
       equal(runs.length, 1);
       ok(!("error" in runs[0]), `${JSON.stringify(runs[0])}\n${log}`);
     }
+    // Many flows held and released (quick: a couple of thousand).
+    ok(flatMd.includes("## Many TCP flows"));
+    equal(flows.runs.length, 1);
+    const f = flows.runs[0];
+    ok(!("error" in f), `${JSON.stringify(f)}\n${log}`);
+    ok(f.count === flows.count && f.count > 0 && f.heldMiB > 0 && f.idleMiB > 0);
     for (const m of METRICS) {
       for (const c of CONTENDERS) {
         const cell = results[m.id]?.[c];

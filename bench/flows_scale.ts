@@ -6,8 +6,8 @@
  * connections; the guest of `tapir ns` (its command) opens `count` of them
  * through the gateway mapping, spread over four ports, holds them, then
  * closes them all. tapir's resident set is read idle (before), with every
- * flow open (and its peak, VmHWM), and once its flow count is back where it
- * started — how long that takes is reported too. The flow count and the
+ * flow open (and its peak, VmHWM), and once its TCP flow count is back where
+ * it started — how long that takes is reported too. The flow count and the
  * runtime's figures come from the control socket's `stats`.
  *
  * The count is 100 000, or what the machine's descriptor limit allows: each
@@ -78,7 +78,7 @@ export async function flowsCount(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `stats` from tapir's control socket: the live flow count and the resident set. */
+/** `stats` from tapir's control socket: its TCP flows and its resident set. */
 async function tapirState(sock: string): Promise<{ flows: number; rssMiB: number }> {
   const conn = await Deno.connect({ transport: "unix", path: sock });
   try {
@@ -92,7 +92,7 @@ async function tapirState(sock: string): Promise<{ flows: number; rssMiB: number
       text += dec.decode(buf.subarray(0, n), { stream: true });
     }
     const r = JSON.parse(text).return;
-    return { flows: r.flows.live, rssMiB: r.runtime.rssBytes / 1048576 };
+    return { flows: r.flows.byType.TCP ?? 0, rssMiB: r.runtime.rssBytes / 1048576 };
   } finally {
     conn.close();
   }
@@ -130,7 +130,9 @@ export async function flowsRun(env: HostEnv, mainTs: string, count: number): Pro
   const script = [
     `while [ ! -e ${dir}/go ]; do sleep 0.05; done`,
     `sysctl -qw net.ipv4.ip_local_port_range="1024 65535"`,
-    `${Deno.execPath()} run -A ${peer} client --addr 192.0.2.1 --ports ${ports} ` +
+    // No update check: its lookup would be a UDP flow of its own.
+    `DENO_NO_UPDATE_CHECK=1 ${Deno.execPath()} run -A ${peer} client --addr 192.0.2.1 ` +
+    `--ports ${ports} ` +
     `--count ${count} --window 512 --hold ${dir}/close > ${dir}/client.log 2>&1`,
     `while [ ! -e ${dir}/stop ]; do sleep 0.05; done`,
   ].join("\n");

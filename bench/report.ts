@@ -634,7 +634,7 @@ every flow open, and once the flow count is back to idle), peak from \`VmHWM\`.$
 | per flow, KiB | ${cell((x) => (x.heldMiB - x.idleMiB) * 1024 / x.count, 2)} |
 | peak (VmHWM), MiB | ${cell((x) => x.peakMiB, 1)} |
 | RSS once they are gone, MiB | ${cell((x) => x.afterMiB, 1)} |
-| seconds until the flow count was back to idle | ${cell((x) => x.returnS, 1)} |
+| seconds until the TCP flow count was back to idle | ${cell((x) => x.returnS, 1)} |
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }
 

@@ -958,7 +958,7 @@ export class Tcp {
     if (!c.has(TcpEv.ESTABLISHED)) return this.#handshake(index, c, seg, f, m);
     if (f & TcpFlag.Syn) {
       // A retransmitted SYN-ACK from the guest: our ACK was lost.
-      this.#ackDue(index, c, false);
+      this.#ackDue(index, c);
       return;
     }
     if (!(f & TcpFlag.Ack)) return;
@@ -975,7 +975,7 @@ export class Tcp {
     else if (seg.seq !== c.seqFromTap) {
       // An empty segment out of sequence — a zero-window probe, a keepalive:
       // RFC 9293 §3.10.7.4 asks for an ACK, which carries our current window.
-      this.#ackDue(index, c, false);
+      this.#ackDue(index, c);
     }
   }
 
@@ -1137,7 +1137,7 @@ export class Tcp {
   #dataFromTap(index: number, c: TcpConn, seq: number, len: number, flags: number): void {
     let fin = (flags & TcpFlag.Fin) !== 0;
     const urgentBefore = (c.flags & TcpFl.ACK_TO_TAP_DUE) !== 0 && !c.ackMayWait;
-    this.#ackDue(index, c, false);
+    this.#ackDue(index, c);
     if (c.has(TcpEv.TAP_FIN_RCVD)) return; // nothing counts after the guest's FIN
     if (seqLt(seq, c.seqFromTap)) {
       this.stats.oldData++;
@@ -1212,11 +1212,11 @@ export class Tcp {
 
   /**
    * An ACK to the guest is due, sent by the flow table's deferred pass at
-   * the end of this turn — or, if it `mayWait` and every ACK now due may,
-   * a little later (see `#deferred`).
+   * the end of this turn, not later (`#dataFromTap` alone lets one wait;
+   * see `#deferred`).
    */
-  #ackDue(index: number, c: TcpConn, mayWait: boolean): void {
-    c.ackMayWait = mayWait && (c.ackMayWait || (c.flags & TcpFl.ACK_TO_TAP_DUE) === 0);
+  #ackDue(index: number, c: TcpConn): void {
+    c.ackMayWait = false;
     this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, true);
     this.#flows.defer(index);
   }
@@ -1337,7 +1337,7 @@ export class Tcp {
       // its next drain is a new edge.
       if (!this.#spillFlush(index, c) || c.has(TcpEv.CLOSED) || c.spillLen > 0) return;
       this.#flag(index, c, TcpFl.WRITE_BLOCKED, false);
-      this.#ackDue(index, c, false);
+      this.#ackDue(index, c);
     }
     if (events & (sys.EPOLLRDHUP | sys.EPOLLHUP)) this.#event(index, c, TcpEv.SOCK_EOF_SEEN);
     if (events & (sys.EPOLLIN | sys.EPOLLRDHUP | sys.EPOLLHUP)) this.#sockToTap(index, c);

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { HOST, type HostEnv, inHost } from "./hostns.ts";
+import { denoInHost, HOST, type HostEnv, inHost } from "./hostns.ts";
 import { runBounded, spawnTracked } from "./proc.ts";
 
 /** Clients polling `stats` during the busy transfer. */
@@ -88,11 +88,7 @@ export async function apiLoadRun(
   ].join("\n");
   const tapir = spawnTracked(
     env.cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
+    denoInHost(env.ns, mainTs, [
       "ns",
       "--config-net",
       "-q",

@@ -30,7 +30,7 @@
  * @module
  */
 
-import { BENCH_USER, type HostEnv, inHost, VETH_GUEST, VETH_SERVER } from "./hostns.ts";
+import { BENCH_USER, denoInHost, type HostEnv, inHost, VETH_GUEST, VETH_SERVER } from "./hostns.ts";
 import { type ContenderName, DEFAULT_MTU } from "./metrics.ts";
 
 /** How the harness starts and measures one contender. */
@@ -160,11 +160,7 @@ export function contenders(env: HostEnv, mainTs: string): Contender[] {
     apiSocket: `${env.dir}/api-${name}.sock`,
     unavailable: () => exists(mainTs) ? null : `${mainTs} not found`,
     command: (guest, mtu = DEFAULT_MTU) =>
-      inHost(env.ns, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        mainTs,
+      denoInHost(env.ns, mainTs, [
         "ns",
         "--config-net",
         "-q",

@@ -17,7 +17,9 @@
  * @module
  */
 
-import { type HostEnv, inHost } from "./hostns.ts";
+import { ctlCall } from "../lib/ctl.ts";
+import type { StatsReport } from "../lib/tapir.ts";
+import { denoInHost, type HostEnv } from "./hostns.ts";
 import { spawnTracked } from "./proc.ts";
 
 /** Flows the scenario aims for. */
@@ -80,22 +82,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `stats` from tapir's control socket: its TCP flows and its resident set. */
 async function tapirState(sock: string): Promise<{ flows: number; rssMiB: number }> {
-  const conn = await Deno.connect({ transport: "unix", path: sock });
-  try {
-    await conn.write(new TextEncoder().encode('{"cmd":"stats"}\n'));
-    const dec = new TextDecoder();
-    const buf = new Uint8Array(1 << 16);
-    let text = "";
-    while (!text.includes("\n")) {
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("the control socket closed");
-      text += dec.decode(buf.subarray(0, n), { stream: true });
-    }
-    const r = JSON.parse(text).return;
-    return { flows: r.flows.byType.TCP ?? 0, rssMiB: r.runtime.rssBytes / 1048576 };
-  } finally {
-    conn.close();
-  }
+  const reply = await ctlCall(sock, { cmd: "stats" });
+  if (!reply.ok) throw new Error(`stats: ${reply.desc}`);
+  const r = reply.value as StatsReport;
+  return { flows: r.flows.byType.TCP ?? 0, rssMiB: r.runtime.rssBytes / 1048576 };
 }
 
 /** VmHWM of `pid`, MiB. */
@@ -123,7 +113,7 @@ export async function flowsRun(env: HostEnv, mainTs: string, count: number): Pro
   const ports = PORTS.join(",");
   const server = spawnTracked(
     env.cleanup,
-    inHost(env.ns, [Deno.execPath(), "run", "-A", peer, "server", "--ports", ports]),
+    denoInHost(env.ns, peer, ["server", "--ports", ports]),
   );
   // The guest: wait for the word, widen its own port range (a namespace's
   // own setting), open the flows, hold them until told, close them.
@@ -136,24 +126,8 @@ export async function flowsRun(env: HostEnv, mainTs: string, count: number): Pro
     `--count ${count} --window 512 --hold ${dir}/close > ${dir}/client.log 2>&1`,
     `while [ ! -e ${dir}/stop ]; do sleep 0.05; done`,
   ].join("\n");
-  const tapir = spawnTracked(
-    env.cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
-      "ns",
-      "--config-net",
-      "-q",
-      "--api-socket",
-      sock,
-      "--",
-      "sh",
-      "-c",
-      script,
-    ]),
-  );
+  const args = ["ns", "--config-net", "-q", "--api-socket", sock, "--", "sh", "-c", script];
+  const tapir = spawnTracked(env.cleanup, denoInHost(env.ns, mainTs, args));
   try {
     await until(
       "the server",

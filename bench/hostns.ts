@@ -64,6 +64,11 @@ export function inHost(ns: number, argv: readonly string[]): string[] {
   return ["nsenter", "-t", String(ns), "-n", "--", ...argv];
 }
 
+/** The argument vector running Deno program `script` with `args` in host namespace `ns`. */
+export function denoInHost(ns: number, script: string, args: readonly string[]): string[] {
+  return inHost(ns, [Deno.execPath(), "run", "-A", script, ...args]);
+}
+
 async function ensureUser(cleanup: Cleanup): Promise<{ uid: number; gid: number }> {
   let r = await runBounded(cleanup, ["id", "-u", BENCH_USER], 5000);
   if (r.code !== 0) {

@@ -11,7 +11,7 @@
  */
 
 import { buildGuest, guestAppend, qemuArgs } from "../tests/vm/qemu.ts";
-import { type HostEnv, inHost } from "./hostns.ts";
+import { denoInHost, type HostEnv, inHost } from "./hostns.ts";
 import { runBounded, spawnTracked } from "./proc.ts";
 import { GUEST, socketReady, spawnTapirVm } from "./vm_guest.ts";
 
@@ -47,11 +47,7 @@ export async function qemuGuestRun(
   await Deno.writeFile(file, new Uint8Array(bytes));
   const server = spawnTracked(
     cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${ROOT}/tests/vm/host_peer.ts`,
+    denoInHost(env.ns, `${ROOT}/tests/vm/host_peer.ts`, [
       "serve",
       `${port}`,
       file,

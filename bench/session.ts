@@ -36,7 +36,7 @@
  */
 
 import type { Contender } from "./contenders.ts";
-import { type HostEnv, inHost } from "./hostns.ts";
+import { denoInHost, type HostEnv, inHost } from "./hostns.ts";
 import {
   type ContenderName,
   DEFAULT_MTU,
@@ -62,7 +62,9 @@ import {
   type Tracked,
 } from "./proc.ts";
 import { crrPort } from "./rr_server.ts";
+import { ctlCall } from "../lib/ctl.ts";
 import type { RuntimeReport } from "../lib/runtime_stats.ts";
+import type { StatsReport } from "../lib/tapir.ts";
 
 /** Knobs for a run. */
 export interface SessionConfig {
@@ -95,29 +97,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 async function runtimeOf(contender: Contender): Promise<RuntimeReport | null> {
   if (contender.apiSocket === undefined) return null;
-  let conn: Deno.UnixConn | null = null;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const ask = async () => {
-    conn = await Deno.connect({ transport: "unix", path: contender.apiSocket! });
-    await conn.write(new TextEncoder().encode('{"cmd":"stats"}\n'));
-    const dec = new TextDecoder();
-    const buf = new Uint8Array(1 << 16);
-    let text = "";
-    while (!text.includes("\n")) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      text += dec.decode(buf.subarray(0, n), { stream: true });
-    }
-    return (JSON.parse(text).return?.runtime ?? null) as RuntimeReport | null;
-  };
-  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), 5000));
   try {
-    return await Promise.race([ask(), late]);
+    const reply = await ctlCall(contender.apiSocket, { cmd: "stats" });
+    return reply.ok ? (reply.value as StatsReport).runtime ?? null : null;
   } catch {
     return null;
-  } finally {
-    clearTimeout(timer);
-    (conn as Deno.UnixConn | null)?.close();
   }
 }
 
@@ -517,11 +501,7 @@ export async function runSession(
   try {
     rrServer = await startServer(
       env,
-      inHost(env.ns, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        RR_SERVER,
+      denoInHost(env.ns, RR_SERVER, [
         "--addr",
         contender.serverAddr,
         "--port",

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type HostEnv, inHost } from "./hostns.ts";
+import { denoInHost, type HostEnv, inHost } from "./hostns.ts";
 import { runBounded, spawnTracked, ticksPerSecond, type Tracked } from "./proc.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -51,11 +51,7 @@ export function spawnTapirVm(
 ): Tracked {
   return spawnTracked(
     env.cleanup,
-    inHost(env.ns, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      mainTs,
+    denoInHost(env.ns, mainTs, [
       "vm",
       ...(vhost ? ["--vhost-user"] : []),
       "--socket",
@@ -117,11 +113,7 @@ export async function vmGuestRun(
     await socketReady(socket);
     const guest = await runBounded(
       cleanup,
-      inHost(env.ns, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${ROOT}/bench/${run.vhost ? "vhost_guest" : "stream_guest"}.ts`,
+      denoInHost(env.ns, `${ROOT}/bench/${run.vhost ? "vhost_guest" : "stream_guest"}.ts`, [
         socket,
         GUEST.addr,
         GUEST.gw,

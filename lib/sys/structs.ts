@@ -177,6 +177,7 @@ export class IovecArray {
    */
   readonly addr: number;
   readonly #dv: DataView;
+  readonly #from: Uint8Array[] = [];
 
   /** Allocates room for `capacity` entries. */
   constructor(capacity: number) {
@@ -203,6 +204,26 @@ export class IovecArray {
   setRaw(i: number, addr: number, len: number): void {
     put64(this.#dv, i * IOVEC_SIZE, addr);
     put64(this.#dv, i * IOVEC_SIZE + 8, len);
+  }
+
+  /**
+   * Points entry `i` at `addrs[k] + off` (a frame slot's address plus an
+   * offset). The sum is made here: an address passed as an argument would be
+   * boxed on the heap, one allocation per frame.
+   */
+  setRawAt(i: number, addrs: Float64Array, k: number, off: number, len: number): void {
+    put64(this.#dv, i * IOVEC_SIZE, addrs[k] + off);
+    put64(this.#dv, i * IOVEC_SIZE + 8, len);
+  }
+
+  /** The entries from `first` on, as bytes (made once per `first`, then kept). */
+  from(first: number): Uint8Array {
+    let view = this.#from[first];
+    if (view === undefined) {
+      view = this.bytes.subarray(first * IOVEC_SIZE);
+      this.#from[first] = view;
+    }
+    return view;
   }
 
   /** The length recorded in entry `i`. */

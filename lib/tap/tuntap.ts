@@ -179,7 +179,7 @@ export class TuntapBackend implements TapBackend {
     const end = Math.min(limit, batch.capacity);
     while (n < end) {
       // The vnet header, if any, lands in the headroom just before the frame.
-      batch.iov.setRaw(n, batch.addrs[n] + TAP_HEADROOM - v, max + v);
+      batch.iov.setRawAt(n, batch.addrs, n, TAP_HEADROOM - v, max + v);
       const rc = sys.readv(this.fd, batch.iov, 1, n);
       if (rc === -sys.Errno.EAGAIN || rc === -sys.Errno.EINTR) break;
       if (rc < v) {
@@ -204,7 +204,7 @@ export class TuntapBackend implements TapBackend {
     for (let k = 0; k < count; k++) {
       const i = batch.order[k];
       if (v) batch.writeVnetHeader(i, batch.slots[i], TAP_HEADROOM - v);
-      batch.iov.setRaw(i, batch.addrs[i] + TAP_HEADROOM - v, tapWireLen(batch.lens[i]) + v);
+      batch.iov.setRawAt(i, batch.addrs, i, TAP_HEADROOM - v, tapWireLen(batch.lens[i]) + v);
       const rc = sys.writev(this.fd, batch.iov, 1, i);
       if (rc < 0) {
         this.stats.writeErrors++;

@@ -25,7 +25,7 @@
  */
 
 import { Errno, sysCheck } from "./errno.ts";
-import { IOVEC_SIZE, IovecArray, MMSGHDR_SIZE, MmsgHdrArray } from "./structs.ts";
+import { IovecArray, MMSGHDR_SIZE, MmsgHdrArray } from "./structs.ts";
 import {
   MSG_CMSG_CLOEXEC,
   MSG_CTRUNC,

@@ -200,15 +200,9 @@ export class IovecArray {
     put64(this.#dv, i * IOVEC_SIZE + 8, len);
   }
 
-  /** Points entry `i` at a raw address (e.g. guest memory mapped with mmap). */
-  setRaw(i: number, addr: number, len: number): void {
-    put64(this.#dv, i * IOVEC_SIZE, addr);
-    put64(this.#dv, i * IOVEC_SIZE + 8, len);
-  }
-
   /**
-   * Points entry `i` at `addrs[k] + off` (a frame slot's address plus an
-   * offset). The sum is made here: an address passed as an argument would be
+   * Points entry `i` at the raw address `addrs[k] + off` (a frame slot's, or
+   * mapped memory's, address plus an offset). The sum is made here: an address passed as an argument would be
    * boxed on the heap, one allocation per frame.
    */
   setRawAt(i: number, addrs: Float64Array, k: number, off: number, len: number): void {

@@ -157,7 +157,7 @@ export class StreamBackend implements TapBackend {
       slot[p + 1] = len >>> 16;
       slot[p + 2] = len >>> 8;
       slot[p + 3] = len;
-      iov.setRaw(k, batch.addrs[i] + p, STREAM_LEN_BYTES + len);
+      iov.setRawAt(k, batch.addrs, i, p, STREAM_LEN_BYTES + len);
       total += STREAM_LEN_BYTES + len;
     }
     const hdr = this.#hdr;

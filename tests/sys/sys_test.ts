@@ -287,7 +287,7 @@ Deno.test("memfd + shared mmap: bytes written to the fd appear in the mapping", 
   // An iovec can point into the mapping by raw address.
   const [a, b] = pair(sys.SOCK_STREAM);
   const iov = new sys.IovecArray(1);
-  iov.setRaw(0, m.addr + 100, 12);
+  iov.setRawAt(0, new Float64Array([m.addr]), 0, 100, 12);
   equal(sys.writev(a, iov, 1), 12);
   const buf = new Uint8Array(12);
   equal(sys.read(b, buf), 12);

@@ -288,6 +288,12 @@ export interface TcpStats {
   rewinds: number;
   /** Probes of a zero window from the guest (its window update may have been lost). */
   windowProbes: number;
+  /** ACKs whose window took back room offered before, more than the spill could hold. */
+  windowTakenBack: number;
+  /** ACKs of a small segment that waited the delay out and went alone (see `#deferred`). */
+  acksDelayed: number;
+  /** ACKs of a small segment that a data frame toward the guest carried instead. */
+  acksCarried: number;
   /** Segments from the guest past a hole (answered with duplicate ACKs). */
   outOfOrder: number;
   /** Of their bytes, those kept until the hole was filled... */
@@ -332,6 +338,8 @@ class TcpConn {
   wsToTap = 0;
   /** Window we last advertised, in bytes. */
   wndToTap = 0;
+  /** The right edge of the window offered to the guest so far (see `#windowField`). */
+  seqWndEdge = 0;
   /**
    * Payload bytes the socket takes for sure: its free send-buffer room when
    * last measured (`SO_MEMINFO`), less what we wrote since. The room only
@@ -417,6 +425,9 @@ export class Tcp {
     retransmits: 0,
     rewinds: 0,
     windowProbes: 0,
+    windowTakenBack: 0,
+    acksDelayed: 0,
+    acksCarried: 0,
     outOfOrder: 0,
     oooKept: 0,
     oooDelivered: 0,
@@ -465,6 +476,12 @@ export class Tcp {
   readonly #ackWaitList: (TcpConn | null)[] = [];
   #ackWaitCount = 0;
   readonly #ackDelayTimer = new Timer(() => this.#ackDelayed());
+  /**
+   * How long the ACK of a small segment may wait for a data frame to carry
+   * it ({@linkcode TCP_ACK_DELAY_MS}; tests stretch it to tell the two
+   * outcomes apart without racing the clock).
+   */
+  ackDelayMs = TCP_ACK_DELAY_MS;
   /**
    * Payload pieces of the segment being written: the head's, those RSC
    * merged, then held out-of-order bytes that now follow them.
@@ -574,7 +591,8 @@ export class Tcp {
     r.seq = seq;
     r.ack = flags & TcpFlag.Ack ? c.seqFromTap : 0;
     r.flags = flags;
-    r.window = flags & TcpFlag.Syn ? Math.min(c.wndToTap, 65535) : c.wndToTap >>> c.wsToTap;
+    if (flags & TcpFlag.Syn) r.window = Math.min(c.wndToTap, 65535);
+    else r.window = flags & TcpFlag.Ack ? this.#windowField(c) : 0;
     r.urgent = 0;
     r.payloadLen = len;
     const hdrLen = syn ? tcpHeaderLen(r) : TCP_HEADER_LEN;
@@ -598,9 +616,41 @@ export class Tcp {
       // room (`#ackToTap`).
       if (c.ackMayWait && c.wndToTap >= c.mss) {
         c.ackMayWait = false;
+        this.stats.acksCarried++;
         this.#flag(c.index, c, TcpFl.ACK_TO_TAP_DUE, false);
       }
     }
+  }
+
+  /**
+   * The window field of an ACK to the guest: `wndToTap`, scaled, but never
+   * less than what an earlier ACK offered. The room behind `wndToTap` is a
+   * measurement, rounded down to segments and to the scale's unit, so it
+   * can fall by more than the bytes that arrived; advertising it as it is
+   * would take back room the guest may already be using (a receiver should
+   * not shrink its window, RFC 9293 §3.8.6). Bytes sent into room that was
+   * promised but is no longer measured go to the spill, which usually holds
+   * far more than that difference (a segment plus a scale unit). Only when
+   * a new measurement finds much less room than the last (the kernel's
+   * memory per byte grew) is the promise more than the spill can take: then
+   * the edge moves back to what can be taken, and it is counted.
+   */
+  #windowField(c: TcpConn): number {
+    const ws = c.wsToTap;
+    let field = c.wndToTap >>> ws;
+    let promised = (c.seqWndEdge - c.seqFromTap) | 0; // < 0 once the guest sent past it
+    if (field * 2 ** ws < promised) {
+      const takeable = c.wndToTap + TCP_SPILL_MAX - c.spillLen;
+      if (promised > takeable) {
+        this.stats.windowTakenBack++;
+        promised = takeable;
+      }
+      field = Math.ceil(promised / 2 ** ws);
+    }
+    if (field > 65535) field = 65535;
+    const edge = seqAdd(c.seqFromTap, field * 2 ** ws);
+    if (seqGt(edge, c.seqWndEdge)) c.seqWndEdge = edge;
+    return field;
   }
 
   /** Sends a segment without payload: ACK, FIN, SYN, SYN-ACK or RST. */
@@ -615,6 +665,7 @@ export class Tcp {
    * the update comes as soon as the socket drains.
    */
   #ackToTap(index: number, c: TcpConn): void {
+    c.ackMayWait = false; // it goes now: `#emit` must not count it as carried
     this.#flag(index, c, TcpFl.ACK_TO_TAP_DUE, false);
     this.#control(c, TcpFlag.Ack);
     if (c.flags & TcpFl.GAP) {
@@ -861,7 +912,7 @@ export class Tcp {
     this.#hostSocketOptions(fd);
     const c = this.#newConn(index, fd, v6, 0);
     const o = this.#opts;
-    c.seqFromTap = seqAdd(seg.seq, 1);
+    c.seqFromTap = c.seqWndEdge = seqAdd(seg.seq, 1);
     c.seqAckToTap = c.seqFromTap;
     c.wsFromTap = o.wscale >= 0 ? Math.min(o.wscale, 14) : 0;
     c.wsToTap = o.wscale >= 0 ? TCP_WS_TO_TAP : 0;
@@ -986,7 +1037,7 @@ export class Tcp {
       if (seg.ack !== seqAdd(c.isn, 1)) return;
       if (tcpOptionsParse(seg.buf, seg.optionsOffset, seg.optionsLen, this.#opts) !== 0) return;
       const o = this.#opts;
-      c.seqFromTap = seqAdd(seg.seq, 1);
+      c.seqFromTap = c.seqWndEdge = seqAdd(seg.seq, 1);
       c.wsFromTap = o.wscale >= 0 ? Math.min(o.wscale, 14) : 0;
       c.wsToTap = o.wscale >= 0 ? TCP_WS_TO_TAP : 0;
       c.wndFromTap = seg.window;
@@ -1582,7 +1633,7 @@ export class Tcp {
     if (c.ackWaiting) return;
     c.ackWaiting = true;
     this.#ackWaitList[this.#ackWaitCount++] = c;
-    if (!this.#ackDelayTimer.armed) this.#loop.arm(this.#ackDelayTimer, TCP_ACK_DELAY_MS);
+    if (!this.#ackDelayTimer.armed) this.#loop.arm(this.#ackDelayTimer, this.ackDelayMs);
   }
 
   /** The delay is over: every ACK still due on the list goes now. */
@@ -1592,7 +1643,10 @@ export class Tcp {
     for (let i = 0; i < n; i++) {
       const c = list[i]!;
       c.ackWaiting = false;
-      if (!c.has(TcpEv.CLOSED) && c.flags & TcpFl.ACK_TO_TAP_DUE) this.#ackToTap(c.index, c);
+      if (!c.has(TcpEv.CLOSED) && c.flags & TcpFl.ACK_TO_TAP_DUE) {
+        this.stats.acksDelayed++;
+        this.#ackToTap(c.index, c);
+      }
     }
     // Keep the array's storage (its length never drops); drop the references.
     for (let i = 0; i < n; i++) list[i] = null;

@@ -282,6 +282,9 @@ class FakeGuest {
   assertHealthy(): void {
     equal(this.resets, 0, "tapir reset the connection");
     equal(this.badChecksums, 0, "segments from tapir with a bad checksum");
+    // The send-buffer room is cached between measurements (`#windowToTap`):
+    // what it advertises must never take back bytes already offered.
+    equal(this.windowShrinks, 0, "the window's right edge moved left");
   }
 }
 
@@ -611,6 +614,55 @@ Deno.test("segments of one receive batch reach the socket in one write and draw 
       { rsc },
     );
   }
+});
+
+Deno.test("the ACK of a small segment waits for the host's answer, which carries it", async () => {
+  await withConnection(async (guest, peer, tapir) => {
+    // Long enough that a slow turn cannot run the delay out first.
+    tapir.tcp.ackDelayMs = 2000;
+    guest.readReplies();
+    const acks = guest.pureAcks;
+    const end = seqAdd(guest.sndNxt, 10);
+    guest.sendRange(guest.sndNxt, end); // a request: ten bytes
+    await tick(20);
+    guest.readReplies();
+    equal(guest.acked, seqAdd(end, -10), "the ACK waits");
+    await peer.write(5); // the answer
+    await waitFor("the answer", () => guest.readReplies() && guest.inOrder === 5);
+    equal(guest.acked, end, "the answer acknowledges the request");
+    equal(guest.pureAcks - acks, 0, "no ACK of its own");
+    equal(tapir.tcp.stats.acksCarried, 1);
+    equal(tapir.tcp.stats.acksDelayed, 0);
+    guest.assertHealthy();
+  });
+});
+
+Deno.test("the ACK of a small segment the host does not answer goes alone, after the delay", async () => {
+  await withConnection(async (guest, _peer, tapir) => {
+    const delay = 200;
+    tapir.tcp.ackDelayMs = delay;
+    guest.readReplies();
+    const acks = guest.pureAcks;
+    const end = seqAdd(guest.sndNxt, 10);
+    const sent = performance.now();
+    guest.sendRange(guest.sndNxt, end);
+    await waitFor("the ACK", () => guest.readReplies() && guest.acked === end);
+    const waited = performance.now() - sent;
+    // A timer never fires early; the clock's granularity is under a millisecond.
+    ok(waited >= delay - 1, `acknowledged after ${waited.toFixed(1)} ms, before the delay`);
+    equal(guest.pureAcks - acks, 1, "one ACK");
+    equal(tapir.tcp.stats.acksDelayed, 1);
+    equal(tapir.tcp.stats.acksCarried, 0);
+    // A full segment is acknowledged at once (in the same turn).
+    const full = seqAdd(end, guest.tapirMss);
+    const fullSent = performance.now();
+    guest.sendRange(end, full);
+    await waitFor("the ACK of a full segment", () => guest.readReplies() && guest.acked === full);
+    const fullWaited = performance.now() - fullSent;
+    ok(fullWaited < delay, `a full segment's ACK waited ${fullWaited.toFixed(1)} ms`);
+    equal(tapir.tcp.stats.acksDelayed, 1, "no more delayed ACKs");
+    guest.assertHealthy();
+  });
 });
 
 /** A recording backend that refuses frames once, from the `refuseAt`-th of a send on. */

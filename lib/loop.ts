@@ -78,8 +78,8 @@ export type ReadyHandler = (index: number, events: number) => void;
  * service) and pass it to {@linkcode Loop.arm}; it is never reallocated.
  */
 export class Timer {
-  /** What to run when the timer fires (once per arming). */
-  readonly fire: () => void;
+  /** What to run when the timer fires (once per arming), given the timer. */
+  readonly fire: (timer: Timer) => void;
   /** Absolute deadline on the `performance.now()` clock, in ms. */
   deadline = 0;
   /** Arming order, to break deadline ties first-armed-first. */
@@ -87,8 +87,12 @@ export class Timer {
   /** Position in the loop's heap, or -1 when not armed. */
   heapIndex = -1;
 
-  /** Creates a disarmed timer that will call `fire`. */
-  constructor(fire: () => void) {
+  /**
+   * Creates a disarmed timer that will call `fire`. Passing the timer lets
+   * many timers share one function (a subclass carrying its own data), with
+   * no closure per timer.
+   */
+  constructor(fire: (timer: Timer) => void) {
     this.fire = fire;
   }
 
@@ -277,7 +281,7 @@ export class Loop {
       const t = h[0];
       this.disarm(t);
       this.stats.timers++;
-      t.fire();
+      t.fire(t);
     }
   }
 

@@ -42,8 +42,9 @@ export interface GuestL2 {
 export interface GuestEndpoints {
   /** IPv6 (else IPv4). */
   readonly v6: boolean;
-  /** Source (ours, as the guest sees it) at 0, destination (the guest) at 16; IPv4 mapped. */
+  /** Source (ours, as the guest sees it) at `addrsOff`, destination (the guest) 16 on; IPv4 mapped. */
   readonly addrs: Uint8Array;
+  readonly addrsOff: number;
   /** IPv4 source and destination as u32 numbers. */
   readonly src4: number;
   readonly dst4: number;
@@ -91,8 +92,10 @@ export class GuestHeaders {
    */
   emitFor(slot: Uint8Array, ep: GuestEndpoints, proto: number, len: number): number {
     if (ep.v6) {
-      this.emit6(slot, TAP_HEADROOM, ep.addrs, 0, ep.addrs, 16, proto, len);
-      return checksumPseudo6(ep.addrs, 0, ep.addrs, 16, proto, len);
+      const a = ep.addrs;
+      const o = ep.addrsOff;
+      this.emit6(slot, TAP_HEADROOM, a, o, a, o + 16, proto, len);
+      return checksumPseudo6(a, o, a, o + 16, proto, len);
     }
     this.emit4(slot, TAP_HEADROOM, ep.src4, ep.dst4, proto, len);
     return checksumPseudo4(ep.src4, ep.dst4, proto, len);
@@ -115,8 +118,13 @@ export class GuestHeaders {
   ): number {
     const l3 = off + ethEmit(buf, off, this.#l2.guestMac, this.#l2.ourMac, EtherType.Ipv6);
     const r = this.#ip6;
-    r.src.set(srcBuf.subarray(srcOff, srcOff + 16));
-    r.dst.set(dstBuf.subarray(dstOff, dstOff + 16));
+    // Byte by byte: a subarray per address would be an allocation per packet.
+    const src = r.src;
+    const dst = r.dst;
+    for (let i = 0; i < 16; i++) {
+      src[i] = srcBuf[srcOff + i];
+      dst[i] = dstBuf[dstOff + i];
+    }
     r.nextHeader = nextHeader;
     r.hopLimit = 64;
     r.payloadLen = payloadLen;

@@ -102,6 +102,8 @@ interface UdpFlow {
   readonly tapSide: 0 | 1;
   /** Addresses as the guest sees them: ours (source of our frames), then the guest's. */
   readonly addrs: Uint8Array;
+  /** Where they start in `addrs` (0: the flow has its own). */
+  readonly addrsOff: number;
   readonly src4: number;
   readonly dst4: number;
   /** Ports as the guest sees them: ours (source), the guest's. */
@@ -450,6 +452,7 @@ export class Udp {
       index,
       tapSide,
       addrs,
+      addrsOff: 0,
       src4: flows.oaddrWord(tap, 3),
       dst4: flows.eaddrWord(tap, 3),
       sport,

@@ -325,12 +325,14 @@ export class Tapir {
   }
 
   /**
-   * End of a batch of guest frames: what the coalescer merged goes to TCP
-   * now, before the slots are read into again. Whoever hands frames to
-   * {@linkcode input} calls this after each batch.
+   * End of a batch of guest frames: what the coalescer merged goes to TCP,
+   * and the datagrams UDP gathered to their sockets, now, before the slots
+   * are read into again. Whoever hands frames to {@linkcode input} calls
+   * this after each batch.
    */
   endBatch(): void {
     this.rsc?.drain();
+    this.udp.drain();
   }
 
   /**

@@ -14,8 +14,16 @@
  * gateway, or the resolver for DNS to the `--dns-forward` address (see
  * `natFromTap4`). The flow gets its own socket, `connect`ed to the target, so
  * the kernel delivers only the target's replies to it and reports ICMP
- * errors about it (`IP_RECVERR`). Each datagram is sent with one `sendmsg`
- * from the frame buffer it arrived in.
+ * errors about it (`IP_RECVERR`). Datagrams are sent from the frame buffers
+ * they arrived in. Consecutive datagrams of one flow in a batch of guest
+ * frames, all of one size but the last, which may be shorter, go in one
+ * `sendmsg` with `UDP_SEGMENT` at the batch's end ({@linkcode Udp.drain}):
+ * the kernel takes them through its stack once and cuts them apart at the
+ * last moment, as it does for a local application using UDP GSO. A bulk
+ * sender's batch is mostly such a run, so this is one send per batch instead
+ * of one per datagram. A socket whose route cannot take the segment size
+ * (a path MTU below it) refuses such a send; that flow then sends one
+ * datagram at a time.
  *
  * **Host → guest.** When a flow's socket is readable, one `recvmmsg` reads
  * up to {@linkcode MAX_DGRAMS_PER_READ} datagrams straight into the payload
@@ -77,6 +85,11 @@ import {
   PortSockets,
 } from "./listen.ts";
 
+/** Most datagrams in one `UDP_SEGMENT` send (the kernel's limit, 64 before Linux 6.8). */
+const RUN_MAX_DATAGRAMS = 64;
+/** Most payload bytes in one: what a UDP length field can describe over IPv4. */
+const RUN_MAX_BYTES = 65507;
+
 /** Datagrams read by one `recvmmsg`. */
 export const MAX_DGRAMS_PER_READ = 32;
 /** Idle timeout of DNS flows. */
@@ -111,6 +124,8 @@ interface UdpFlow {
   readonly dport: number;
   readonly timeoutMs: number;
   lastMs: number;
+  /** The socket took a `UDP_SEGMENT` send, or has not refused one yet. */
+  segmentOk: boolean;
 }
 
 /** One forwarded port's listening socket (`-u`). */
@@ -131,6 +146,10 @@ export interface UdpStats {
   inbound: number;
   /** Datagrams sent to host sockets. */
   datagramsToHost: number;
+  /** Of those, sent in one `UDP_SEGMENT` send with the datagram before them. */
+  datagramsCoalesced: number;
+  /** Flows whose route refused a `UDP_SEGMENT` send (they send one datagram at a time). */
+  segmentRefused: number;
   /** Datagrams sent to the guest. */
   datagramsToGuest: number;
   /** Guest datagrams for a flow already closed. */
@@ -169,6 +188,8 @@ export class Udp {
     outbound: 0,
     inbound: 0,
     datagramsToHost: 0,
+    datagramsCoalesced: 0,
+    segmentRefused: 0,
     datagramsToGuest: 0,
     dropClosed: 0,
     dropSendFailed: 0,
@@ -205,6 +226,21 @@ export class Udp {
   readonly #pOffs = new Float64Array(TAIL_MAX_PIECES);
   readonly #pLens = new Uint32Array(TAIL_MAX_PIECES);
   readonly #pIov = new sys.IovecArray(TAIL_MAX_PIECES);
+  /**
+   * The run of datagrams waiting for the batch's end (see `drain`): flow
+   * (-1: none), segment size (the first datagram's), bytes, count, and
+   * whether a shorter datagram ended it. Their payloads stay in the frame
+   * slots until then.
+   */
+  #runIndex = -1;
+  #runSeg = 0;
+  #runBytes = 0;
+  #runCount = 0;
+  #runEnded = false;
+  readonly #runIov = new sys.IovecArray(RUN_MAX_DATAGRAMS);
+  readonly #runBufs: Uint8Array[] = new Array(RUN_MAX_DATAGRAMS);
+  readonly #runOffs = new Uint32Array(RUN_MAX_DATAGRAMS);
+  readonly #runLens = new Uint32Array(RUN_MAX_DATAGRAMS);
   readonly #names = new Uint8Array(MAX_DGRAMS_PER_READ * sys.SOCKADDR_STORAGE_SIZE);
   readonly #frames = new Uint16Array(MAX_DGRAMS_PER_READ);
   readonly #control = new Uint8Array(256);
@@ -332,28 +368,119 @@ export class Udp {
     }
     f.lastMs = performance.now();
     const len = d.payloadLen;
+    if (tail === null && gsoSize === 0 && len > 0 && f.segmentOk) {
+      if (
+        index === this.#runIndex && !this.#runEnded && len <= this.#runSeg &&
+        this.#runCount < RUN_MAX_DATAGRAMS && this.#runBytes + len <= RUN_MAX_BYTES
+      ) {
+        this.#runAdd(d.buf, d.payloadOffset, len);
+        if (len < this.#runSeg) this.#runEnded = true; // only the last may be shorter
+        return;
+      }
+      this.drain();
+      this.#runIndex = index;
+      this.#runSeg = len;
+      this.#runEnded = false;
+      this.#runAdd(d.buf, d.payloadOffset, len);
+      return;
+    }
+    this.drain(); // in order behind what waits
     const peer = f.inbound ? f.peer : null;
     const seg = gsoSize > 0 && len > gsoSize ? gsoSize : 0;
-    const rc = tail !== null
-      ? this.#sendPieces(f.fd, d, tail, seg, peer, f.peerLen)
-      : seg > 0
-      ? sys.sendSegmented(
+    if (tail !== null) {
+      const rc = this.#sendPieces(f.fd, d, tail, seg, peer, f.peerLen);
+      this.#sent(index, f, rc, gsoSize > 0 ? Math.max(1, Math.ceil(len / gsoSize)) : 1, len);
+      return;
+    }
+    const buf = d.buf;
+    const off = d.payloadOffset;
+    if (seg > 0 && f.segmentOk) {
+      const rc = sys.sendSegmented(f.fd, buf, off, len, seg, sys.MSG_DONTWAIT, peer, f.peerLen);
+      if (!this.#segmentRefused(f, rc)) {
+        this.#sent(index, f, rc, Math.ceil(len / seg), len);
+        return;
+      }
+    }
+    // One datagram, or the guest's GSO frame cut here: `seg` at a time.
+    const step = seg > 0 ? seg : Math.max(len, 1);
+    for (let at = 0; at < len || at === 0; at += step) {
+      const n = Math.min(step, len - at);
+      const rc = sys.sendAt(f.fd, buf, off + at, n, sys.MSG_DONTWAIT, peer, f.peerLen);
+      this.#sent(index, f, rc, 1, n);
+    }
+  }
+
+  /**
+   * True if `rc`, from a `UDP_SEGMENT` send on `f`, says the route cannot
+   * take segments of that size (a path MTU below them): `f` then sends one
+   * datagram at a time.
+   */
+  #segmentRefused(f: UdpFlow, rc: number): boolean {
+    // EMSGSIZE or EINVAL: segment plus headers over the path MTU (a plain
+    // datagram that size would be fragmented); EIO: no segmentation there.
+    if (rc !== -sys.Errno.EMSGSIZE && rc !== -sys.Errno.EINVAL && rc !== -sys.Errno.EIO) {
+      return false;
+    }
+    f.segmentOk = false;
+    this.stats.segmentRefused++;
+    return true;
+  }
+
+  #runAdd(buf: Uint8Array, off: number, len: number): void {
+    const k = this.#runCount++;
+    this.#runBufs[k] = buf;
+    this.#runOffs[k] = off;
+    this.#runLens[k] = len;
+    this.#runIov.set(k, buf, off, len);
+    this.#runBytes += len;
+  }
+
+  /**
+   * Sends the datagrams gathered from the guest (see the module comment).
+   * Called at the end of each batch of guest frames, before their slots are
+   * read into again, and before any other send to the host.
+   */
+  drain(): void {
+    const index = this.#runIndex;
+    if (index < 0) return;
+    const n = this.#runCount;
+    const bytes = this.#runBytes;
+    this.#runIndex = -1;
+    this.#runCount = this.#runBytes = 0;
+    const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
+    const peer = f.inbound ? f.peer : null;
+    if (n > 1) {
+      const control = sys.udpSegmentControl(this.#runSeg);
+      const rc = sys.sendIov(f.fd, this.#runIov, n, sys.MSG_DONTWAIT, peer, f.peerLen, control);
+      if (!this.#segmentRefused(f, rc)) {
+        if (rc >= 0) this.stats.datagramsCoalesced += n - 1;
+        this.#sent(index, f, rc, n, bytes);
+        return;
+      }
+    }
+    for (let k = 0; k < n; k++) {
+      const len = this.#runLens[k];
+      const rc = sys.sendAt(
         f.fd,
-        d.buf,
-        d.payloadOffset,
+        this.#runBufs[k],
+        this.#runOffs[k],
         len,
-        gsoSize,
         sys.MSG_DONTWAIT,
         peer,
         f.peerLen,
-      )
-      : sys.sendAt(f.fd, d.buf, d.payloadOffset, len, sys.MSG_DONTWAIT, peer, f.peerLen);
+      );
+      this.#sent(index, f, rc, 1, len);
+    }
+  }
+
+  /** Counts the outcome `rc` of a send of `datagrams` datagrams, `bytes` in all. */
+  #sent(index: number, f: UdpFlow, rc: number, datagrams: number, bytes: number): void {
     if (rc >= 0) {
-      this.stats.datagramsToHost += gsoSize > 0 ? Math.max(1, Math.ceil(len / gsoSize)) : 1;
-      this.#flows.bytesFrom[index * 2 + f.tapSide] += len;
+      this.stats.datagramsToHost += datagrams;
+      this.#flows.bytesFrom[index * 2 + f.tapSide] += bytes;
       return;
     }
-    this.stats.dropSendFailed++;
+    this.stats.dropSendFailed += datagrams;
     // An error from an earlier ICMP message may surface here instead of on
     // the error queue; the queue is read when epoll reports it.
     if (rc === -sys.Errno.ECONNREFUSED) this.#unreachable(index, f, 3, 0);
@@ -461,6 +588,7 @@ export class Udp {
         ? Math.min(UDP_DNS_TIMEOUT_MS, this.#net.udpTimeoutMs)
         : this.#net.udpTimeoutMs,
       lastMs: performance.now(),
+      segmentOk: true,
     };
   }
 

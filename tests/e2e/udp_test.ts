@@ -346,8 +346,21 @@ Deno.test("-u auto and -U auto follow UDP servers started after tapir, and never
     }
   }));
 
-Deno.test("a UDP GSO send from the guest reaches the host as the datagrams it stands for", () =>
-  withHostNs(async (host) => {
+/**
+ * A guest sends `count` × `seg` bytes in one `UDP_SEGMENT` send to a server
+ * on host loopback, whose MTU is `loMtu` (or left alone); returns the
+ * datagram sizes the server got and tapir's counters (input and UDP).
+ */
+function gsoSendFromGuest(
+  seg: number,
+  count: number,
+  loMtu?: number,
+): Promise<{ sizes: string; input: Record<string, number>; udp: Record<string, number> }> {
+  return withHostNs(async (host) => {
+    if (loMtu !== undefined) {
+      const r = await run("ip", ["-n", host, "link", "set", "lo", "mtu", String(loMtu)]);
+      equal(r.code, 0, r.stderr);
+    }
     // The host side: count the datagrams and their sizes for a moment.
     const [c, a] = nsArgs(host, "python3", [
       "-u",
@@ -357,7 +370,7 @@ Deno.test("a UDP GSO send from the guest reaches the host as the datagrams it st
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
         "s.bind(('127.0.0.1', 9700)); print('listening', flush=True)",
         "s.settimeout(5); sizes = []",
-        "try:\n  while len(sizes) < 10: sizes.append(len(s.recv(65535)))\nexcept socket.timeout:\n  pass",
+        `try:\n  while len(sizes) < ${count}: sizes.append(len(s.recv(65535)))\nexcept socket.timeout:\n  pass`,
         "print(' '.join(map(str, sizes)))",
       ].join("\n"),
     ]);
@@ -367,15 +380,15 @@ Deno.test("a UDP GSO send from the guest reaches the host as the datagrams it st
       const reader = server.stdout.getReader();
       const first = new TextDecoder().decode((await reader.read()).value);
       ok(first.includes("listening"), first);
-      // 10 000 bytes in one send, meant as datagrams of 1000 (UDP_SEGMENT = 103).
+      // One send, meant as datagrams of `seg` bytes (UDP_SEGMENT = 103).
       const log = `${dir}/log`;
       const r = await tapirNs(
         host,
         ["--config-net", "-m", "1500", "-d", "--log-file", log],
         `python3 -c "import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_UDP, 103, 1000)
-s.sendto(bytes(10000), ('${HOST_NS.gw4}', 9700))"`,
+s.setsockopt(socket.SOL_UDP, 103, ${seg})
+s.sendto(bytes(${seg * count}), ('${HOST_NS.gw4}', 9700))"`,
       );
       equal(r.code, 0, explain(r));
       let out = "";
@@ -384,10 +397,12 @@ s.sendto(bytes(10000), ('${HOST_NS.gw4}', 9700))"`,
         if (done) break;
         out += new TextDecoder().decode(value);
       }
-      equal(out.trim(), Array(10).fill("1000").join(" "), "ten datagrams of 1000 bytes");
-      const stats = countersFromLog(await Deno.readTextFile(log), "input");
-      equal(stats.gsoFramesToHost, 1, "one UDP GSO frame from the guest");
-      equal(stats.gsoSegmentsToHost, 10);
+      const text = await Deno.readTextFile(log);
+      return {
+        sizes: out.trim(),
+        input: countersFromLog(text, "input"),
+        udp: countersFromLog(text, "udp"),
+      };
     } finally {
       try {
         server.kill("SIGKILL");
@@ -395,4 +410,24 @@ s.sendto(bytes(10000), ('${HOST_NS.gw4}', 9700))"`,
       await server.status;
       await Deno.remove(dir, { recursive: true });
     }
-  }));
+  });
+}
+
+Deno.test("a UDP GSO send from the guest reaches the host as the datagrams it stands for", async () => {
+  const r = await gsoSendFromGuest(1000, 10);
+  equal(r.sizes, Array(10).fill("1000").join(" "), "ten datagrams of 1000 bytes");
+  equal(r.input.gsoFramesToHost, 1, "one UDP GSO frame from the guest");
+  equal(r.input.gsoSegmentsToHost, 10);
+  equal(r.udp.segmentRefused, 0);
+});
+
+Deno.test("a UDP GSO send whose segments exceed the host route's MTU is cut by tapir, not lost", async () => {
+  // Host loopback at MTU 1280: the kernel refuses UDP_SEGMENT with 1400-byte
+  // segments, so tapir sends them one by one, and the kernel fragments each.
+  const r = await gsoSendFromGuest(1400, 10, 1280);
+  equal(r.sizes, Array(10).fill("1400").join(" "), "ten datagrams of 1400 bytes");
+  equal(r.input.gsoFramesToHost, 1);
+  equal(r.udp.segmentRefused, 1, "the flow fell back once");
+  equal(r.udp.datagramsToHost, 10);
+  equal(r.udp.dropSendFailed, 0);
+});

@@ -74,7 +74,7 @@ import {
 } from "../packet/udp.ts";
 import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
-import { PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
+import { GsoType, PAYLOAD_IOV_MAX, TAP_HEADROOM, type TapSender } from "../tap/tap.ts";
 import { type FrameTail, TAIL_MAX_PIECES } from "../tap/tail.ts";
 import { type GuestHeaders, icmpErrorToGuest4, icmpErrorToGuest6, L4_OFF4, L4_OFF6 } from "./ip.ts";
 import {
@@ -152,6 +152,8 @@ export interface UdpStats {
   segmentRefused: number;
   /** Datagrams sent to the guest. */
   datagramsToGuest: number;
+  /** Of those, sent in one UDP GSO frame with the datagram before them. */
+  datagramsMerged: number;
   /** Guest datagrams for a flow already closed. */
   dropClosed: number;
   /** Guest datagrams the host socket refused (send failed). */
@@ -191,6 +193,7 @@ export class Udp {
     datagramsCoalesced: 0,
     segmentRefused: 0,
     datagramsToGuest: 0,
+    datagramsMerged: 0,
     dropClosed: 0,
     dropSendFailed: 0,
     dropTableFull: 0,
@@ -639,19 +642,81 @@ export class Udp {
       }
       const n = sys.recvmmsg(fd, mm, room, sys.MSG_DONTWAIT);
       if (n <= 0) return;
-      for (let k = 0; k < n; k++) {
+      const merge = !listener && tap.gsoUdp;
+      for (let k = 0; k < n;) {
         const len = mm.msgLen(k);
         const fits = len <= mtuPayload && (mm.flags(k) & sys.MSG_TRUNC) === 0;
         const flow = !fits ? null : listener ? this.#inboundFlow(l!, k) : f;
         if (flow === null) {
           if (!fits) this.stats.dropTooBig++;
           else this.stats.dropNoFlow++;
+          k++;
           continue; // its slot is abandoned; the others are committed where they are
         }
-        this.#emit(frames[k], flow, len);
+        const end = merge && len > 0 ? this.#runToGuest(frames, k, n, len, payloadOff) : k + 1;
+        if (end === k + 1) this.#emit(frames[k], flow, len);
+        else this.#emitMerged(frames, k, end, flow, len);
+        k = end;
       }
       if (n < room || full) return;
     }
+  }
+
+  /**
+   * The end of the run of datagrams `frames[k..end)` from `recvmmsg` that
+   * one UDP GSO frame can carry: all `seg` bytes long but the last, which
+   * may be shorter, within the frame and the UDP length's limits.
+   */
+  #runToGuest(frames: Uint16Array, k: number, n: number, seg: number, payloadOff: number): number {
+    const mm = this.#mmsg;
+    const maxBytes = Math.min(RUN_MAX_BYTES, this.#tap.maxFrame + TAP_HEADROOM - payloadOff);
+    let bytes = seg;
+    let end = k + 1;
+    while (end < n && end - k < RUN_MAX_DATAGRAMS) {
+      const len = mm.msgLen(end);
+      if (len === 0 || len > seg || mm.flags(end) & sys.MSG_TRUNC || bytes + len > maxBytes) break;
+      bytes += len;
+      end++;
+      if (len < seg) break; // only the last may be shorter
+    }
+    return end;
+  }
+
+  /**
+   * Sends the datagrams in `frames[k..end)` (`seg` bytes each, the last
+   * maybe fewer) as one UDP GSO frame: their payloads are moved behind the
+   * first's, in its slot, and the guest's kernel cuts the frame back into
+   * the datagrams (as it does for a local sender using `UDP_SEGMENT`). One
+   * frame written to the tap instead of a frame per datagram.
+   */
+  #emitMerged(frames: Uint16Array, k: number, end: number, f: UdpFlow, seg: number): void {
+    const tap = this.#tap;
+    const mm = this.#mmsg;
+    const first = frames[k];
+    const l4 = f.v6 ? L4_OFF6 : L4_OFF4;
+    const payloadAt = l4 - TAP_HEADROOM + UDP_HEADER_LEN;
+    let len = seg;
+    for (let j = k + 1; j < end; j++) {
+      const n = mm.msgLen(j);
+      tap.copyBetween(frames[j], payloadAt, first, payloadAt + len, n);
+      len += n; // frames[j] is never committed: abandoned
+    }
+    const slot = tap.slot(first);
+    const r = this.#udpRepr;
+    r.srcPort = f.sport;
+    r.dstPort = f.dport;
+    r.payloadLen = len;
+    const dgramLen = UDP_HEADER_LEN + len;
+    const pseudo = this.#hdrs.emitFor(slot, f, IpProto.Udp, dgramLen);
+    udpEmit(slot, l4, r);
+    const frameLen = l4 - TAP_HEADROOM + dgramLen;
+    const hdrLen = frameLen - len;
+    tap.commitGso(first, frameLen, l4, UDP_CHECKSUM_OFFSET, pseudo, GsoType.UDP_L4, seg, hdrLen);
+    const count = end - k;
+    this.stats.datagramsToGuest += count;
+    this.stats.datagramsMerged += count - 1;
+    this.#flows.bytesFrom[f.index * 2 + 1 - f.tapSide] += len;
+    f.lastMs = performance.now();
   }
 
   /** Writes the headers in front of the `len`-byte payload in place in slot `frame`, queues it. */

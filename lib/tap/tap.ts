@@ -145,11 +145,17 @@ export class FrameBatch {
    * tail has no pieces is wholly in its slot. Only vhost-user makes tails.
    */
   readonly tails: FrameTail[];
+  /** Every slot, adjacent: slot i is `backing[i * slotSize ..]`. */
+  readonly backing: Uint8Array;
+  /** Bytes per slot. */
+  readonly slotSize: number;
 
   /** Allocates `capacity` slots of `slotSize` bytes each. */
   constructor(capacity: number, slotSize: number = TAP_SLOT_SIZE) {
     // One backing buffer: slots are adjacent, so a batch costs one allocation.
     const backing = new Uint8Array(capacity * slotSize);
+    this.backing = backing;
+    this.slotSize = slotSize;
     this.slots = [];
     this.lens = new Uint32Array(capacity);
     this.vnetFlags = new Uint8Array(capacity);
@@ -290,6 +296,8 @@ export interface TapBackend {
   readonly checksumOffload: boolean;
   /** True if frames toward the guest may be TCP GSO frames (TCPV4, TCPV6). */
   readonly gsoTcp: boolean;
+  /** True if frames toward the guest may also be UDP GSO frames (UDP_L4); absent: no. */
+  readonly gsoUdp?: boolean;
   /**
    * True if the last `send` stopped because the guest was not reading
    * (EAGAIN): the fd will report EPOLLOUT when it can take more. False after
@@ -425,6 +433,22 @@ export class TapSender {
    */
   get gsoTcp(): boolean {
     return this.#offload && this.#backend.gsoTcp;
+  }
+
+  /** UDP GSO frames (UDP_L4) allowed: the backend takes them and offloads are on. */
+  get gsoUdp(): boolean {
+    return this.#offload && this.#backend.gsoUdp === true;
+  }
+
+  /**
+   * Copies `len` bytes from frame offset `from` of slot `src` to frame
+   * offset `to` of slot `dst` (both taken, payloads in the slots): one
+   * `copyWithin` over the batch's memory, no view per call.
+   */
+  copyBetween(src: number, from: number, dst: number, to: number, len: number): void {
+    const b = this.#batch;
+    const at = b.slotSize * src + TAP_HEADROOM + from;
+    b.backing.copyWithin(b.slotSize * dst + TAP_HEADROOM + to, at, at + len);
   }
 
   /** Frames committed and waiting for the next flush. */
@@ -584,7 +608,8 @@ export class TapSender {
   }
 
   /**
-   * Queues a TCP GSO frame built in slot `i` (only where {@linkcode gsoTcp}):
+   * Queues a GSO frame built in slot `i` (TCP only where {@linkcode gsoTcp},
+   * UDP only where {@linkcode gsoUdp}):
    * `len` Ethernet bytes standing for segments of `gsoSize` payload bytes
    * each behind `hdrLen` bytes of headers, checksum left partial as in
    * {@linkcode commitChecksummed}.
@@ -599,7 +624,9 @@ export class TapSender {
     gsoSize: number,
     hdrLen: number,
   ): void {
-    if (!this.gsoTcp) throw new Error("GSO frame for a backend without GSO");
+    if (type === GsoType.UDP_L4 ? !this.gsoUdp : !this.gsoTcp) {
+      throw new Error("GSO frame for a backend without GSO");
+    }
     this.commitChecksummed(i, len, l4, field, pseudoSum);
     const b = this.#batch;
     b.gsoType[i] = type;

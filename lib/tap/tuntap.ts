@@ -150,6 +150,11 @@ export class TuntapBackend implements TapBackend {
   readonly gsoTcp: boolean;
   /** TUN_F_* flags the guest was granted (what its frames may carry). */
   readonly granted: number;
+  /**
+   * See `TapBackend.gsoUdp`: a kernel that grants USO (Linux 6.2 on) also
+   * parses UDP_L4 in the vnet headers written to it.
+   */
+  readonly gsoUdp: boolean;
   /** See `TapBackend.sendBlocked`. */
   sendBlocked = false;
 
@@ -165,6 +170,7 @@ export class TuntapBackend implements TapBackend {
     this.checksumOffload = vnetHdr;
     this.gsoTcp = vnetHdr;
     this.granted = vnetHdr ? tuntapGrantOffloads(fd, segmentation) : 0;
+    this.gsoUdp = (this.granted & sys.TUN_F_USO4) !== 0;
   }
 
   /**

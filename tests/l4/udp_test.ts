@@ -5,12 +5,15 @@
  * host peer. A batch of frames is handed over as one backend read, so what
  * tapir sends together is fixed by the batch, not by timing.
  */
-import { deepEqual, equal } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import { createSocket, type Socket } from "node:dgram";
 import { checksumPseudo4 } from "../../lib/packet/checksum.ts";
 import { ETH_HEADER_LEN, ethEmit, EtherType } from "../../lib/packet/eth.ts";
 import { IP4_HEADER_LEN, ip4Emit, ip4ReprNew } from "../../lib/packet/ip4.ts";
-import { UDP_HEADER_LEN, udpEmit, udpReprNew } from "../../lib/packet/udp.ts";
+import { UDP_HEADER_LEN, udpEmit, UdpPacket, udpReprNew } from "../../lib/packet/udp.ts";
+import { Ip4Packet } from "../../lib/packet/ip4.ts";
+import { EthFrame } from "../../lib/packet/eth.ts";
+import { type FrameBatch, GsoType } from "../../lib/tap/tap.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
 import { Tapir } from "../../lib/tapir.ts";
 import { GUEST_MAC, NET, netWith, RecordingBackend } from "../services/harness.ts";
@@ -123,4 +126,90 @@ Deno.test("interleaved flows are each sent in order, and zero-length datagrams t
   }
   equal(r.toHost, 8);
   equal(r.coalesced, 0, "no two in a row from one flow");
+});
+
+/** A recording backend that takes UDP GSO frames, and notes each frame's GSO size. */
+class UsoBackend extends RecordingBackend {
+  override readonly checksumOffload = true;
+  readonly gsoUdp = true;
+  readonly gsoSizes: number[] = [];
+
+  override send(batch: FrameBatch, count: number): number {
+    for (let k = 0; k < count; k++) {
+      const i = batch.order[k];
+      this.gsoSizes.push(batch.gsoType[i] === GsoType.UDP_L4 ? batch.gsoSize[i] : 0);
+    }
+    return super.send(batch, count);
+  }
+}
+
+Deno.test("datagrams waiting in a flow's socket go to the guest as one UDP GSO frame", async () => {
+  const backend = new UsoBackend();
+  const tapir = new Tapir(netWith({ mapLo4: [GATEWAY], loopbackOnly: true }), backend);
+  const { sock, got, port } = await hostSocket();
+  tapir.start();
+  let running: Promise<unknown> | null = null;
+  try {
+    // The guest's datagram opens the flow (sent at once: the loop is not running).
+    const f = datagram(40100, port, 10, 7);
+    tapir.input.frame(f, 0, f.length);
+    tapir.endBatch();
+    const deadline = performance.now() + 3000;
+    while (got.length < 1 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    equal(got.length, 1, "the guest's datagram arrived");
+    // The host answers with 20 datagrams of 1000 bytes and one of 500, all
+    // queued in tapir's socket before its loop runs.
+    const peer = { port: 0 };
+    sock.removeAllListeners("message");
+    const replied = new Promise<void>((resolve) => {
+      sock.once("message", (_b: Uint8Array, rinfo: { port: number }) => {
+        peer.port = rinfo.port;
+        resolve();
+      });
+    });
+    const again = datagram(40100, port, 10, 8);
+    tapir.input.frame(again, 0, again.length);
+    tapir.endBatch();
+    await replied;
+    const sizes = [...Array(20).fill(1000), 500];
+    for (const [i, n] of sizes.entries()) {
+      await new Promise<void>((resolve) =>
+        sock.send(new Uint8Array(n).fill(i), peer.port, "127.0.0.1", () => resolve())
+      );
+    }
+    running = tapir.loop.run();
+    while (tapir.udp.stats.datagramsToGuest < 21 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    equal(tapir.udp.stats.datagramsToGuest, 21);
+    equal(tapir.udp.stats.datagramsMerged, 20, "one frame for all");
+    // tapir's own frames at start (router advertisements) aside: one UDP frame.
+    const udpFrames = backend.frames.flatMap((f, i) =>
+      f[12] === 0x08 && f[13] === 0x00 && f[ETH_HEADER_LEN + 9] === IpProto.Udp ? [i] : []
+    );
+    equal(udpFrames.length, 1, "one frame for the 21 datagrams");
+    equal(backend.gsoSizes[udpFrames[0]], 1000, "a UDP GSO frame of 1000-byte segments");
+    const eth = new EthFrame();
+    const ip = new Ip4Packet();
+    const udp = new UdpPacket();
+    const frame = backend.frames[udpFrames[0]];
+    equal(eth.wrap(frame, 0, frame.length), 0);
+    equal(ip.wrap(frame, eth.payloadOffset, eth.payloadLen), 0);
+    equal(udp.wrap(frame, ip.payloadOffset, ip.payloadLen), 0);
+    equal(udp.srcPort, port);
+    equal(udp.dstPort, 40100);
+    equal(udp.payloadLen, 20 * 1000 + 500);
+    let at = udp.payloadOffset;
+    for (const [i, n] of sizes.entries()) {
+      ok(frame.subarray(at, at + n).every((b) => b === i), `datagram ${i} in place`);
+      at += n;
+    }
+  } finally {
+    tapir.loop.stop();
+    if (running !== null) await running;
+    tapir.loop.close();
+    sock.close();
+  }
 });

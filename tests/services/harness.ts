@@ -93,8 +93,8 @@ export function netWith(over: Partial<GuestNet>): GuestNet {
 export class RecordingBackend implements TapBackend {
   readonly name = "recording";
   readonly fd = -1;
-  readonly checksumOffload = false;
-  readonly gsoTcp = false;
+  readonly checksumOffload: boolean = false;
+  readonly gsoTcp: boolean = false;
   sendBlocked = false;
   readonly frames: Uint8Array[] = [];
 

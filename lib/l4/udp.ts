@@ -653,7 +653,7 @@ export class Udp {
           k++;
           continue; // its slot is abandoned; the others are committed where they are
         }
-        const end = merge && len > 0 ? this.#runToGuest(frames, k, n, len, payloadOff) : k + 1;
+        const end = merge && len > 0 ? this.#runToGuest(k, n, len, payloadOff) : k + 1;
         if (end === k + 1) this.#emit(frames[k], flow, len);
         else this.#emitMerged(frames, k, end, flow, len);
         k = end;
@@ -663,11 +663,11 @@ export class Udp {
   }
 
   /**
-   * The end of the run of datagrams `frames[k..end)` from `recvmmsg` that
+   * The end of the run of datagrams `k..end` of the last `recvmmsg` that
    * one UDP GSO frame can carry: all `seg` bytes long but the last, which
    * may be shorter, within the frame and the UDP length's limits.
    */
-  #runToGuest(frames: Uint16Array, k: number, n: number, seg: number, payloadOff: number): number {
+  #runToGuest(k: number, n: number, seg: number, payloadOff: number): number {
     const mm = this.#mmsg;
     const maxBytes = Math.min(RUN_MAX_BYTES, this.#tap.maxFrame + TAP_HEADROOM - payloadOff);
     let bytes = seg;

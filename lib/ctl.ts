@@ -21,7 +21,6 @@
 import type { FlowReport, FlowSideReport } from "./api/control.ts";
 import { FORWARD_PROTOS, type ForwardEntry, type ForwardProto } from "./forwards.ts";
 import type { StatsReport, TrafficCount } from "./tapir.ts";
-import { isAbsolute, resolve } from "node:path";
 
 /** A user-facing failure of `tapir ctl`: bad words, no connection, or a bad reply; one line. */
 export class CtlError extends Error {
@@ -156,7 +155,7 @@ function pcapRequest(words: readonly string[], cwd: string | undefined): CtlRequ
       noMore(words, 3, "pcap start FILE");
       return {
         cmd: "pcap-start",
-        path: isAbsolute(file) ? file : resolve(cwd ?? Deno.cwd(), file),
+        path: absolutePath(file, cwd ?? Deno.cwd()),
       };
     }
     case "stop":
@@ -167,6 +166,22 @@ function pcapRequest(words: readonly string[], cwd: string | undefined): CtlRequ
     default:
       throw new CtlError(`ctl: unknown pcap request '${sub}'; one of start, stop`);
   }
+}
+
+/**
+ * `file` made absolute against directory `cwd`, with `.` and `..` resolved
+ * (`..` at the root stays there). Not `node:path`: importing it loads
+ * Deno's Node compatibility layer, ~15 ms, and a bundle pays that at every
+ * start, whichever mode runs.
+ */
+export function absolutePath(file: string, cwd: string): string {
+  const parts: string[] = [];
+  for (const part of `${file.startsWith("/") ? "" : cwd}/${file}`.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
 }
 
 const encoder = new TextEncoder();

@@ -305,3 +305,23 @@ export function interfaceAddress(ifname: string, family: 4 | 6): Uint8Array | st
     nl.close();
   }
 }
+
+/**
+ * The guest's network for `conf` on this host ({@linkcode guestNetFrom}),
+ * with the outbound interfaces' addresses (`--outbound-if4`,
+ * `--outbound-if6`) filled in; or a one-line reason why the guest cannot be
+ * served.
+ */
+export function guestNetOf(conf: NsConfig | VmConfig, host: HostFacts): GuestNet | string {
+  let net = guestNetFrom(conf, host);
+  if (!net.ip4 && !net.ip6) {
+    return "no address for the guest: the host has none to copy; give one with -a";
+  }
+  for (const [family, ifname] of [[4, conf.outboundIf4], [6, conf.outboundIf6]] as const) {
+    if (ifname === null) continue;
+    const addr = interfaceAddress(ifname, family);
+    if (typeof addr === "string") return `--outbound-if${family}: ${addr}`;
+    net = family === 4 ? { ...net, outbound4: addr } : { ...net, outbound6: addr };
+  }
+  return net;
+}

@@ -56,7 +56,7 @@ import {
 import { logDebug, logTrace } from "./log.ts";
 import { Netlink } from "./netlink.ts";
 import * as sys from "./sys/mod.ts";
-import { tuntapOpen } from "./tap/tuntap.ts";
+import { tuntapOpen } from "./tap/tuntap_open.ts";
 
 /** Worker name: how the main module recognises that it runs as the namespace worker. */
 const WORKER_NAME = "tapir-ns";
@@ -188,8 +188,21 @@ function configure(nl: Netlink, index: number, s: NsSetup): void {
   }
 }
 
+/**
+ * Set once the namespace and its tap are up. Until then the thread may
+ * still be in the host's namespace (or set-up failed half-way), so nothing
+ * is started or created "in the namespace" before it.
+ */
+let nsReady = false;
+
+function assertNsReady(what: string): void {
+  if (!nsReady) throw new Error(`${what}: the namespace is not set up`);
+}
+
 function setup(id: number, s: NsSetup): NsReply {
+  if (nsReady) throw new Error("the namespace is set up already");
   enterNamespace(s.target);
+
   const dev = tuntapOpen(s.ifname);
   if (typeof dev === "number") throw new sys.SysError(`tap ${s.ifname}`, -dev);
   const nl = new Netlink();
@@ -199,6 +212,7 @@ function setup(id: number, s: NsSetup): NsReply {
     const index = nl.linkIndex(dev.name);
     if (index < 0) throw new sys.SysError(`netlink: find ${dev.name}`, -index);
     if (s.configNet) configure(nl, index, s);
+    nsReady = true;
     return {
       id,
       op: "ready",
@@ -213,6 +227,7 @@ function setup(id: number, s: NsSetup): NsReply {
 }
 
 function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
+  assertNsReady(`run ${argv[0]}`);
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdin: "inherit",
@@ -229,6 +244,7 @@ function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void):
  * useful.
  */
 function sockets(id: number, family: 4 | 6, count: number, udp = false): NsReply {
+  assertNsReady("sockets");
   const domain = family === 4 ? sys.AF_INET : sys.AF_INET6;
   const type = udp ? sys.SOCK_DGRAM : sys.SOCK_STREAM;
   const fds: number[] = [];
@@ -269,9 +285,11 @@ export function nsWorkerMain(): void {
           post(sockets(req.id, req.family, req.count, req.udp));
           break;
         case "scanTcp":
+          assertNsReady("scan");
           post({ id: req.id, op: "scanTcp", scan: readTcpListening() });
           break;
         case "scanUdp":
+          assertNsReady("scan");
           post({ id: req.id, op: "scanUdp", scan: readUdpBound() });
           break;
       }
@@ -294,6 +312,7 @@ export class NsWorker {
   #nextId = 1;
   #terminated = false;
   #onExit: ((code: number, signal: string | null) => void) | null = null;
+  #exit: { readonly code: number; readonly signal: string | null } | null = null;
   #onError: ((message: string) => void) | null = null;
 
   /** Starts the worker from the program's main module `mainUrl`. */
@@ -312,6 +331,7 @@ export class NsWorker {
       logTrace(`ns worker: ${r.op}`);
     } else logDebug(`ns worker: ${r.op}`);
     if (r.op === "exit") {
+      this.#exit = { code: r.code, signal: r.signal };
       this.#onExit?.(r.code, r.signal);
       return;
     }
@@ -347,18 +367,30 @@ export class NsWorker {
   }
 
   /**
-   * Spawns `argv` inside the namespace; resolves with its pid once started.
-   * `onExit` runs when it exits.
+   * Spawns `argv` inside the namespace; resolves with its pid once started
+   * (see {@linkcode onCommandExit}). It may be asked right after
+   * {@linkcode setup}, before that resolves: the worker takes requests in
+   * order and starts nothing in a namespace that failed to set up.
    */
-  async spawn(
-    argv: readonly string[],
-    onExit: (code: number, signal: string | null) => void,
-  ): Promise<number> {
-    this.#onExit = onExit;
+  async spawn(argv: readonly string[]): Promise<number> {
     const r = await this.#request({ op: "spawn", argv });
     if (r.op === "error") throw new Error(r.message);
     if (r.op !== "spawned") throw new Error(`namespace worker: unexpected ${r.op}`);
     return r.pid;
+  }
+
+  /**
+   * Runs `onExit` when the spawned command exits — at once if it has exited
+   * already (it may, before the caller is ready to hear it).
+   */
+  onCommandExit(onExit: (code: number, signal: string | null) => void): void {
+    this.#onExit = onExit;
+    if (this.#exit !== null) onExit(this.#exit.code, this.#exit.signal);
+  }
+
+  /** The spawned command has exited. */
+  get commandExited(): boolean {
+    return this.#exit !== null;
   }
 
   /**

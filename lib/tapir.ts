@@ -25,7 +25,7 @@ import { TcpSplice } from "./l4/tcp_splice.ts";
 import { Udp } from "./l4/udp.ts";
 import { guardInspectorSignal } from "./inspector_guard.ts";
 import { type RuntimeReport, RuntimeStats } from "./runtime_stats.ts";
-import { logDebug, logInfo } from "./log.ts";
+import { logDebug, logEnabled, logInfo, LogLevel } from "./log.ts";
 import { countersDiff, type CountersSnapshot, StatsRegistry } from "./stats.ts";
 import { Loop } from "./loop.ts";
 import type { GuestNet } from "./net.ts";
@@ -262,7 +262,11 @@ export class Tapir {
     loop.after(PCAP_FLUSH_MS, flushPcap);
     loop.onStop(() => {
       this.tap.flush();
-      logDebug(STATS_LOG_PREFIX + JSON.stringify(this.statsReport()));
+      // Only when it is logged: the report loads `node:v8` (~12 ms), which
+      // would hold up the exit for nothing.
+      if (logEnabled(LogLevel.debug)) {
+        logDebug(STATS_LOG_PREFIX + JSON.stringify(this.statsReport()));
+      }
     });
     loop.stopOnSignals();
     if (this.#statsInterval > 0) this.#statsEvery(this.#statsInterval * 1000);

@@ -9,6 +9,7 @@
 import { deepStrictEqual, equal, fail, match, ok, throws } from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import {
+  absolutePath,
   ctlCall,
   CtlError,
   type CtlFlows,
@@ -79,6 +80,14 @@ Deno.test("ctl: pcap start resolves FILE against the current directory by defaul
     cmd: "pcap-start",
     path: `${Deno.cwd()}/x.pcap`,
   });
+});
+
+Deno.test("ctl: a relative path is made absolute with . and .. resolved", () => {
+  equal(absolutePath("x.pcap", "/home/me"), "/home/me/x.pcap");
+  equal(absolutePath("./a/../b/./x.pcap", "/home/me/"), "/home/me/b/x.pcap");
+  equal(absolutePath("../../../x", "/home/me"), "/x");
+  equal(absolutePath("/tmp//x/..", "/home/me"), "/tmp");
+  equal(absolutePath("x", "/"), "/x");
 });
 
 Deno.test("ctl: bad request words give one line naming what is wrong", () => {

@@ -10,40 +10,39 @@ import type { NsConfig, VmConfig } from "../conf.ts";
 import type { ForwardTable } from "../forwards.ts";
 import { allowPingSockets } from "../l4/icmp.ts";
 import { logError, logInfo } from "../log.ts";
-import { type GuestNet, guestNetFrom, type HostFacts, interfaceAddress } from "../net.ts";
+import { type GuestNet, guestNetOf, type HostFacts } from "../net.ts";
 import { pcapOpen } from "../pcap.ts";
 import type { Tapir } from "../tapir.ts";
 
 /**
- * The guest's network from the configuration and the host's facts; ping
- * sockets allowed; the capture opened (`--pcap`). Returns null after one
- * error line when the guest cannot be served.
+ * The guest's network from the configuration and the host's facts
+ * (`guestNetOf`), then what serving it needs ({@linkcode prepareServing}).
+ * Returns null after one error line when the guest cannot be served.
  */
 export function prepareGuest(conf: NsConfig | VmConfig, host: HostFacts): GuestNet | null {
-  let net = guestNetFrom(conf, host);
-  if (!net.ip4 && !net.ip6) {
-    logError("no address for the guest: the host has none to copy; give one with -a");
+  const net = guestNetOf(conf, host);
+  if (typeof net === "string") {
+    logError(net);
     return null;
   }
-  for (const [family, ifname] of [[4, conf.outboundIf4], [6, conf.outboundIf6]] as const) {
-    if (ifname === null) continue;
-    const addr = interfaceAddress(ifname, family);
-    if (typeof addr === "string") {
-      logError(`--outbound-if${family}: ${addr}`);
-      return null;
-    }
-    net = family === 4 ? { ...net, outbound4: addr } : { ...net, outbound6: addr };
-  }
+  return prepareServing(conf) ? net : null;
+}
+
+/**
+ * Ping sockets allowed, the capture opened (`--pcap`): what the translator
+ * needs before its first frame. Returns false after one error line.
+ */
+export function prepareServing(conf: NsConfig | VmConfig): boolean {
   allowPingSockets();
   if (conf.pcap) {
     try {
       pcapOpen(conf.pcap);
     } catch (err) {
       logError(`--pcap: cannot open ${conf.pcap}: ${(err as Error).message}`);
-      return null;
+      return false;
     }
   }
-  return net;
+  return true;
 }
 
 /**

@@ -6,14 +6,21 @@
  * 1. Without root, re-execute where the set-up is allowed (see
  *    `rootlessReexecArgs` in `lib/ns.ts`: the target's user namespace, or a
  *    new one) and pass the child's exit status through.
- * 2. Start the namespace worker, then load the rest (`ns_serve.ts`) while
- *    it loads: its start is the longest step of start-up.
- * 3. Read the host's addresses and routes; build the guest's network. The
- *    worker enters (`--netns`, PID) or creates the namespace, creates the
- *    tap and configures it (`--config-net`).
+ * 2. Read the host's addresses and routes; build the guest's network.
+ * 3. Start the namespace worker and hand it the whole set-up at once: it
+ *    enters (`--netns`, PID) or creates the namespace, creates the tap,
+ *    configures it (`--config-net`) and — unless the command needs ports
+ *    forwarded into the namespace (`-T`, `-U`), which only the translator
+ *    can open — starts the command. Meanwhile this thread loads the rest
+ *    (`ns_serve.ts`) and builds the translator. The two threads' start-up
+ *    steps overlap: the worker's boot (~30 ms of isolate) and set-up against
+ *    the module loading and construction here. A command that starts
+ *    before the translator runs loses nothing: its frames wait in the tap's
+ *    queue.
  * 4. Open the forwards and the control socket (tapir's requests, or
- *    slirp4netns's API), write the pid file, then say so: "1" on the ready
- *    descriptor, or the daemon's signal to the first process.
+ *    slirp4netns's API), start the command if it waited for them, write the
+ *    pid file, then say so: "1" on the ready descriptor, or the daemon's
+ *    signal to the first process.
  * 5. Run the translator until the command exits (spawn mode; then TCP
  *    connections finish while bytes move: `DRAIN_IDLE_MS` in `ns_serve.ts`), the
  *    namespace goes away (attach mode: its process exits or its path is
@@ -26,8 +33,16 @@
  */
 
 import type { NsConfig } from "../conf.ts";
-import { logDebug, logWarn } from "../log.ts";
-import { NsWorker, REEXEC_ENV, rootlessReexecArgs } from "../ns.ts";
+import { logDebug, logError, logWarn } from "../log.ts";
+import { type GuestNet, guestNetOf, hostFacts, u32ToIp4 } from "../net.ts";
+import {
+  type NsAddress,
+  type NsRoute,
+  type NsSetup,
+  NsWorker,
+  REEXEC_ENV,
+  rootlessReexecArgs,
+} from "../ns.ts";
 import * as sys from "../sys/mod.ts";
 import { type EngineOptions, NO_ENGINE } from "../engines/engine.ts";
 import { daemonize, isDaemon } from "../engines/lifecycle.ts";
@@ -63,10 +78,75 @@ export async function runNs(
     return (await child.status).code;
   }
 
-  // The worker goes first: \`new Worker\` holds this thread ~40 ms while the
-  // isolate boots, but the worker's own modules then load on its thread
-  // while this one loads the translator's.
+  const host = hostFacts();
+  const net = guestNetOf(conf, host);
+  if (typeof net === "string") {
+    logError(net);
+    return 1;
+  }
+  // `new Worker` holds this thread ~30 ms while the isolate boots; then the
+  // worker loads and sets up on its thread while this one loads the
+  // translator's modules and builds it.
   const worker = new NsWorker(mainUrl);
+  const setup = worker.setup(nsSetupOf(conf, net, host.ifname, host.prefix6, engine));
+  const command = earlyCommand(conf);
+  const spawned = command === null ? null : worker.spawn(command);
+  // Their failures are read where they are awaited (`serveNs`); until then
+  // they must not count as unhandled.
+  setup.catch(() => {});
+  spawned?.catch(() => {});
   const { serveNs } = await import("./ns_serve.ts");
-  return await serveNs(conf, worker, engine);
+  return await serveNs(conf, net, worker, { setup, spawned }, engine);
+}
+
+/** The command `conf` runs in a new namespace (its own, or the user's shell), or null. */
+export function commandOf(conf: NsConfig): readonly string[] | null {
+  const t = conf.target;
+  if (t.kind !== "spawn") return null;
+  return t.command.length > 0 ? t.command : [Deno.env.get("SHELL") || "/bin/sh"];
+}
+
+/**
+ * The command to start as soon as the namespace is configured, or null
+ * when it must wait: ports forwarded into the namespace (`-T`, `-U`) are
+ * opened by the translator, and the command may use them from its first
+ * moment.
+ */
+function earlyCommand(conf: NsConfig): readonly string[] | null {
+  if (conf.tcpNs.mode !== "none" || conf.udpNs.mode !== "none") return null;
+  return commandOf(conf);
+}
+
+/** What the worker sets up for `conf`: the namespace, the tap and its addresses and routes. */
+function nsSetupOf(
+  conf: NsConfig,
+  net: GuestNet,
+  hostIfname: string | null,
+  hostPrefix6: number | null,
+  engine: EngineOptions,
+): NsSetup {
+  const addresses: NsAddress[] = [];
+  const routes: NsRoute[] = [];
+  if (net.ip4) {
+    addresses.push({ family: 4, addr: [...u32ToIp4(net.ip4.addr)], prefixLen: net.ip4.prefixLen });
+    routes.push({ family: 4, gateway: [...u32ToIp4(net.ip4.gateway)] });
+  }
+  if (net.ip6) {
+    addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: hostPrefix6 ?? 64 });
+    routes.push({ family: 6, gateway: [...net.ip6.gateway] });
+  }
+  const t = conf.target;
+  return {
+    target: t.kind === "spawn"
+      ? { kind: "new" }
+      : t.kind === "pid"
+      ? { kind: "pid", pid: t.pid }
+      : { kind: "path", path: t.path },
+    ifname: conf.ifname ?? hostIfname ?? "tap0",
+    configNet: conf.configNet,
+    mtu: conf.mtu,
+    addresses,
+    routes,
+    mac: engine.mac ? [...engine.mac] : null,
+  };
 }

@@ -1,18 +1,17 @@
 /**
- * Namespace mode once the worker is starting: the host's facts, the
- * guest's addresses, the namespace's set-up, the translator with its
- * forwards and control socket, and the run until the end (see
+ * Namespace mode once the worker is starting: the translator with its
+ * forwards and control socket, the command, and the run until the end (see
  * `lib/modes/ns.ts` for the steps). `runNs` imports this module only after
- * it has started the namespace worker, so the two threads load their
- * modules at the same time.
+ * it has started the namespace worker and handed it the set-up, so the two
+ * threads work at the same time.
  *
  * @module
  */
 
 import type { NsConfig } from "../conf.ts";
 import { logDebug, logError, logWarn } from "../log.ts";
-import { hostFacts, u32ToIp4 } from "../net.ts";
-import { type NsAddress, type NsRoute, type NsTargetSpec, type NsWorker } from "../ns.ts";
+import type { GuestNet } from "../net.ts";
+import type { NsWorker } from "../ns.ts";
 import { pcapClose } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
@@ -21,7 +20,8 @@ import { UdpSplice } from "../l4/udp_splice.ts";
 import * as sys from "../sys/mod.ts";
 import { TuntapBackend } from "../tap/tuntap.ts";
 import { Tapir } from "../tapir.ts";
-import { prepareGuest, startControl } from "./common.ts";
+import { prepareServing, startControl } from "./common.ts";
+import { commandOf } from "./ns.ts";
 import { ForwardTable } from "../forwards.ts";
 import { PORT_FWD_NONE } from "../fwd.ts";
 import { slirp4netnsApiHandler } from "../api/slirp4netns.ts";
@@ -44,57 +44,39 @@ export const DRAIN_IDLE_MS = 2000;
 /** The longest drain, however busy: what is still moving then belongs to a process the command left behind. */
 export const DRAIN_MAX_MS = 30_000;
 
+/** What `runNs` asked of the worker before loading this module. */
+export interface NsStarted {
+  /** The namespace's set-up: the tap. */
+  readonly setup: ReturnType<NsWorker["setup"]>;
+  /** The command, started right after the set-up (its pid); null if it waits for the forwards. */
+  readonly spawned: Promise<number> | null;
+}
+
 /**
- * Serves the namespace through `worker` (just started, still loading) until
- * the run ends; resolves to the exit status (see `lib/modes/ns.ts`).
+ * Serves the namespace of `net` through `worker` (just started, its set-up
+ * asked: `started`) until the run ends; resolves to the exit status (see
+ * `lib/modes/ns.ts`).
  */
 export async function serveNs(
   conf: NsConfig,
+  net: GuestNet,
   worker: NsWorker,
+  started: NsStarted,
   engine: EngineOptions,
 ): Promise<number> {
   const t = conf.target;
-  const host = hostFacts();
-  const net = prepareGuest(conf, host);
-  if (net === null) {
-    worker.terminate();
-    return 1;
-  }
-  const ifname = conf.ifname ?? host.ifname ?? "tap0";
-
-  const addresses: NsAddress[] = [];
-  const routes: NsRoute[] = [];
-  if (net.ip4) {
-    addresses.push({ family: 4, addr: [...u32ToIp4(net.ip4.addr)], prefixLen: net.ip4.prefixLen });
-    routes.push({ family: 4, gateway: [...u32ToIp4(net.ip4.gateway)] });
-  }
-  if (net.ip6) {
-    addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: host.prefix6 ?? 64 });
-    routes.push({ family: 6, gateway: [...net.ip6.gateway] });
-  }
-  const target: NsTargetSpec = t.kind === "spawn"
-    ? { kind: "new" }
-    : t.kind === "pid"
-    ? { kind: "pid", pid: t.pid }
-    : { kind: "path", path: t.path };
-
+  const argv = commandOf(conf);
+  let command = started.spawned;
   let tapir: Tapir | null = null;
   let nsFwd: TcpNsForward | null = null;
   let udpNs: UdpSplice | null = null;
   let udpAuto: UdpNsForward | null = null;
   let tapFd = -1;
   try {
+    if (!prepareServing(conf)) return 1;
     let dev;
     try {
-      dev = await worker.setup({
-        target,
-        ifname,
-        configNet: conf.configNet,
-        mtu: conf.mtu,
-        addresses,
-        routes,
-        mac: engine.mac ? [...engine.mac] : null,
-      });
+      dev = await started.setup;
     } catch (err) {
       logError(`namespace set-up failed: ${(err as Error).message}`);
       return 1;
@@ -184,56 +166,59 @@ export async function serveNs(
     if (isDaemon()) daemonReady();
 
     let status = 0;
-    let childPid = 0;
-    let childRunning = false;
-    if (t.kind === "spawn") {
-      const argv = t.command.length > 0 ? t.command : [Deno.env.get("SHELL") || "/bin/sh"];
+    if (argv !== null) {
+      command ??= worker.spawn(argv);
       try {
-        childPid = await worker.spawn(argv, (code) => {
-          childRunning = false;
-          status = code;
-          const reason = `command exited with status ${code}`;
-          const tr = tapir!;
-          const start = performance.now();
-          const moved = () =>
-            tr.tcp.stats.bytesToHost + tr.tcp.stats.bytesToGuest +
-            tr.splice.stats.bytesToHost + tr.splice.stats.bytesToGuest;
-          let lastMoved = moved();
-          let lastMoveAt = start;
-          const drain = () => {
-            const open = tr.flows.countType(FlowType.TCP) +
-              tr.flows.countType(FlowType.TCP_SPLICE);
-            const now = performance.now();
-            const m = moved();
-            if (m !== lastMoved) [lastMoved, lastMoveAt] = [m, now];
-            if (open === 0) return loop.stop(reason);
-            if (now - lastMoveAt > DRAIN_IDLE_MS || now - start > DRAIN_MAX_MS) {
-              logWarn(`stopping with ${open} TCP connection(s) of the namespace still open`);
-              return loop.stop(reason);
-            }
-            loop.after(10, drain);
-          };
-          drain();
-        });
-        childRunning = true;
+        await command;
       } catch (err) {
         logError(`cannot run ${argv[0]}: ${(err as Error).message}`);
+        command = null;
         return 1;
       }
+      worker.onCommandExit((code) => {
+        status = code;
+        const reason = `command exited with status ${code}`;
+        const tr = tapir!;
+        const start = performance.now();
+        const moved = () =>
+          tr.tcp.stats.bytesToHost + tr.tcp.stats.bytesToGuest +
+          tr.splice.stats.bytesToHost + tr.splice.stats.bytesToGuest;
+        let lastMoved = moved();
+        let lastMoveAt = start;
+        const drain = () => {
+          const open = tr.flows.countType(FlowType.TCP) +
+            tr.flows.countType(FlowType.TCP_SPLICE);
+          const now = performance.now();
+          const m = moved();
+          if (m !== lastMoved) [lastMoved, lastMoveAt] = [m, now];
+          if (open === 0) return loop.stop(reason);
+          if (now - lastMoveAt > DRAIN_IDLE_MS || now - start > DRAIN_MAX_MS) {
+            logWarn(`stopping with ${open} TCP connection(s) of the namespace still open`);
+            return loop.stop(reason);
+          }
+          loop.after(10, drain);
+        };
+        // From the loop's next turn, after it has read the tap: a command
+        // that exited before the loop ran may have left frames there.
+        loop.post(drain);
+      });
     }
     const reason = await loop.run();
     logDebug(`stopped: ${reason}`);
-    if (childRunning) {
-      // tapir was told to stop while the command still runs: it would be left
-      // without a network, so end it too.
-      try {
-        Deno.kill(childPid, "SIGTERM");
-      } catch (err) {
-        logWarn(`cannot stop the command (pid ${childPid}): ${(err as Error).message}`);
-      }
-    }
     return tapir.backendError ? 0 : status;
   } finally {
+    // Set-up failed after the command started, or tapir was told to stop
+    // while it runs: it would be left without a network, so end it too.
+    if (command !== null && !worker.commandExited) {
+      const pid = await command.catch(() => 0);
+      if (pid > 0 && !worker.commandExited) {
+        try {
+          Deno.kill(pid, "SIGTERM");
+        } catch (err) {
+          logWarn(`cannot stop the command (pid ${pid}): ${(err as Error).message}`);
+        }
+      }
+    }
     pcapClose();
     worker.terminate();
     nsFwd?.close();

@@ -317,3 +317,6 @@ export const IFF_NO_PI = 0x1000;
 export const IFF_VNET_HDR = 0x4000;
 /** Interface name size, with the terminating zero. */
 export const IFNAMSIZ = 16;
+
+/** Size of `struct virtio_net_hdr` (without `num_buffers`): what a tap opened with IFF_VNET_HDR puts before each frame. */
+export const VNET_HDR_LEN = 10;

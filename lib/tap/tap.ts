@@ -66,7 +66,7 @@ import {
 } from "../packet/checksum.ts";
 import { get16, set16 } from "../packet/wire.ts";
 import { pcapActive, pcapFrame, pcapNow, type PcapTimestamp } from "../pcap.ts";
-import { addrOf, IovecArray } from "../sys/mod.ts";
+import { addrOf, IovecArray, VNET_HDR_LEN } from "../sys/mod.ts";
 import { FrameTail, TAIL_MAX_PIECES } from "./tail.ts";
 
 /** Bytes reserved in front of every frame for a backend's own header. */
@@ -97,8 +97,7 @@ export const GsoType = {
   ECN: 0x80,
 } as const;
 
-/** Size of `struct virtio_net_hdr` (without `num_buffers`). */
-export const VNET_HDR_LEN = 10;
+export { VNET_HDR_LEN };
 /** Offsets of its fields (16-bit ones little-endian: virtio 1.x, or a legacy header on LE hosts). */
 const VNET_FLAGS = 0;
 const VNET_GSO_TYPE = 1;

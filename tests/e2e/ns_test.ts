@@ -414,3 +414,38 @@ Deno.test("attach: tapir ns PID ends by itself, status 0, when that process exit
     equal(out.code, 0, log);
     match(log, /stopped: process \d+ exited/);
   }));
+
+Deno.test("a command started with the set-up is ended when the rest of the set-up fails", () =>
+  withHostNs(async (host) => {
+    // Without -T/-U the command starts as soon as the namespace is
+    // configured (lib/modes/ns.ts), before the control socket is opened;
+    // that then fails (no such directory), and tapir must not leave the
+    // command running without a network.
+    const dir = await Deno.makeTempDir({ prefix: "tapir-early-" });
+    try {
+      const marker = `${dir}/still-ran`;
+      const t0 = performance.now();
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q", "--api-socket", `${dir}/missing/api.sock`],
+        // sleep's output away from tapir's pipes, which would hold the run open.
+        `sleep 3 >/dev/null 2>&1; touch ${marker}`,
+      );
+      equal(r.code, 1, explain(r));
+      match(r.stderr, /api-socket/);
+      ok(performance.now() - t0 < 3000, "tapir did not wait for the command");
+      await new Promise((res) => setTimeout(res, 3500));
+      equal(await fileExists(marker), false, "the command kept running after tapir failed");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -6,6 +6,7 @@
  */
 import { equal, match, rejects } from "node:assert/strict";
 import { NsWorker } from "../lib/ns.ts";
+import { pathExists } from "./helpers/tapir.ts";
 
 const MAIN_URL = new URL("../main.ts", import.meta.url).href;
 
@@ -18,15 +19,6 @@ async function withWorker(body: (w: NsWorker, dir: string) => Promise<void>): Pr
   } finally {
     w.terminate();
     await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -48,7 +40,7 @@ Deno.test("ns worker: a command asked right after a set-up that fails does not r
       return true;
     });
     equal(w.commandExited, false);
-    equal(await exists(marker), false, "the command ran although the set-up failed");
+    equal(await pathExists(marker), false, "the command ran although the set-up failed");
   }));
 
 Deno.test("ns worker: sockets and port scans are refused before the set-up", () =>

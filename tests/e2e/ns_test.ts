@@ -12,6 +12,7 @@ import {
   countersFromLog,
   explain,
   MAIN,
+  pathExists,
   stopAll,
   tapirNs,
   waitListening,
@@ -435,17 +436,8 @@ Deno.test("a command started with the set-up is ended when the rest of the set-u
       match(r.stderr, /api-socket/);
       ok(performance.now() - t0 < 3000, "tapir did not wait for the command");
       await new Promise((res) => setTimeout(res, 3500));
-      equal(await fileExists(marker), false, "the command kept running after tapir failed");
+      equal(await pathExists(marker), false, "the command kept running after tapir failed");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   }));
-
-async function fileExists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -108,10 +108,15 @@ export function nsScript(dir: string, servers: string[], ports: number[], extra 
   ].join("\n");
 }
 
+/** Whether `path` exists now. */
+export function pathExists(path: string): Promise<boolean> {
+  return Deno.stat(path).then(() => true, () => false);
+}
+
 /** Waits until `path` exists. */
 export async function waitFile(path: string, ms = 10_000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end;) {
-    if (await Deno.stat(path).then(() => true, () => false)) return;
+    if (await pathExists(path)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${path} did not appear`);

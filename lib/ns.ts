@@ -202,7 +202,6 @@ function assertNsReady(what: string): void {
 function setup(id: number, s: NsSetup): NsReply {
   if (nsReady) throw new Error("the namespace is set up already");
   enterNamespace(s.target);
-
   const dev = tuntapOpen(s.ifname);
   if (typeof dev === "number") throw new sys.SysError(`tap ${s.ifname}`, -dev);
   const nl = new Netlink();

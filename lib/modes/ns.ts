@@ -34,7 +34,7 @@
 
 import type { NsConfig } from "../conf.ts";
 import { logDebug, logError, logWarn } from "../log.ts";
-import { type GuestNet, guestNetOf, hostFacts, u32ToIp4 } from "../net.ts";
+import { type GuestNet, guestNetOf, type HostFacts, hostFacts, u32ToIp4 } from "../net.ts";
 import {
   type NsAddress,
   type NsRoute,
@@ -88,7 +88,7 @@ export async function runNs(
   // worker loads and sets up on its thread while this one loads the
   // translator's modules and builds it.
   const worker = new NsWorker(mainUrl);
-  const setup = worker.setup(nsSetupOf(conf, net, host.ifname, host.prefix6, engine));
+  const setup = worker.setup(nsSetupOf(conf, net, host, engine));
   const command = earlyCommand(conf);
   const spawned = command === null ? null : worker.spawn(command);
   // Their failures are read where they are awaited (`serveNs`); until then
@@ -121,8 +121,7 @@ function earlyCommand(conf: NsConfig): readonly string[] | null {
 function nsSetupOf(
   conf: NsConfig,
   net: GuestNet,
-  hostIfname: string | null,
-  hostPrefix6: number | null,
+  host: HostFacts,
   engine: EngineOptions,
 ): NsSetup {
   const addresses: NsAddress[] = [];
@@ -132,7 +131,7 @@ function nsSetupOf(
     routes.push({ family: 4, gateway: [...u32ToIp4(net.ip4.gateway)] });
   }
   if (net.ip6) {
-    addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: hostPrefix6 ?? 64 });
+    addresses.push({ family: 6, addr: [...net.ip6.addr], prefixLen: host.prefix6 ?? 64 });
     routes.push({ family: 6, gateway: [...net.ip6.gateway] });
   }
   const t = conf.target;
@@ -142,7 +141,7 @@ function nsSetupOf(
       : t.kind === "pid"
       ? { kind: "pid", pid: t.pid }
       : { kind: "path", path: t.path },
-    ifname: conf.ifname ?? hostIfname ?? "tap0",
+    ifname: conf.ifname ?? host.ifname ?? "tap0",
     configNet: conf.configNet,
     mtu: conf.mtu,
     addresses,

@@ -172,7 +172,6 @@ export async function serveNs(
         await command;
       } catch (err) {
         logError(`cannot run ${argv[0]}: ${(err as Error).message}`);
-        command = null;
         return 1;
       }
       worker.onCommandExit((code) => {

@@ -3,7 +3,7 @@
  * is inside the guest's network namespace (the namespace worker; see
  * `lib/ns.ts`). Apart from the backend that reads and writes the device
  * (`tuntap.ts`), so that the worker, whose module loading is on the
- * critical path of start-up, loads only this and `lib/sys/`.
+ * critical path of start-up, does not load the send path with it.
  *
  * @module
  */
@@ -21,7 +21,7 @@ export interface TuntapDevice {
   readonly fd: number;
   /** The interface name the kernel gave it. */
   readonly name: string;
-  /** Frames carry a virtio-net header (see the module comment). */
+  /** Frames carry a virtio-net header (see `tuntap.ts`). */
   readonly vnetHdr: boolean;
 }
 

@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { Loop, Timer } from "../lib/loop.ts";
+import { Loop, SPIN_SHARE_MIN, spinShareNext, Timer } from "../lib/loop.ts";
 import * as sys from "../lib/sys/mod.ts";
 
 function pipe(): [number, number] {
@@ -211,4 +211,48 @@ Deno.test("post() from a promise callback wakes an idle loop and runs in its nex
     equal(order[at - 1], "turn", "inside a turn: right after that turn's hooks");
     ok(!order.includes("timer"));
     loop.disarm(hour);
+  }));
+
+Deno.test("the share of short idle periods moves a sixteenth of the way per period", () => {
+  equal(spinShareNext(1, true), 1);
+  equal(spinShareNext(1, false), 15 / 16);
+  equal(spinShareNext(0, true), 1 / 16);
+  let share = 1;
+  let n = 0;
+  while (share >= SPIN_SHARE_MIN) share = spinShareNext(share, false), n++;
+  equal(n, 11, "eleven long idle periods in a row stop the spinning");
+  while (share < SPIN_SHARE_MIN) share = spinShareNext(share, true), n++;
+  equal(n, 12, "and at that edge one short one brings it back");
+});
+
+Deno.test("events a few milliseconds apart stop the spinning; the idle waits are counted", () =>
+  withLoop(async (loop) => {
+    const [r, w] = pipe();
+    const buf = new Uint8Array(16);
+    let events = 0;
+    let turnsAt20 = 0;
+    loop.add(
+      r,
+      sys.EPOLLIN,
+      loop.defineType("paced", () => {
+        sys.read(r, buf);
+        if (++events === 20) turnsAt20 = loop.stats.turns;
+        if (events === 30) loop.stop("done");
+      }),
+      0,
+    );
+    ok(!loop.spins, "not running yet");
+    // A writer on Deno's own timers, 3 ms apart: each event ends an idle wait.
+    const id = setInterval(() => sys.write(w, buf, 1), 3);
+    await loop.run();
+    clearInterval(id);
+    ok(!loop.spins, "the loop no longer spins");
+    ok(loop.stats.idleEnds >= 25, `idle periods ended by events: ${loop.stats.idleEnds}`);
+    equal(loop.stats.idleEndsShort, 0, "none of them within a spin");
+    // Once spinning stopped, an event costs about two turns (the event's,
+    // one poll after it), not a hundred microseconds of polls.
+    const turns = loop.stats.turns - turnsAt20;
+    ok(turns < 10 * 4, `turns for the last 10 events: ${turns}`);
+    sys.close(r);
+    sys.close(w);
   }));

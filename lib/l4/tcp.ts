@@ -156,7 +156,8 @@ export const TCP_MAX_WINDOW = 65535 << TCP_WS_TO_TAP;
 export const TCP_RTO_MS = 200;
 /**
  * How long an ACK of a small in-order segment may wait for data to carry
- * it: half the loop's spin, so it goes out before the loop sleeps.
+ * it: within the loop's longest spin, which the loop always spins for a
+ * timer, so the ACK goes out before the loop sleeps.
  */
 export const TCP_ACK_DELAY_MS = SPIN_MS / 2;
 /** Retransmissions (or unanswered window probes) before the connection is reset. */

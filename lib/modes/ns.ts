@@ -108,12 +108,14 @@ export function commandOf(conf: NsConfig): readonly string[] | null {
 
 /**
  * The command to start as soon as the namespace is configured, or null
- * when it must wait: ports forwarded into the namespace (`-T`, `-U`) are
- * opened by the translator, and the command may use them from its first
- * moment.
+ * when it must wait for the translator: forwarded ports (`-t`, `-u`, `-T`,
+ * `-U`) and the control socket are opened by the translator, and the
+ * command, or a peer it tells that it is ready, may use them from its
+ * first moment.
  */
 function earlyCommand(conf: NsConfig): readonly string[] | null {
-  if (conf.tcpNs.mode !== "none" || conf.udpNs.mode !== "none") return null;
+  const forwards = [conf.tcp, conf.udp, conf.tcpNs, conf.udpNs];
+  if (forwards.some((f) => f.mode !== "none") || conf.apiSocket !== null) return null;
   return commandOf(conf);
 }
 

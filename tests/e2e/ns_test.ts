@@ -418,25 +418,43 @@ Deno.test("attach: tapir ns PID ends by itself, status 0, when that process exit
 
 Deno.test("a command started with the set-up is ended when the rest of the set-up fails", () =>
   withHostNs(async (host) => {
-    // Without -T/-U the command starts as soon as the namespace is
-    // configured (lib/modes/ns.ts), before the control socket is opened;
-    // that then fails (no such directory), and tapir must not leave the
-    // command running without a network.
+    // Without forwards or a control socket the command starts as soon as
+    // the namespace is configured (lib/modes/ns.ts), before the capture is
+    // opened; that then fails (no such directory), and tapir must not leave
+    // the command running without a network.
     const dir = await Deno.makeTempDir({ prefix: "tapir-early-" });
     try {
       const marker = `${dir}/still-ran`;
       const t0 = performance.now();
       const r = await tapirNs(
         host,
-        ["--config-net", "-q", "--api-socket", `${dir}/missing/api.sock`],
+        ["--config-net", "-q", "--pcap", `${dir}/missing/cap.pcap`],
         // sleep's output away from tapir's pipes, which would hold the run open.
         `sleep 3 >/dev/null 2>&1; touch ${marker}`,
       );
       equal(r.code, 1, explain(r));
-      match(r.stderr, /api-socket/);
+      match(r.stderr, /--pcap/);
       ok(performance.now() - t0 < 3000, "tapir did not wait for the command");
       await new Promise((res) => setTimeout(res, 3500));
       equal(await pathExists(marker), false, "the command kept running after tapir failed");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("with a control socket, the command starts once the socket is there", () =>
+  withHostNs(async (host) => {
+    // The command, or a peer it tells that it is ready, may use the control
+    // socket (or a forwarded port) from its first moment.
+    const dir = await Deno.makeTempDir({ prefix: "tapir-late-" });
+    try {
+      const sock = `${dir}/api.sock`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-q", "--api-socket", sock],
+        `test -S ${sock}`,
+      );
+      equal(r.code, 0, `the command ran before the control socket existed\n${explain(r)}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -51,9 +51,11 @@ export interface Contender {
   /**
    * Argument vector (run from the root namespace) that runs `guest`
    * connected by this contender, with guest MTU `mtu` (default
-   * {@linkcode DEFAULT_MTU}).
+   * {@linkcode DEFAULT_MTU}). `control` false leaves tapir's control socket
+   * out: the start-up runs do, as none of the others has one, and tapir
+   * holds the command back until a control socket it was given listens.
    */
-  command(guest: readonly string[], mtu?: number): string[];
+  command(guest: readonly string[], mtu?: number, control?: boolean): string[];
   /** Environment for {@linkcode Contender.command}; undefined keeps the harness's. */
   readonly env?: Record<string, string>;
   /** tapir's control socket (`--api-socket`), for its runtime statistics; absent for the others. */
@@ -159,13 +161,12 @@ export function contenders(env: HostEnv, mainTs: string): Contender[] {
     translatorComms: ["deno"],
     apiSocket: `${env.dir}/api-${name}.sock`,
     unavailable: () => exists(mainTs) ? null : `${mainTs} not found`,
-    command: (guest, mtu = DEFAULT_MTU) =>
+    command: (guest, mtu = DEFAULT_MTU, control = true) =>
       denoInHost(env.ns, mainTs, [
         "ns",
         "--config-net",
         "-q",
-        "--api-socket",
-        `${env.dir}/api-${name}.sock`,
+        ...(control ? ["--api-socket", `${env.dir}/api-${name}.sock`] : []),
         ...mtuOption(mtu),
         ...options,
         "--",

@@ -409,8 +409,10 @@ ${notes.empty ? "Every cell was measured." : notes.render()}
   - Start-up: the contender is launched afresh ${run.startupRuns} time${
     run.startupRuns === 1 ? "" : "s"
   } per repetition with a bash
-    script as its command; times from the launch to the script's first line (command running), to
-    its first ping reply from the gateway, and to its first one-byte TCP exchange with the server.
+    script as its command (tapir without \`--api-socket\`, which would hold the command back until
+    the socket listens; the others have none); times from the launch to the script's first line
+    (command running), to its first ping reply from the gateway, and to its first one-byte TCP
+    exchange with the server.
 - Before measuring, the harness probes ping, one TCP exchange and one UDP echo through the
   contender. Scenarios whose protocol does not get through are skipped and the probe's error is the
   reason in the note.

@@ -21,7 +21,8 @@
  * peak resident set is read once at the end of the session.
  *
  * Start-up: after the session's translator is gone, the contender is
- * launched afresh with a small bash script as the guest command. The script
+ * launched afresh with a small bash script as the guest command (tapir
+ * without its control socket, which the others lack too). The script
  * prints a line as soon as it runs, then (concurrently) keeps trying ping and
  * a one-byte TCP exchange until each works; the harness timestamps each line
  * as it arrives, from the moment it spawned the launch.
@@ -425,7 +426,7 @@ async function startupOnce(
   const t0 = performance.now();
   const r = await runBounded(
     env.cleanup,
-    contender.command(["bash", "-c", script]),
+    contender.command(["bash", "-c", script], undefined, false),
     (limitS + 20) * 1000,
     {
       env: contender.env,

@@ -402,7 +402,7 @@ export class Loop {
         const heap = this.#heap;
         if (
           (busy ||
-            (now - times[LAST_ACTIVITY] < SPIN_MS && times[SHORT_SHARE] >= SPIN_SHARE_MIN) ||
+            (now - times[LAST_ACTIVITY] < SPIN_MS && this.spins) ||
             (heap.length > 0 && heap[0].deadline - now < SPIN_MS)) &&
           now - times[LAST_YIELD] < YIELD_INTERVAL_MS
         ) {
@@ -410,10 +410,9 @@ export class Loop {
           if (!busy && n > 0) this.#idleEnded();
         } else {
           this.stats.asyncWaits++;
-          const idle = !busy;
-          n = await sys.epollWaitAsync(this.#epfd, this.#ready, idle ? this.#idleTimeout(now) : 0);
+          n = await sys.epollWaitAsync(this.#epfd, this.#ready, busy ? 0 : this.#idleTimeout(now));
           times[LAST_YIELD] = performance.now();
-          if (idle && n > 0) this.#idleEnded();
+          if (!busy && n > 0) this.#idleEnded();
         }
         this.stats.turns++;
         if (n > 0) this.#dispatch(n);

@@ -543,14 +543,23 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
           const log = await backendLog;
           const { rsc: stats, tcp } = statsFromLog(log).counters;
           ok(stats, `no rsc counters in the log${context}`);
-          ok(stats.coalesced > 100, `coalesced ${stats.coalesced}`);
-          // A bulk upload comes in long runs of segments; the relay's guest
-          // alternates between receiving and sending, so its runs are shorter.
-          const segmentsPerWrite = relay ? 2 : 4;
-          ok(
-            tcp.sockWrites < stats.segments / segmentsPerWrite,
-            `${tcp.sockWrites} writes, ${stats.segments} segments`,
-          );
+          const seen = `${JSON.stringify(stats)}, ${tcp.sockWrites} socket writes${context}`;
+          ok(stats.coalesced > 100, `coalesced ${seen}`);
+          // A real guest's segments merge: timestamps that move are not a
+          // change of options, and nothing is out of order on this path.
+          equal(stats.finalOptions, 0, `options ${seen}`);
+          equal(stats.outOfOrder + stats.outOfWindow + stats.finalOldAck, 0, `order ${seen}`);
+          equal(stats.bypassNoChain, 0, `chains ${seen}`);
+          // Each chain TCP gets is at most one socket write.
+          ok(tcp.sockWrites <= stats.segments - stats.coalesced, `writes ${seen}`);
+          // How many segments share a batch depends on when QEMU writes
+          // them and when tapir reads, i.e. on the scheduler: in the relay,
+          // whose guest alternates between receiving and sending, one build
+          // measured 1.79, 2.11 and 6.34 segments per write. A bulk upload
+          // comes in long runs, so there it must reach 4.
+          if (!relay) {
+            ok(tcp.sockWrites < stats.segments / 4, `segments per write ${seen}`);
+          }
         });
       }
       if (!relay) {

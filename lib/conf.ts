@@ -134,6 +134,8 @@ export interface CommonConfig {
   readonly offload: boolean;
   /** Coalesce the guest's TCP segments (not `--no-rsc`, not `--no-offload`). */
   readonly rsc: boolean;
+  /** Confine the process once set up (`lib/sandbox.ts`; not `--no-sandbox`). */
+  readonly sandbox: boolean;
 }
 
 /** What `tapir ns` attaches the tap device to. */
@@ -344,6 +346,11 @@ const OPTIONS: readonly OptionSpec[] = [
     help: "plain frames both ways: no TSO/USO, no RSC (checksum offload stays)",
   },
   { long: "no-rsc", scope: "both", help: "do not coalesce the guest's TCP segments (RSC)" },
+  {
+    long: "no-sandbox",
+    scope: "both",
+    help: "stay unconfined after set-up: no no_new_privs, no seccomp filter (for debugging)",
+  },
   {
     long: "map-host-loopback",
     value: "ADDR",
@@ -804,6 +811,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
     statsInterval,
     offload: !given.has("no-offload"),
     rsc: !given.has("no-rsc") && !given.has("no-offload"),
+    sandbox: !given.has("no-sandbox"),
   };
 
   if (mode === "vm") {

@@ -21,7 +21,8 @@
  *    slirp4netns's API), start the command if it waited for them, write the
  *    pid file, then say so: "1" on the ready descriptor, or the daemon's
  *    signal to the first process.
- * 5. Run the translator until the command exits (spawn mode; then TCP
+ * 5. Confine the process (`lib/sandbox.ts`; the waiting parent of step 1
+ *    too), then run the translator until the command exits (spawn mode; then TCP
  *    connections finish while bytes move: `DRAIN_IDLE_MS` in `ns_serve.ts`), the
  *    namespace goes away (attach mode: its process exits or its path is
  *    deleted), the exit descriptor fires, or a signal.
@@ -46,6 +47,7 @@ import {
 import * as sys from "../sys/mod.ts";
 import { type EngineOptions, NO_ENGINE } from "../engines/engine.ts";
 import { daemonize, isDaemon } from "../engines/lifecycle.ts";
+import { applySandbox } from "../sandbox.ts";
 
 /**
  * Runs namespace mode; `mainUrl` is the main module (the worker runs it
@@ -75,6 +77,8 @@ export async function runNs(
     // The copy serves the engine's descriptors; holding them here would keep
     // an exit pipe open or make a reader wait for this process too.
     for (const fd of [engine.readyFd, engine.exitFd]) if (fd !== null) sys.close(fd);
+    // From here this process only waits for the copy, which confines itself.
+    if (conf.sandbox) applySandbox();
     return (await child.status).code;
   }
 

@@ -36,6 +36,7 @@ import { VhostUserConn, type VhostUserConnStats } from "../vhost/conn.ts";
 import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice, vhostServe } from "../vhost/device.ts";
 import { prepareGuest, startControl } from "./common.ts";
 import { ForwardTable } from "../forwards.ts";
+import { applySandbox } from "../sandbox.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
 export function defaultSocketPath(): string {
@@ -245,6 +246,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
       logInfo(`listening on ${path}: ${link.qemuHint(path)}`);
     }
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
+    if (conf.sandbox) applySandbox();
     const reason = await t.loop.run();
     logDebug(`stopped: ${reason}`);
     return 0;

@@ -35,9 +35,12 @@ import {
   UDP_SEGMENT,
 } from "./consts.ts";
 
+import { SECCOMP_SET_MODE_FILTER, SYSCALL_NUMBERS } from "./seccomp.ts";
+
 export * from "./consts.ts";
 export * from "./errno.ts";
 export * from "./structs.ts";
+export * from "./seccomp.ts";
 
 /**
  * Every libc function tapir calls, as `Deno.dlopen` declares it. Binding one
@@ -116,6 +119,7 @@ const LIBC = {
     parameters: ["i32", "buffer", "usize", "usize", "usize"],
     result: "i32",
   },
+  syscall_seccomp: { name: "syscall", parameters: ["i64", "u32", "u32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**
@@ -658,6 +662,24 @@ export function signalDiscard(signo: number): boolean {
 /** prctl(2) whose second argument is a buffer (PR_SET_NAME, PR_GET_NAME). */
 export function prctlBuf(option: number, buf: Uint8Array): number {
   return ret(C.prctl_buf(option, buf, 0, 0, 0));
+}
+
+/** seccomp(2)'s number here (the table has both supported architectures). */
+const SECCOMP_NR = SYSCALL_NUMBERS[Deno.build.arch as "x86_64" | "aarch64"]?.seccomp ?? -1;
+
+/**
+ * seccomp(2) `SECCOMP_SET_MODE_FILTER` with `flags`: installs `program`
+ * (`struct sock_filter` entries, see `seccomp.ts`). Returns 0, -errno, or
+ * with `SECCOMP_FILTER_FLAG_TSYNC` the id of a thread that could not take
+ * the filter. The C library has no wrapper, so it goes through `syscall`;
+ * its integer arguments pass in registers as for any other call.
+ */
+export function seccompSetFilter(program: Uint8Array, flags: number): number {
+  const fprog = new Uint8Array(16); // struct sock_fprog: u16 len, pad, pointer
+  const view = new DataView(fprog.buffer);
+  view.setUint16(0, program.length / 8, true);
+  view.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(program))), true);
+  return ret(C.syscall_seccomp(SECCOMP_NR, SECCOMP_SET_MODE_FILTER, flags, fprog));
 }
 
 // ---------------------------------------------------------------------------

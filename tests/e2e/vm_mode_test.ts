@@ -6,12 +6,13 @@
  * leaves, refusing a second guest while one is served, and a clean exit on
  * SIGTERM that removes the socket file.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
 import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
-import { tapirVmArgs } from "../helpers/tapir.ts";
+import { tapirVmArgs, threadSandbox } from "../helpers/tapir.ts";
+import { SANDBOX_PROBE_ENV } from "../../lib/sandbox.ts";
 
 const GUEST_MAC = new Uint8Array([0x02, 0, 0, 0, 0, 0x42]);
 const GUEST = 0xc0000202; // 192.0.2.2
@@ -101,6 +102,42 @@ Deno.test("tapir vm serves one guest after another, refuses a second at once, ex
       const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
       equal(status.code, 0, `tapir vm exits 0 on SIGTERM: ${stderr}`);
       ok(!(await Deno.stat(path).then(() => true, () => false)), "the socket file is removed");
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP is still answered", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
+    const path = `${dir}/tapir.sock`;
+    const [cmd, args] = tapirVmArgs(host, ["-a", "192.0.2.2", "-g", "192.0.2.1", "--socket", path]);
+    const tapir = new Deno.Command(cmd, {
+      args,
+      env: { [SANDBOX_PROBE_ENV]: "/bin/true" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      for (let i = 0; i < 100; i++) {
+        if (await Deno.stat(path).then(() => true, () => false)) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const guest = await Deno.connect({ transport: "unix", path });
+      equal((await askGateway(guest)).ip, GATEWAY, "answered: the loop runs, the sandbox is in");
+      // `ip netns exec` became tapir: its pid is tapir's.
+      const threads = await threadSandbox(tapir.pid);
+      ok(threads.length >= 4, `tapir's threads: ${JSON.stringify(threads)}`);
+      for (const t of threads) {
+        deepEqual(t, { noNewPrivs: 1, seccomp: 2 }, `every thread: ${JSON.stringify(threads)}`);
+      }
+      equal((await askGateway(guest)).ip, GATEWAY, "still answered");
+      guest.close();
+    } finally {
+      tapir.kill("SIGTERM");
+      const status = await tapir.status;
+      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
+      equal(status.code, 0, stderr);
+      match(stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/);
       await Deno.remove(dir, { recursive: true });
     }
   }));

@@ -166,3 +166,37 @@ export class TapirRun {
     return { result, log };
   }
 }
+
+/** One thread's sandbox state, from `/proc/PID/task/TID/status`. */
+export interface ThreadSandbox {
+  readonly noNewPrivs: number;
+  readonly seccomp: number;
+}
+
+/** Parses `NoNewPrivs: N Seccomp: N` from the `status` of one thread. */
+export function threadSandboxOf(status: string): ThreadSandbox {
+  const field = (name: string) => {
+    const m = new RegExp(`${name}:\\s*(\\d+)`).exec(status);
+    if (m === null) throw new Error(`no ${name} in ${status}`);
+    return Number(m[1]);
+  };
+  return { noNewPrivs: field("NoNewPrivs"), seccomp: field("Seccomp") };
+}
+
+/** The lines `task NoNewPrivs: N Seccomp: N` a test script printed, one per thread. */
+export function threadSandboxLines(stdout: string): ThreadSandbox[] {
+  return stdout.split("\n").filter((l) => l.startsWith("task ")).map(threadSandboxOf);
+}
+
+/** The sandbox state of every thread of process `pid`. */
+export async function threadSandbox(pid: number): Promise<ThreadSandbox[]> {
+  const out: ThreadSandbox[] = [];
+  for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
+    try {
+      out.push(threadSandboxOf(await Deno.readTextFile(`/proc/${pid}/task/${t.name}/status`)));
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err; // a thread that just ended
+    }
+  }
+  return out;
+}

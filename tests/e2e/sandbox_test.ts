@@ -1,0 +1,73 @@
+/**
+ * The sandbox in a running `tapir ns` (lib/sandbox.ts): every thread of the
+ * process has no_new_privs and the seccomp filter once it serves, starting
+ * a program is refused, and forwarding goes on; `--no-sandbox` leaves all
+ * of that off. VM mode's counterpart is in vm_mode_test.ts.
+ */
+import { equal, match, ok } from "node:assert/strict";
+import { HOST_NS, withHostNs } from "../helpers/netns.ts";
+import {
+  background,
+  explain,
+  stopAll,
+  tapirNs,
+  threadSandboxLines,
+  waitListening,
+} from "../helpers/tapir.ts";
+import { SANDBOX_PROBE_ENV } from "../../lib/sandbox.ts";
+
+/**
+ * The command's script: a TCP echo through the gateway (the loop runs, so
+ * the sandbox is in: it is applied right before the loop starts), the
+ * state of every thread of tapir (the command's parent), another echo.
+ */
+const SCRIPT = [
+  `echo first | socat -t 5 - TCP:${HOST_NS.gw4}:9610`,
+  `for t in /proc/$PPID/task/*; do echo "task $(grep -E '^(NoNewPrivs|Seccomp):' $t/status | tr -s ' \\t\\n' ' ')"; done`,
+  `echo second | socat -t 5 - TCP:${HOST_NS.gw4}:9610`,
+].join("\n");
+
+/** Runs tapir ns with `args` and the script against an echo server; returns its result. */
+function withEcho(args: string[]) {
+  return withHostNs(async (host) => {
+    const echo = background(host, "socat", [
+      "TCP-LISTEN:9610,bind=127.0.0.1,reuseaddr,fork",
+      "EXEC:cat",
+    ]);
+    try {
+      await waitListening(host, 9610);
+      return await tapirNs(host, ["--config-net", ...args], SCRIPT, {
+        [SANDBOX_PROBE_ENV]: "/bin/true",
+      });
+    } finally {
+      await stopAll([echo]);
+    }
+  });
+}
+
+Deno.test("tapir ns confines every thread once it serves; exec is refused; forwarding goes on", async () => {
+  const r = await withEcho([]);
+  equal(r.code, 0, explain(r));
+  match(r.stdout, /^first\n/, explain(r));
+  match(r.stdout, /\nsecond\n$/, "the echo after the threads were read");
+  const threads = threadSandboxLines(r.stdout);
+  ok(threads.length >= 4, `tapir's threads: ${JSON.stringify(threads)}`);
+  for (const t of threads) {
+    equal(t.noNewPrivs, 1, `NoNewPrivs on every thread: ${JSON.stringify(threads)}`);
+    equal(t.seccomp, 2, `Seccomp (filter) on every thread: ${JSON.stringify(threads)}`);
+  }
+  match(r.stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/, explain(r));
+});
+
+Deno.test("tapir ns --no-sandbox stays unconfined", async () => {
+  const r = await withEcho(["--no-sandbox"]);
+  equal(r.code, 0, explain(r));
+  match(r.stdout, /\nsecond\n$/, explain(r));
+  const threads = threadSandboxLines(r.stdout);
+  ok(threads.length >= 4, `tapir's threads: ${JSON.stringify(threads)}`);
+  for (const t of threads) {
+    equal(t.noNewPrivs, 0, JSON.stringify(threads));
+    equal(t.seccomp, 0, JSON.stringify(threads));
+  }
+  ok(!r.stderr.includes("sandbox probe"), "no probe without a sandbox");
+});

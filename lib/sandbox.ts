@@ -22,6 +22,18 @@
  *    {@linkcode SANDBOX_DENIED} fail with `EPERM`, a new process (`clone`
  *    without `CLONE_THREAD`, `fork`, `vfork`) too, and `clone3` with
  *    `ENOSYS` so that threads are made through `clone`.
+ * 3. Capabilities: every thread keeps only {@linkcode SANDBOX_KEPT_CAPS}
+ *    (of those it had), in its effective and permitted sets, and none
+ *    inheritable (which clears the ambient set). Capabilities are per
+ *    thread, so this goes through `sys/threads.ts`, which makes the
+ *    `capset` on every thread. The bounding set is left: it only limits
+ *    what an `execve` could gain, and there is none after this.
+ *    Kept: `CAP_NET_BIND_SERVICE`, because the control socket (and the
+ *    slirp4netns API) may add a forward on a port below 1024 at any time.
+ *    Nothing else tapir does once set up needs a capability: its sockets
+ *    toward the host are ordinary ones, ping sockets depend on
+ *    `net.ipv4.ping_group_range` rather than a capability, the tap is open
+ *    already, and the command it may signal is its own user's.
  *
  * Measured with `strace -f -Y` over a namespace run (`--config-net`, a `-t`
  * forward, a capture, the control socket answering `stats`, a TCP and a
@@ -33,15 +45,19 @@
  * start PROGRAM right after confining itself and log what happened: how
  * the end-to-end tests show a forbidden action failing in a running tapir.
  *
- * Not done here yet (issue 17): dropping capabilities (they are per
- * thread, and Deno's threads run no code of ours) and Landlock rules for
- * the file system.
+ * Not done here yet (issue 17): Landlock rules for the file system.
  *
  * @module
  */
 
 import { logDebug, logWarn } from "./log.ts";
 import * as sys from "./sys/mod.ts";
+import { onEveryThread } from "./sys/threads.ts";
+
+/** Capabilities tapir keeps after set-up (if it had them); see the module comment. */
+export const SANDBOX_KEPT_CAPS: readonly number[] = [10]; // CAP_NET_BIND_SERVICE
+/** `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit halves. */
+const CAP_VERSION_3 = 0x20080522;
 
 /**
  * The calls the filter denies, by why tapir never needs them after set-up.
@@ -134,6 +150,8 @@ export interface SandboxReport {
   readonly noNewPrivs: boolean;
   /** The seccomp filter is on every thread. */
   readonly seccomp: boolean;
+  /** The permitted capabilities every thread was left with (a mask), or null if not dropped. */
+  readonly capabilities: bigint | null;
 }
 
 /** The seccomp filter for the architecture tapir runs on, or null if it has no table. */
@@ -158,24 +176,71 @@ export function applySandbox(): SandboxReport {
   const nnp = sys.prctl(sys.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (nnp < 0) {
     logWarn(`sandbox: PR_SET_NO_NEW_PRIVS: ${sys.errnoName(-nnp)}; running without a sandbox`);
-    return { noNewPrivs: false, seccomp: false };
+    return { noNewPrivs: false, seccomp: false, capabilities: null };
   }
+  const capabilities = dropCapabilities();
   const filter = sandboxFilter();
+  let seccomp = false;
   if (filter === null) {
     logWarn(`sandbox: no system call table for ${Deno.build.arch}; no seccomp filter`);
-    return { noNewPrivs: true, seccomp: false };
+  } else {
+    const rc = sys.seccompSetFilter(filter, sys.SECCOMP_FILTER_FLAG_TSYNC);
+    if (rc === 0) {
+      seccomp = true;
+      logDebug(
+        `sandbox: no_new_privs, capabilities ${capabilities?.toString(16) ?? "kept"}, ` +
+          `seccomp filter of ${filter.length / sys.BPF_INSN_SIZE} instructions`,
+      );
+    } else {
+      const why = rc < 0 ? sys.errnoName(-rc) : `thread ${rc} could not take it`;
+      logWarn(`sandbox: seccomp filter: ${why}; running without it`);
+    }
   }
-  const rc = sys.seccompSetFilter(filter, sys.SECCOMP_FILTER_FLAG_TSYNC);
-  if (rc !== 0) {
-    const why = rc < 0 ? sys.errnoName(-rc) : `thread ${rc} could not take it`;
-    logWarn(`sandbox: seccomp filter: ${why}; running without it`);
-    return { noNewPrivs: true, seccomp: false };
+  if (seccomp) probeExec();
+  return { noNewPrivs: true, seccomp, capabilities };
+}
+
+/**
+ * Step 3 of the module comment: returns the mask every thread was left
+ * with, or null (logged) if that could not be done on every thread.
+ */
+function dropCapabilities(): bigint | null {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const m = /^CapPrm:\s*([0-9a-f]+)$/m.exec(status);
+  if (m === null) {
+    logWarn("sandbox: no CapPrm in /proc/self/status; capabilities kept");
+    return null;
   }
-  logDebug(
-    `sandbox: no_new_privs, seccomp filter of ${filter.length / sys.BPF_INSN_SIZE} instructions`,
-  );
-  probeExec();
-  return { noNewPrivs: true, seccomp: true };
+  let keep = 0n;
+  for (const cap of SANDBOX_KEPT_CAPS) keep |= 1n << BigInt(cap);
+  keep &= BigInt(`0x${m[1]}`);
+  const nr = sys.syscallNumber(Deno.build.arch as "x86_64" | "aarch64", "capset");
+  const header = new Uint8Array(8); // struct __user_cap_header_struct: version, pid 0 (this thread)
+  new DataView(header.buffer).setUint32(0, CAP_VERSION_3, true);
+  const data = new Uint8Array(24); // two struct __user_cap_data_struct: effective, permitted, inheritable
+  const d = new DataView(data.buffer);
+  for (let half = 0; half < 2; half++) {
+    const bits = Number((keep >> BigInt(32 * half)) & 0xffffffffn);
+    d.setUint32(12 * half, bits, true);
+    d.setUint32(12 * half + 4, bits, true);
+  }
+  const r = nr === null ? null : onEveryThread([{ nr, args: [header, data] }]);
+  if (r === null) {
+    logWarn(`sandbox: no per-thread system calls on ${Deno.build.arch}; capabilities kept`);
+    return null;
+  }
+  if (typeof r === "number") {
+    logWarn(`sandbox: per-thread system calls: ${sys.errnoName(-r)}; capabilities kept`);
+    return null;
+  }
+  if (r.failures > 0 || r.missed > 0) {
+    logWarn(
+      `sandbox: capset failed on ${r.failures} thread(s), ${r.missed} did not answer; ` +
+        "some threads may keep capabilities",
+    );
+    return null;
+  }
+  return keep;
 }
 
 /** The test hook of the module comment. */

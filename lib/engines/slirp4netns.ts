@@ -193,12 +193,12 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
   const warnings: string[] = [];
   // tapir's own sandbox (`lib/sandbox.ts`) is on in every run, which is what
   // --enable-seccomp asks for; slirp4netns's --enable-sandbox also hides the
-  // file system and drops capabilities, which tapir does not do yet.
+  // file system, which tapir does not do yet.
   const sandboxOpt = get("enable-sandbox");
   if (sandboxOpt) {
     warnings.push(
-      `${sandboxOpt.raw}: tapir sets no_new_privs and a seccomp filter, but keeps its ` +
-        "capabilities and file system view",
+      `${sandboxOpt.raw}: tapir drops capabilities and sets a seccomp filter, but keeps its ` +
+        "view of the file system",
     );
   }
   const userns = get("userns-path");

@@ -273,6 +273,8 @@ export const PR_SET_NO_NEW_PRIVS = 38;
 export const PROT_READ = 1;
 /** Writable mapping. */
 export const PROT_WRITE = 2;
+/** Executable mapping. */
+export const PROT_EXEC = 4;
 /** Shared mapping. */
 export const MAP_SHARED = 1;
 /** Private mapping. */

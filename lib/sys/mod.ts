@@ -111,6 +111,8 @@ const LIBC = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
@@ -777,6 +779,27 @@ export function mmap(
   if (addr === 0 || addr === 0xffffffffffffffffn) return -errno();
   const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p!, len));
   return { addr: Number(addr), bytes };
+}
+
+/** mprotect(2) over the whole of `m`. */
+export function mprotect(m: Mapping, prot: number): number {
+  return ret(C.mprotect(Deno.UnsafePointer.create(BigInt(m.addr)), m.bytes.byteLength, prot));
+}
+
+/** tgkill(2): signal `signo` to thread `tid` of process `tgid`. */
+export function tgkill(tgid: number, tid: number, signo: number): number {
+  return ret(C.tgkill(tgid, tid, signo));
+}
+
+/**
+ * Makes the machine code at `addr` the handler of signal `signo` (signal(2):
+ * the handler stays, interrupted calls restart), or ignores the signal when
+ * `addr` is 0. Returns false if the call failed.
+ */
+export function signalHandlerAt(signo: number, addr: number): boolean {
+  const handler = Deno.UnsafePointer.create(BigInt(addr === 0 ? 1 : addr)); // 1: SIG_IGN
+  const prev = C.signal(signo, handler);
+  return prev === null || BigInt(Deno.UnsafePointer.value(prev)) !== 0xffffffffffffffffn;
 }
 
 /**

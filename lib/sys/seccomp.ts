@@ -217,6 +217,7 @@ export const SYSCALL_NUMBERS = {
     setfsuid: 122,
     setfsgid: 123,
     seccomp: 317,
+    capset: 126,
   },
   aarch64: {
     execve: 221,
@@ -285,6 +286,7 @@ export const SYSCALL_NUMBERS = {
     setfsuid: 151,
     setfsgid: 152,
     seccomp: 277,
+    capset: 91,
   },
 } as const;
 

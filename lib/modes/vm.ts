@@ -36,7 +36,7 @@ import { VhostUserConn, type VhostUserConnStats } from "../vhost/conn.ts";
 import { VHOST_RX_RING, VHOST_TX_RING, VhostNetDevice, vhostServe } from "../vhost/device.ts";
 import { prepareGuest, startControl } from "./common.ts";
 import { ForwardTable } from "../forwards.ts";
-import { applySandbox } from "../sandbox.ts";
+import { applySandbox, sandboxFilesOf } from "../sandbox.ts";
 
 /** Where `tapir vm` listens without `--socket`. */
 export function defaultSocketPath(): string {
@@ -246,7 +246,7 @@ export async function runVm(conf: VmConfig): Promise<number> {
       logInfo(`listening on ${path}: ${link.qemuHint(path)}`);
     }
     if (conf.pidFile) Deno.writeTextFileSync(conf.pidFile, `${Deno.pid}\n`);
-    if (conf.sandbox) applySandbox();
+    if (conf.sandbox) applySandbox(sandboxFilesOf(conf, listenFd >= 0 ? path : null));
     const reason = await t.loop.run();
     logDebug(`stopped: ${reason}`);
     return 0;

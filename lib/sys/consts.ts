@@ -179,6 +179,8 @@ export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
 /** Close on exec. */
 export const O_CLOEXEC = 0o2000000;
+/** open(2): a descriptor that only names a path (for Landlock rules, say). */
+export const O_PATH = 0o10000000;
 /** fcntl(2) commands. */
 export const F_GETFD = 1;
 /** Set descriptor flags. */

@@ -36,11 +36,13 @@ import {
 } from "./consts.ts";
 
 import { SECCOMP_SET_MODE_FILTER, SYSCALL_NUMBERS } from "./seccomp.ts";
+import { LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH } from "./landlock.ts";
 
 export * from "./consts.ts";
 export * from "./errno.ts";
 export * from "./structs.ts";
 export * from "./seccomp.ts";
+export * from "./landlock.ts";
 
 /**
  * Every libc function tapir calls, as `Deno.dlopen` declares it. Binding one
@@ -122,6 +124,16 @@ const LIBC = {
     result: "i32",
   },
   syscall_seccomp: { name: "syscall", parameters: ["i64", "u32", "u32", "buffer"], result: "i32" },
+  syscall_landlock_create: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "usize", "u32"],
+    result: "i32",
+  },
+  syscall_landlock_add: {
+    name: "syscall",
+    parameters: ["i64", "i32", "i32", "buffer", "u32"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**
@@ -664,6 +676,40 @@ export function signalDiscard(signo: number): boolean {
 /** prctl(2) whose second argument is a buffer (PR_SET_NAME, PR_GET_NAME). */
 export function prctlBuf(option: number, buf: Uint8Array): number {
   return ret(C.prctl_buf(option, buf, 0, 0, 0));
+}
+
+/** Landlock's system call numbers: the same on every architecture (they came after unification). */
+const LANDLOCK_NR_CREATE = 444;
+const LANDLOCK_NR_ADD_RULE = 445;
+/** landlock_restrict_self(2), made on every thread through `threads.ts`. */
+export const LANDLOCK_NR_RESTRICT_SELF = 446;
+
+/**
+ * The Landlock ABI version of the running kernel (≥ 1), or -errno: ENOSYS
+ * (too old) or EOPNOTSUPP (built in but not enabled).
+ */
+export function landlockAbi(): number {
+  return ret(
+    C.syscall_landlock_create(LANDLOCK_NR_CREATE, null, 0, LANDLOCK_CREATE_RULESET_VERSION),
+  );
+}
+
+/** landlock_create_ruleset(2) handling the file system rights `handledFs`: a descriptor, or -errno. */
+export function landlockCreateRuleset(handledFs: bigint): number {
+  const attr = new Uint8Array(8); // struct landlock_ruleset_attr, its first field only
+  new DataView(attr.buffer).setBigUint64(0, handledFs, true);
+  return ret(C.syscall_landlock_create(LANDLOCK_NR_CREATE, attr, attr.length, 0));
+}
+
+/** landlock_add_rule(2): grants `allowed` beneath the directory open as `dirFd` (O_PATH). */
+export function landlockAddPathBeneath(rulesetFd: number, dirFd: number, allowed: bigint): number {
+  const attr = new Uint8Array(12); // struct landlock_path_beneath_attr, packed: u64, s32
+  const v = new DataView(attr.buffer);
+  v.setBigUint64(0, allowed, true);
+  v.setInt32(8, dirFd, true);
+  return ret(
+    C.syscall_landlock_add(LANDLOCK_NR_ADD_RULE, rulesetFd, LANDLOCK_RULE_PATH_BENEATH, attr, 0),
+  );
 }
 
 /** seccomp(2)'s number here (the table has both supported architectures). */

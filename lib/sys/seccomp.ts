@@ -218,6 +218,7 @@ export const SYSCALL_NUMBERS = {
     setfsgid: 123,
     seccomp: 317,
     capset: 126,
+    prctl: 157,
   },
   aarch64: {
     execve: 221,
@@ -287,6 +288,7 @@ export const SYSCALL_NUMBERS = {
     setfsgid: 152,
     seccomp: 277,
     capset: 91,
+    prctl: 167,
   },
 } as const;
 

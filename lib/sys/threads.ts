@@ -152,8 +152,8 @@ export interface ThreadCall {
 export interface EveryThreadReport {
   /** Threads that ran the calls. */
   readonly threads: number;
-  /** Calls that failed, summed over the threads. */
-  readonly failures: number;
+  /** Per call (in order): on how many threads it failed. */
+  readonly failures: readonly number[];
   /** Threads signalled that did not answer in time. */
   readonly missed: number;
 }
@@ -238,10 +238,7 @@ export function onEveryThread(calls: readonly ThreadCall[]): EveryThreadReport |
     }
   }
   sys.signalHandlerAt(THREAD_SIGNAL, 0);
-  let failures = 0;
-  for (let i = 0; i < calls.length; i++) {
-    failures += t.getUint32(i * ENTRY_SIZE + ENTRY_FAILURES, true);
-  }
+  const failures = calls.map((_, i) => t.getUint32(i * ENTRY_SIZE + ENTRY_FAILURES, true));
   const threads = t.getUint32(end + END_DONE, true);
   // The code page stays: a signal already on its way would run it. The table too, which it reads.
   return { threads, failures, missed };

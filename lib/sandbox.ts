@@ -52,6 +52,12 @@
  * made 43 different calls, none of them denied and none refused; before
  * it, set-up had made `unshare`, and `clone3` and `execve` for the command.
  *
+ * Cost: a filtered system call pays the kernel's seccomp entry work. One
+ * million `fcntl(F_GETFD)` from Deno took 403–410 ns each before the filter
+ * and 433–458 after it; an allow-all filter cost the same, so the length of
+ * the list does not show (the kernel caches verdicts that depend on the
+ * call number alone).
+ *
  * `TAPIR_SANDBOX_PROBE_EXEC=PROGRAM` in the environment makes tapir try to
  * start PROGRAM right after confining itself and log what happened: how
  * the end-to-end tests show a forbidden action failing in a running tapir.

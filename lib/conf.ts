@@ -358,7 +358,8 @@ const OPTIONS: readonly OptionSpec[] = [
   {
     long: "no-sandbox",
     scope: "both",
-    help: "stay unconfined after set-up: no no_new_privs, no seccomp filter (for debugging)",
+    help: "stay unconfined after set-up (capabilities, no_new_privs, Landlock, seccomp kept as " +
+      "they were; for debugging)",
   },
   {
     long: "map-host-loopback",

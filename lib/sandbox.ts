@@ -333,7 +333,9 @@ function perThread(ruleset: Ruleset | null): {
     { nr: sys.syscallNumber(arch, "prctl") ?? -1, args: [sys.PR_SET_NO_NEW_PRIVS, 1] },
     { nr: sys.syscallNumber(arch, "capset") ?? -1, args: [header, data] },
   ];
-  if (ruleset !== null) calls.push({ nr: sys.LANDLOCK_NR_RESTRICT_SELF, args: [ruleset.fd, 0] });
+  if (ruleset !== null) {
+    calls.push({ nr: sys.SYSCALL_NUMBERS[arch].landlock_restrict_self, args: [ruleset.fd, 0] });
+  }
   const r = onEveryThread(calls);
   if (r === null || typeof r === "number") {
     const why = r === null ? `no per-thread system calls on ${arch}` : sys.errnoName(-r);

@@ -678,11 +678,9 @@ export function prctlBuf(option: number, buf: Uint8Array): number {
   return ret(C.prctl_buf(option, buf, 0, 0, 0));
 }
 
-/** Landlock's system call numbers: the same on every architecture (they came after unification). */
-const LANDLOCK_NR_CREATE = 444;
-const LANDLOCK_NR_ADD_RULE = 445;
-/** landlock_restrict_self(2), made on every thread through `threads.ts`. */
-export const LANDLOCK_NR_RESTRICT_SELF = 446;
+/** Landlock's system call numbers: the same on every architecture. */
+const LANDLOCK_NR_CREATE = SYSCALL_NUMBERS.x86_64.landlock_create_ruleset;
+const LANDLOCK_NR_ADD_RULE = SYSCALL_NUMBERS.x86_64.landlock_add_rule;
 
 /**
  * The Landlock ABI version of the running kernel (≥ 1), or -errno: ENOSYS

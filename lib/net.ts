@@ -86,6 +86,8 @@ export interface GuestNet extends AddrMapRules {
   readonly bootfile: string;
   /** Idle timeout of UDP flows, ms. */
   readonly udpTimeoutMs: number;
+  /** Idle time after which a ping flow ends (default `PING_IDLE_MS`; the fuzzer shortens it). */
+  readonly pingIdleMs?: number;
   /** Which services tapir runs for the guest. */
   readonly services: GuestServices;
   /** `-o`/`--outbound-if4`: IPv4 address outbound sockets are bound to, or null. */

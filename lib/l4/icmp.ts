@@ -272,7 +272,7 @@ export class Ping {
   #timer(index: number, now: number): boolean {
     const type = this.#flows.type(index);
     const flow = this.#flows.data<PingFlow>(index, type);
-    if (now - flow.lastMs < PING_IDLE_MS) return false;
+    if (now - flow.lastMs < (this.#net.pingIdleMs ?? PING_IDLE_MS)) return false;
     this.#loop.remove(flow.fd);
     sys.close(flow.fd);
     this.stats.expired++;

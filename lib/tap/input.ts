@@ -116,6 +116,21 @@ export interface TapInputStats {
   dropBadGso: number;
   /** Frames with a tail made whole in their slot (for a consumer other than TCP's payload path). */
   gathered: number;
+  /** Frames handed over: taken by a service (ARP, NDP, DHCP, DHCPv6), echo requests, TCP, UDP. */
+  toServices: number;
+  toPing: number;
+  toTcp: number;
+  toUdp: number;
+}
+
+/**
+ * Frames looked at but neither handed over nor dropped under a reason:
+ * always 0 (each frame has exactly one outcome), which the fuzzer checks.
+ */
+export function framesUnaccounted(s: TapInputStats): number {
+  let dropped = s.dropOversize + s.dropUnhandled + s.dropBadGso;
+  for (let i = 0; i < s.drop.length; i++) dropped += s.drop[i];
+  return s.framesToHost - dropped - s.toServices - s.toPing - s.toTcp - s.toUdp;
 }
 
 /** The guest-frame dispatcher; see the module comment. */
@@ -131,6 +146,10 @@ export class TapInput {
     gsoSegmentsToHost: 0,
     dropBadGso: 0,
     gathered: 0,
+    toServices: 0,
+    toPing: 0,
+    toTcp: 0,
+    toUdp: 0,
   };
   readonly #ctx: ServiceContext;
   readonly #to: TapConsumers;
@@ -238,6 +257,7 @@ export class TapInput {
         if (!this.#noGso()) return;
         this.#whole();
         if (this.#to.arp(this.#ctx, eth) === 0) this.stats.dropUnhandled++;
+        else this.stats.toServices++;
         return;
       case EtherType.Ipv4:
         return this.#ipv4(eth);
@@ -264,8 +284,12 @@ export class TapInput {
         const e = icmp.wrap(ip.buf, l4, l4len);
         if (e !== 0) return this.#drop(e);
         if (!icmp.checksumOk()) return this.#drop(WireError.BadChecksum);
-        if (icmp.type === IcmpType.EchoRequest) this.#to.ping4(ip, icmp);
-        else this.stats.dropUnhandled++;
+        if (icmp.type !== IcmpType.EchoRequest) {
+          this.stats.dropUnhandled++;
+          return;
+        }
+        this.stats.toPing++;
+        this.#to.ping4(ip, icmp);
         return;
       }
       case IpProto.Tcp: {
@@ -277,6 +301,7 @@ export class TapInput {
           if (!seg.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
         }
         if (!this.#gsoOk(GsoType.TCPV4, seg.payloadLen)) return;
+        this.stats.toTcp++;
         this.#to.tcp4(ip, seg, this.#tail);
         return;
       }
@@ -291,8 +316,12 @@ export class TapInput {
         if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
         if (this.#gsoSize === 0 && udp.dstPort === DHCP_SERVER_PORT) {
           this.#whole();
-          if (this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) return;
+          if (this.#to.dhcp(this.#ctx, eth, ip, udp) !== 0) {
+            this.stats.toServices++;
+            return;
+          }
         }
+        this.stats.toUdp++;
         this.#to.udp4(ip, udp, this.#gsoSize, this.#tail);
         return;
       }
@@ -319,6 +348,7 @@ export class TapInput {
         const t = icmp.type;
         if (t >= Icmp6Type.RouterSolicit && t <= Icmp6Type.NeighborAdvert) {
           if (this.#to.ndp(this.#ctx, eth, ip, icmp) === 0) this.stats.dropUnhandled++;
+          else this.stats.toServices++;
           return;
         }
         if (t !== Icmp6Type.EchoRequest) {
@@ -328,6 +358,7 @@ export class TapInput {
         if (!icmp.checksumOk(ip.buf, ip.srcOffset, ip.dstOffset)) {
           return this.#drop(WireError.BadChecksum);
         }
+        this.stats.toPing++;
         this.#to.ping6(ip, icmp);
         return;
       }
@@ -342,6 +373,7 @@ export class TapInput {
           }
         }
         if (!this.#gsoOk(GsoType.TCPV6, seg.payloadLen)) return;
+        this.stats.toTcp++;
         this.#to.tcp6(ip, seg, up.offset, this.#tail);
         return;
       }
@@ -358,8 +390,12 @@ export class TapInput {
         if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
         if (this.#gsoSize === 0 && udp.dstPort === DHCP6_SERVER_PORT) {
           this.#whole();
-          if (this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) return;
+          if (this.#to.dhcpv6(this.#ctx, eth, ip, udp) !== 0) {
+            this.stats.toServices++;
+            return;
+          }
         }
+        this.stats.toUdp++;
         this.#to.udp6(ip, udp, up.offset, this.#gsoSize, this.#tail);
         return;
       }

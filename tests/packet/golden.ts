@@ -498,3 +498,59 @@ function inside(off: number, len: number, outerOff: number, outerLen: number): v
 function finite(x: number): void {
   if (!Number.isFinite(x)) throw new Error(`accessor read outside the buffer (${x})`);
 }
+
+// Byte values that make length and offset fields lie in interesting ways.
+const NASTY = [
+  0,
+  1,
+  2,
+  3,
+  4,
+  5,
+  7,
+  8,
+  0x0f,
+  0x10,
+  0x3f,
+  0x40,
+  0x45,
+  0x46,
+  0x4f,
+  0x60,
+  0x7f,
+  0x80,
+  0xf0,
+  0xfe,
+  0xff,
+];
+
+/**
+ * A damaged copy of `frame`: 1 to 4 edits — a random byte, a nasty value in
+ * the headers, off by one, truncated, or grown with random bytes.
+ */
+export function mutateFrame(rand: () => number, frame: Uint8Array): Uint8Array {
+  let out = frame.slice();
+  const edits = 1 + ((rand() * 4) | 0);
+  for (let e = 0; e < edits; e++) {
+    const kind = rand();
+    if (out.length === 0) break;
+    const at = (rand() * out.length) | 0;
+    if (kind < 0.35) {
+      out[at] = (rand() * 256) | 0; // random byte
+    } else if (kind < 0.7) {
+      // Headers and their length fields live in the first ~100 bytes.
+      const h = (rand() * Math.min(out.length, 100)) | 0;
+      out[h] = NASTY[(rand() * NASTY.length) | 0];
+    } else if (kind < 0.8) {
+      out[at] = (out[at] + (rand() < 0.5 ? 1 : 255)) & 0xff; // off by one
+    } else if (kind < 0.9) {
+      out = out.slice(0, (rand() * out.length) | 0); // truncate
+    } else {
+      const grown = new Uint8Array(out.length + 1 + ((rand() * 40) | 0));
+      grown.set(out);
+      for (let i = out.length; i < grown.length; i++) grown[i] = (rand() * 256) | 0;
+      out = grown; // extra bytes past the end
+    }
+  }
+  return out;
+}

@@ -158,7 +158,7 @@ export interface UdpStats {
   dropClosed: number;
   /** Guest datagrams the host socket refused (send failed). */
   dropSendFailed: number;
-  /** Guest datagrams that found the flow table full. */
+  /** Guest datagrams that found the flow table full (answered with "administratively prohibited"). */
   dropTableFull: number;
   /** Guest datagrams for which no socket could be opened. */
   dropNoSocket: number;
@@ -296,8 +296,8 @@ export class Udp {
       const len = sys.sockaddrIn4(this.#sa, u32ToIp4(target, this.#target4), d.dstPort);
       const index = this.#open(false, key, this.#tgt.set4(Pif.HOST, target, d.dstPort, 0, 0), len);
       if (index < 0) {
-        if (index === -2) {
-          const code = IcmpUnreachCode.Net;
+        if (index < -1) {
+          const code = index === -2 ? IcmpUnreachCode.Net : IcmpUnreachCode.AdminProhibited;
           icmpErrorToGuest4(this.#tap, this.#hdrs, ip.dst, ip, IcmpType.DestUnreachable, code);
         }
         return;
@@ -349,7 +349,7 @@ export class Udp {
       tgt.oaddr.fill(0);
       const index = this.#open(true, key, tgt, sys.sockaddrIn6(this.#sa, t6, d.dstPort));
       if (index < 0) {
-        if (index === -2) unreach(0); // no route
+        if (index < -1) unreach(index === -2 ? 0 : 1); // no route, or prohibited (table full)
         return;
       }
       sidx = flowSidx(index, 0);
@@ -513,13 +513,17 @@ export class Udp {
     return sys.sendIov(fd, iov, n, sys.MSG_DONTWAIT, peer, peerLen, control);
   }
 
-  /** Opens the flow's connected socket; returns the index, -1 (dropped) or -2 (unreachable). */
+  /**
+   * Opens the flow's connected socket; returns the index, -1 (dropped), -2
+   * (no route: unreachable) or -3 (the flow table is full: prohibited, so
+   * that the guest's socket sees an error at once instead of waiting).
+   */
   #open(v6: boolean, ini: FlowSide, tgt: FlowSide, saLen: number): number {
     const flows = this.#flows;
     const index = flows.alloc();
     if (index < 0) {
       this.stats.dropTableFull++;
-      return -1;
+      return -3;
     }
     flows.setIni(index, ini);
     flows.setTgt(index, tgt);

@@ -46,6 +46,10 @@
  *    (the guest may connect anywhere) and neither is signalling (tapir ends
  *    its command).
  *
+ * Applied as 1, then 3 and 4 in one round over the threads (with
+ * `no_new_privs` again on each, which `landlock_restrict_self` wants of its
+ * own thread), then 2 last.
+ *
  * Measured with `strace -f -Y` over a namespace run (`--config-net`, a `-t`
  * forward, a capture, the control socket answering `stats`, a TCP and a
  * UDP exchange from the command): once the filter was in, tapir's threads

@@ -114,6 +114,7 @@ const LIBC = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   prctl: { parameters: ["i32", "usize", "usize", "usize", "usize"], result: "i32" },
   signal: { parameters: ["i32", "pointer"], result: "pointer" },
@@ -823,6 +824,15 @@ export function mmap(
   if (addr === 0 || addr === 0xffffffffffffffffn) return -errno();
   const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p!, len));
   return { addr: Number(addr), bytes };
+}
+
+/**
+ * The size of the file open as `fd` (lseek(2) to its end, which also moves
+ * the offset there: for descriptors only mapped, never read), or -errno.
+ */
+export function fileSize(fd: number): number {
+  const end = Number(C.lseek(fd, 0, 2 /* SEEK_END */));
+  return end < 0 ? -errno() : end;
 }
 
 /** mprotect(2) over the whole of `m`. */

@@ -293,6 +293,15 @@ export class VhostUserBackend {
       if (d.size <= 0 || d.guestAddr < 0 || d.userAddr < 0 || d.mmapOffset < 0) {
         return this.#refuse(`memory region ${i}: bad addresses or size`);
       }
+      // Pages past the end of the file would fault (SIGBUS) when the rings
+      // or a buffer there were read: a front-end's lie would end tapir.
+      const fileBytes = sys.fileSize(fds[i]);
+      if (fileBytes < d.mmapOffset + d.size) {
+        const has = fileBytes < 0 ? sys.errnoName(-fileBytes) : `${fileBytes} bytes`;
+        return this.#refuse(
+          `memory region ${i}: ${d.mmapOffset + d.size} bytes asked of a file of ${has}`,
+        );
+      }
       const m = sys.mmap(
         d.mmapOffset + d.size,
         sys.PROT_READ | sys.PROT_WRITE,

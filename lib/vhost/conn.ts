@@ -124,15 +124,26 @@ export class VhostUserConn {
 
   #end(why: string | number): false {
     this.error = typeof why === "number" ? sys.errnoName(-why) : why;
+    this.#closePending();
+    return false;
+  }
+
+  /** Closes the descriptors that came with a message not handled yet. */
+  #closePending(): void {
     for (let i = 0; i < this.#fds.length; i++) {
       if (this.#fds[i] >= 0) sys.close(this.#fds[i]);
     }
     this.#fds.fill(-1);
-    return false;
   }
 
-  /** Closes the socket and resets the back-end (memory unmapped, eventfds closed). */
+  /**
+   * Closes the socket and resets the back-end (memory unmapped, eventfds
+   * closed), and closes the descriptors of a message cut short: a
+   * front-end that goes away mid-message (found by the vhost-user fuzzer)
+   * would otherwise leave them open.
+   */
   close(): void {
+    this.#closePending();
     this.backend.reset();
     sys.close(this.#fd);
   }

@@ -234,3 +234,59 @@ while True:
     );
     ok(shark.stdout.trim().split("\n").length > 10, "and holds the transfer");
   }));
+
+Deno.test("a UDP flood from the guest does not starve its TCP: a 64 MiB download arrives whole meanwhile", () =>
+  withHostNs(async (host) => {
+    const [c, a] = nsArgs(host, "python3", [
+      "-c",
+      [
+        "import socket, hashlib, os",
+        "data = os.urandom(64 << 20); print(hashlib.sha256(data).hexdigest(), flush=True)",
+        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+        "l.bind(('127.0.0.1', 9805)); l.listen()",
+        "s, _ = l.accept(); s.sendall(data); s.close()",
+      ].join("\n"),
+    ]);
+    const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
+    const sink = background(host, "python3", [
+      "-c",
+      "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" +
+      "s.bind(('127.0.0.1', 9806))\nwhile True: s.recv(65535)",
+    ]);
+    const dir = await Deno.makeTempDir({ prefix: "tapir-limits-" });
+    try {
+      await waitListening(host, 9805);
+      const flood = [
+        "import socket, signal, sys",
+        "n = 0",
+        "def stop(*_):\n  print('sent', n, flush=True); sys.exit(0)",
+        "signal.signal(signal.SIGTERM, stop)",
+        "socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]",
+        `for s in socks:\n  s.connect(("${HOST_NS.gw4}", 9806)); s.setblocking(False)`,
+        "buf = b'u' * 1400",
+        "while True:\n  for s in socks:\n    try:\n      s.send(buf); n += 1\n    except OSError:\n      pass",
+      ].join("\n");
+      await Deno.writeTextFile(`${dir}/flood.py`, flood);
+      const log = `${dir}/log`;
+      const r = await tapirNs(
+        host,
+        ["--config-net", "-d", "--log-file", log],
+        [
+          `python3 ${dir}/flood.py & f=$!`,
+          "sleep 0.5",
+          `socat -u TCP:${HOST_NS.gw4}:9805 - | sha256sum`,
+          "kill $f; wait $f",
+        ].join("\n"),
+      );
+      equal(r.code, 0, explain(r));
+      const sum = new TextDecoder().decode((await server.output()).stdout).trim();
+      match(r.stdout, new RegExp(`^${sum}  -$`, "m"), "the download, whole");
+      const sent = Number(/^sent (\d+)$/m.exec(r.stdout)?.[1]);
+      ok(sent > 10_000, `the flood ran: ${sent} datagrams`);
+      const udp = countersFromLog(await Deno.readTextFile(log), "udp");
+      ok(udp.datagramsToHost > 10_000, `tapir carried the flood: ${JSON.stringify(udp)}`);
+    } finally {
+      await stopAll([sink]);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));

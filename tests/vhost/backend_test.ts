@@ -104,6 +104,15 @@ Deno.test("refused: bad ring sizes and indices, rings outside memory, fds that d
   match(b.error, /2 regions came with 1 fds/);
   ok(!isOpen(lone), "the fd of a refused table is closed");
   equal(send(b, msg(Req.SET_VRING_KICK, [0n | 0x100n]))[0], -1, "no fd: polling is not offered");
+  // A region longer than its file: its pages past the end would fault when read.
+  const short = memfd();
+  const long = [1, 0, 0n, BigInt(GUEST_MEM_SIZE), UVA, 4096n];
+  equal(send(b, msg(Req.SET_MEM_TABLE, long), [short])[0], -1);
+  match(
+    b.error,
+    new RegExp(`${GUEST_MEM_SIZE + 4096} bytes asked of a file of ${GUEST_MEM_SIZE} bytes`),
+  );
+  ok(!isOpen(short), "its fd is closed");
   b.reset();
 });
 

@@ -7,23 +7,7 @@ import { equal, match, ok } from "node:assert/strict";
 import * as sys from "../../lib/sys/mod.ts";
 import { VhostUserConn } from "../../lib/vhost/conn.ts";
 import { VhostUserRequest as Req } from "../../lib/vhost/protocol.ts";
-import { eventfd, GUEST_MEM_SIZE, memfd, msg } from "./frontend.ts";
-
-const UVA = 0x7f00_0000_0000n;
-
-/** A connected pair: [front-end's end, back-end's end], both non-blocking. */
-function socketPair(): [number, number] {
-  const fds = new Int32Array(2);
-  sys.sysCheck(
-    sys.socketpair(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, 0, fds),
-    "socketpair",
-  );
-  return [fds[0], fds[1]];
-}
-
-function sendMsg(fd: number, m: Uint8Array, fds: number[] = []): void {
-  equal(sys.sendWithFds(fd, m, 0, m.length, 0, fds), m.length);
-}
+import { msg, qemuStart, sendMsg, socketPair } from "./frontend.ts";
 
 /** Reads the replies waiting on `fd`: their request codes and first payload words. */
 function replies(fd: number): [number, number][] {
@@ -35,34 +19,6 @@ function replies(fd: number): [number, number][] {
     out.push([v.getUint32(at, true), v.getUint32(at + 12, true)]);
   }
   return out;
-}
-
-/** QEMU's start of a virtio-net device, as one burst of messages. */
-function qemuStart(fe: number): number {
-  const sent: [Uint8Array, number[]][] = [
-    [msg(Req.GET_FEATURES), []],
-    [msg(Req.SET_FEATURES, [(1n << 32n) | (1n << 30n) | (1n << 29n)]), []],
-    [msg(Req.GET_PROTOCOL_FEATURES), []],
-    [msg(Req.SET_PROTOCOL_FEATURES, [1n << 3n]), []],
-    [msg(Req.SET_OWNER), []],
-    [msg(Req.SET_MEM_TABLE, [1, 0, 0n, BigInt(GUEST_MEM_SIZE), UVA, 0n]), [memfd()]],
-  ];
-  for (let i = 0; i < 2; i++) {
-    const base = UVA + BigInt(i * 0x10000);
-    sent.push(
-      [msg(Req.SET_VRING_NUM, [i, 256]), []],
-      [msg(Req.SET_VRING_BASE, [i, 0]), []],
-      [msg(Req.SET_VRING_ADDR, [i, 0, base, base + 0x2000n, base + 0x1000n, 0n]), []],
-      [msg(Req.SET_VRING_KICK, [BigInt(i)]), [eventfd()]],
-      [msg(Req.SET_VRING_CALL, [BigInt(i)]), [eventfd()]],
-      [msg(Req.SET_VRING_ENABLE, [i, 1]), []],
-    );
-  }
-  for (const [m, fds] of sent) {
-    sendMsg(fe, m, fds);
-    for (const fd of fds) sys.close(fd); // the back-end has its own copies now
-  }
-  return sent.length;
 }
 
 Deno.test("a front-end's start-up burst is handled whole: replies written, rings running", () => {

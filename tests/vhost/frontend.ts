@@ -224,3 +224,55 @@ export class RingDriver {
     return out;
   }
 }
+
+/** A connected pair: [front-end's end, back-end's end], both non-blocking. */
+export function socketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  sys.sysCheck(
+    sys.socketpair(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC, 0, fds),
+    "socketpair",
+  );
+  return [fds[0], fds[1]];
+}
+
+/** Sends `m` on `fd` with `fds` attached, whole. */
+export function sendMsg(fd: number, m: Uint8Array, fds: number[] = []): void {
+  equal(sys.sendWithFds(fd, m, 0, m.length, 0, fds), m.length);
+}
+
+/**
+ * QEMU's start of a virtio-net device as messages, each with the descriptors
+ * that go with it (new ones: the caller closes its copies once sent).
+ */
+export function qemuStartMessages(): [Uint8Array, number[]][] {
+  const sent: [Uint8Array, number[]][] = [
+    [msg(Req.GET_FEATURES), []],
+    [msg(Req.SET_FEATURES, [(1n << 32n) | (1n << 30n) | (1n << 29n)]), []],
+    [msg(Req.GET_PROTOCOL_FEATURES), []],
+    [msg(Req.SET_PROTOCOL_FEATURES, [1n << 3n]), []],
+    [msg(Req.SET_OWNER), []],
+    [msg(Req.SET_MEM_TABLE, [1, 0, 0n, BigInt(GUEST_MEM_SIZE), BigInt(UVA), 0n]), [memfd()]],
+  ];
+  for (let i = 0; i < 2; i++) {
+    const base = BigInt(UVA) + BigInt(i * 0x10000);
+    sent.push(
+      [msg(Req.SET_VRING_NUM, [i, 256]), []],
+      [msg(Req.SET_VRING_BASE, [i, 0]), []],
+      [msg(Req.SET_VRING_ADDR, [i, 0, base, base + 0x2000n, base + 0x1000n, 0n]), []],
+      [msg(Req.SET_VRING_KICK, [BigInt(i)]), [eventfd()]],
+      [msg(Req.SET_VRING_CALL, [BigInt(i)]), [eventfd()]],
+      [msg(Req.SET_VRING_ENABLE, [i, 1]), []],
+    );
+  }
+  return sent;
+}
+
+/** Sends {@linkcode qemuStartMessages} on `fe` as one burst; returns how many. */
+export function qemuStart(fe: number): number {
+  const sent = qemuStartMessages();
+  for (const [m, fds] of sent) {
+    sendMsg(fe, m, fds);
+    for (const fd of fds) sys.close(fd); // the back-end has its own copies now
+  }
+  return sent.length;
+}

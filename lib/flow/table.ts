@@ -249,6 +249,11 @@ export interface FlowTypeHandlers {
   deferred?(index: number): boolean;
   /** Runs once a second for every ACTIVE flow of the type. */
   timer?(index: number, nowMs: number): boolean;
+  /**
+   * The guest went away (a VM's socket closed): end the flow's host side
+   * now. Types whose flows do not involve the guest (splices) have none.
+   */
+  guestGone?(index: number): boolean;
 }
 
 /** Counters of the table, for logs and tests. */
@@ -819,6 +824,19 @@ export class FlowTable {
       this.#pendingCount -= n;
     }
     if (nowMs >= this.#nextTimerMs) this.#timerPass(nowMs);
+  }
+
+  /**
+   * Ends every ACTIVE flow whose type has a `guestGone` handler: the guest
+   * behind the tap is gone, and host peers should not wait for timeouts
+   * (minutes for TCP) to learn it. Each handler returns true to free at once.
+   */
+  guestGone(): void {
+    this.forEachUsed((index) => {
+      if (this.#state[index] !== FlowState.ACTIVE) return;
+      const h = this.#handlers[this.#type[index]];
+      if (h?.guestGone && h.guestGone(index)) this.#free(index);
+    });
   }
 
   /**

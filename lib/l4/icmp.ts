@@ -108,8 +108,9 @@ export class Ping {
     this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("ping", (index) => this.#readable(index));
     const timer = (index: number, now: number) => this.#timer(index, now);
-    flows.setHandlers(FlowType.PING4, { timer });
-    flows.setHandlers(FlowType.PING6, { timer });
+    const guestGone = (index: number) => this.#end(index);
+    flows.setHandlers(FlowType.PING4, { timer, guestGone });
+    flows.setHandlers(FlowType.PING6, { timer, guestGone });
   }
 
   /** An ICMP echo request from the guest (checksum already verified). */
@@ -270,9 +271,13 @@ export class Ping {
   }
 
   #timer(index: number, now: number): boolean {
-    const type = this.#flows.type(index);
-    const flow = this.#flows.data<PingFlow>(index, type);
-    if (now - flow.lastMs < (this.#net.pingIdleMs ?? PING_IDLE_MS)) return false;
+    const flow = this.#flows.data<PingFlow>(index, this.#flows.type(index));
+    return now - flow.lastMs >= (this.#net.pingIdleMs ?? PING_IDLE_MS) && this.#end(index);
+  }
+
+  /** Closes the flow's socket; true: free it. */
+  #end(index: number): boolean {
+    const flow = this.#flows.data<PingFlow>(index, this.#flows.type(index));
     this.#loop.remove(flow.fd);
     sys.close(flow.fd);
     this.stats.expired++;

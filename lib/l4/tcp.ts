@@ -650,6 +650,11 @@ export class Tcp {
     flows.setHandlers(FlowType.TCP, {
       deferred: (index) => this.#deferred(index),
       timer: (index, now) => this.#flowTimer(index, now),
+      guestGone: (index) => {
+        const c = this.#flows.data<TcpConn>(index, FlowType.TCP);
+        this.#close(index, c, true, false); // a RST to the host; the guest is not there
+        return false; // freed by the deferred pass, as every closed connection
+      },
     });
     const maxPayload = Math.min(net.mtu, tap.maxFrame - 14);
     this.#mss4 = Math.min(maxPayload - 40, 65535);
@@ -1811,13 +1816,13 @@ export class Tcp {
 
   /**
    * Ends a connection: with `reset`, RST to the guest (if it knows of the
-   * connection) and to the host (SO_LINGER 0). The flow is freed by the
-   * deferred pass.
+   * connection and `toGuest`) and to the host (SO_LINGER 0). The flow is
+   * freed by the deferred pass.
    */
-  #close(index: number, c: TcpConn, reset: boolean): void {
+  #close(index: number, c: TcpConn, reset: boolean, toGuest = true): void {
     if (c.has(TcpEv.CLOSED)) return;
     if (reset) {
-      const guestKnows = c.has(TcpEv.SOCK_ACCEPTED) || c.has(TcpEv.TAP_SYN_RCVD);
+      const guestKnows = toGuest && (c.has(TcpEv.SOCK_ACCEPTED) || c.has(TcpEv.TAP_SYN_RCVD));
       if (guestKnows && !c.has(TcpEv.TAP_FIN_ACKED)) {
         const flags = c.has(TcpEv.ESTABLISHED) || c.has(TcpEv.SOCK_ACCEPTED)
           ? TcpFlag.Rst

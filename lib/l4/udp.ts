@@ -268,6 +268,7 @@ export class Udp {
     this.#listenType = loop.defineType("udp-listen", (index) => this.#listenerReady(index));
     flows.setHandlers(FlowType.UDP, {
       timer: (index, now) => this.#timer(index, now),
+      guestGone: (index) => this.#end(index),
       deferred: (index) => this.#flows.data<UdpFlow>(index, FlowType.UDP).closed,
     });
   }
@@ -991,7 +992,12 @@ export class Udp {
 
   #timer(index: number, now: number): boolean {
     const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
-    if (now - f.lastMs < f.timeoutMs) return false;
+    return now - f.lastMs >= f.timeoutMs && this.#end(index);
+  }
+
+  /** Closes the flow's socket (or takes it off its listener); true: free it. */
+  #end(index: number): boolean {
+    const f = this.#flows.data<UdpFlow>(index, FlowType.UDP);
     if (f.listener !== null) f.listener.flows.delete(index);
     else {
       this.#loop.remove(f.fd);

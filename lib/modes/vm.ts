@@ -200,6 +200,8 @@ export async function runVm(conf: VmConfig): Promise<number> {
     logInfo(`guest disconnected (${why})`);
     link.detach();
     t.guest.forget();
+    // Its connections end now: host peers get a RST, not minutes of silence.
+    t.flows.guestGone();
     if (oneGuest) t.loop.stop("guest disconnected");
   }
   try {

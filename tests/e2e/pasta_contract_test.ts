@@ -43,8 +43,14 @@ async function serve(ns: string, cmd: string, args: string[], line?: string) {
       if (done) throw new Error(`${cmd} ended before '${line}'`);
       seen += new TextDecoder().decode(value);
     }
-    reader.releaseLock();
-    child.stdout.cancel().catch(() => {});
+    // Keep reading: a closed pipe would end the server with EPIPE if it
+    // writes again — even the newline after the line seen (it did: the DNS
+    // stub died so, now and then, and the namespace's lookups were refused).
+    (async () => {
+      try {
+        while (!(await reader.read()).done) { /* drain */ }
+      } catch { /* the server ended */ }
+    })();
   }
   return child;
 }

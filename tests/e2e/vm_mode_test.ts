@@ -11,7 +11,12 @@ import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
 import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
-import { SANDBOX_CAP_EFF, tapirVmArgs, threadSandbox } from "../helpers/tapir.ts";
+import { SANDBOX_CAP_EFF, tapirVmArgs, threadSandbox, waitListening } from "../helpers/tapir.ts";
+import { Ip4Packet } from "../../lib/packet/ip4.ts";
+import { TcpFlag, TcpPacket } from "../../lib/packet/tcp.ts";
+import { IpProto } from "../../lib/packet/wire.ts";
+import { tcpFrame } from "../services/harness.ts";
+import { nsArgs } from "../helpers/netns.ts";
 import { SANDBOX_PROBE_ENV } from "../../lib/sandbox.ts";
 
 const GUEST_MAC = new Uint8Array([0x02, 0, 0, 0, 0, 0x42]);
@@ -142,6 +147,101 @@ Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP i
       const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
       equal(status.code, 0, stderr);
       match(stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
+/** `frame` with the stream's 4-byte length in front. */
+function prefixed(frame: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + frame.length);
+  new DataView(out.buffer).setUint32(0, frame.length);
+  out.set(frame, 4);
+  return out;
+}
+
+Deno.test("a guest that disconnects mid-connection: its host peer gets a reset at once; the next guest is served", () =>
+  withHostNs(async (host) => {
+    const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
+    const path = `${dir}/tapir.sock`;
+    const [sc, sa] = nsArgs(host, "python3", [
+      "-c",
+      [
+        "import socket, time",
+        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+        "l.bind(('127.0.0.1', 9900)); l.listen(); print('listening', flush=True)",
+        "s, _ = l.accept(); s.settimeout(60); print('accepted', flush=True)",
+        "try:\n  print('eof' if s.recv(10) == b'' else 'data', flush=True)",
+        "except ConnectionResetError:\n  print('reset', flush=True)",
+      ].join("\n"),
+    ]);
+    const server = new Deno.Command(sc, { args: sa, stdout: "piped", stderr: "piped" }).spawn();
+    const [cmd, args] = tapirVmArgs(host, [
+      "-q",
+      "-a",
+      "192.0.2.2",
+      "-g",
+      "192.0.2.1",
+      "--socket",
+      path,
+    ]);
+    const tapir = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).spawn();
+    const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    const waitLine = async (want: string) => {
+      while (!out.includes(want)) {
+        const { value, done } = await lines.read();
+        if (done) throw new Error(`server ended before '${want}': ${out}`);
+        out += value;
+      }
+    };
+    try {
+      await waitListening(host, 9900);
+      for (let i = 0; i < 100 && !(await Deno.stat(path).then(() => true, () => false)); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const guest = await Deno.connect({ transport: "unix", path });
+      const seg = { src: GUEST, dst: GATEWAY, srcPort: 40000, dstPort: 9900, window: 65535 };
+      await guest.write(prefixed(tcpFrame({ ...seg, seq: 1000, ack: 0, flags: TcpFlag.Syn })));
+      // tapir connects to the server, then answers the SYN.
+      const ip = new Ip4Packet(), tcp = new TcpPacket();
+      for (;;) {
+        const f = await readFrame(guest);
+        if (f === null) throw new Error("stream ended before the SYN-ACK");
+        const eth = EthFrame.checked(f);
+        if (typeof eth === "number" || eth.ethertype !== EtherType.Ipv4) continue;
+        if (ip.wrap(f, eth.payloadOffset, eth.payloadLen) !== 0 || ip.proto !== IpProto.Tcp) {
+          continue;
+        }
+        if (tcp.wrap(f, ip.payloadOffset, ip.payloadLen) !== 0 || tcp.dstPort !== 40000) continue;
+        ok(tcp.flags & TcpFlag.Syn && tcp.flags & TcpFlag.Ack, "a SYN-ACK");
+        await guest.write(
+          prefixed(tcpFrame({ ...seg, seq: 1001, ack: tcp.seq + 1, flags: TcpFlag.Ack })),
+        );
+        break;
+      }
+      await waitLine("accepted");
+      // The guest goes away with the connection open: the server hears of it now,
+      // not after the idle timeout (hours).
+      const gone = performance.now();
+      guest.close();
+      await waitLine("reset");
+      const ms = performance.now() - gone;
+      ok(ms < 5000, `the reset came ${ms.toFixed(0)} ms after the guest left`);
+      const next = await Deno.connect({ transport: "unix", path });
+      equal((await askGateway(next)).ip, GATEWAY, "the next guest is answered");
+      next.close();
+    } finally {
+      tapir.kill("SIGTERM");
+      const status = await tapir.status;
+      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
+      equal(status.code, 0, stderr);
+      try {
+        server.kill();
+      } catch { /* done */ }
+      await server.status;
+      lines.releaseLock();
+      await server.stdout.cancel().catch(() => {});
+      await server.stderr.cancel().catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   }));

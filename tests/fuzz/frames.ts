@@ -35,11 +35,10 @@
 import { Tapir } from "../../lib/tapir.ts";
 import { framesUnaccounted } from "../../lib/tap/input.ts";
 import { GsoType, VnetFlag } from "../../lib/tap/tap.ts";
-import { checksumPseudo4, checksumPseudo6 } from "../../lib/packet/checksum.ts";
-import { ETH_HEADER_LEN, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
-import { IP4_HEADER_LEN, ip4Emit, Ip4Packet, ip4ReprNew } from "../../lib/packet/ip4.ts";
-import { IP6_HEADER_LEN, ip6Emit, Ip6Packet, ip6ReprNew } from "../../lib/packet/ip6.ts";
-import { tcpEmit, TcpFlag, tcpHeaderLen, TcpPacket, tcpReprNew } from "../../lib/packet/tcp.ts";
+import { EtherType, EthFrame } from "../../lib/packet/eth.ts";
+import { Ip4Packet } from "../../lib/packet/ip4.ts";
+import { Ip6Packet } from "../../lib/packet/ip6.ts";
+import { TcpFlag, TcpPacket } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
 import { GOLDEN_FRAMES, mutateFrame, prng } from "../packet/golden.ts";
 import {
@@ -47,6 +46,7 @@ import {
   NET,
   netWith,
   RecordingBackend,
+  tcpFrame,
   udp4Frame,
   udp6Frame,
   v6,
@@ -195,8 +195,8 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
   let failure: Error | null = null;
   const eth = new EthFrame(), ip4 = new Ip4Packet(), ip6 = new Ip6Packet(), seg = new TcpPacket();
 
-  /** A TCP segment from the guest on `c`, checksums right. */
-  const tcpFrame = (
+  /** A TCP segment from the guest on `c`, checksums right, `len` random payload bytes. */
+  const tcpFrameOf = (
     c: Live,
     seqNo: number,
     ack: number,
@@ -204,45 +204,20 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
     window: number,
     len: number,
   ) => {
-    const r = tcpReprNew();
-    r.srcPort = c.port;
-    r.dstPort = LIVE_PORT;
-    r.seq = seqNo >>> 0;
-    r.ack = ack >>> 0;
-    r.flags = flags;
-    r.window = window;
-    r.payloadLen = len;
-    if (flags & TcpFlag.Syn) {
-      r.options.mss = 1460;
-      r.options.wscale = int(15);
-    }
-    const segLen = tcpHeaderLen(r) + len;
-    const ipLen = c.v6 ? IP6_HEADER_LEN : IP4_HEADER_LEN;
-    const f = new Uint8Array(ETH_HEADER_LEN + ipLen + segLen);
-    let p = ethEmit(f, 0, NET.ourMac, GUEST_MAC, c.v6 ? EtherType.Ipv6 : EtherType.Ipv4);
-    if (c.v6) {
-      const ip = ip6ReprNew();
-      ip.src.set(GUEST6);
-      ip.dst.set(GATEWAY6);
-      ip.nextHeader = IpProto.Tcp;
-      ip.hopLimit = 64;
-      ip.payloadLen = segLen;
-      p += ip6Emit(f, p, ip);
-    } else {
-      const ip = ip4ReprNew();
-      ip.src = GUEST4;
-      ip.dst = GATEWAY4;
-      ip.proto = IpProto.Tcp;
-      ip.ttl = 64;
-      ip.payloadLen = segLen;
-      p += ip4Emit(f, p, ip);
-    }
-    for (let i = 0; i < len; i++) f[p + tcpHeaderLen(r) + i] = int(256);
-    const pseudo = c.v6
-      ? checksumPseudo6(GUEST6, 0, GATEWAY6, 0, IpProto.Tcp, segLen)
-      : checksumPseudo4(GUEST4, GATEWAY4, IpProto.Tcp, segLen);
-    tcpEmit(f, p, r, pseudo);
-    return f;
+    const payload = new Uint8Array(len);
+    for (let i = 0; i < len; i++) payload[i] = int(256);
+    return tcpFrame({
+      src: c.v6 ? GUEST6 : GUEST4,
+      dst: c.v6 ? GATEWAY6 : GATEWAY4,
+      srcPort: c.port,
+      dstPort: LIVE_PORT,
+      seq: seqNo,
+      ack,
+      flags,
+      window,
+      payload,
+      wscale: int(15),
+    });
   };
 
   /** Reads what tapir sent since the last call: handshakes, acknowledgements, resets. */
@@ -339,7 +314,7 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
       live.push(c);
       known.set(c.port, c);
       connections++;
-      const syn = tcpFrame(c, c.sndNxt, 0, TcpFlag.Syn, 65535, 0);
+      const syn = tcpFrameOf(c, c.sndNxt, 0, TcpFlag.Syn, 65535, 0);
       c.sndNxt = (c.sndNxt + 1) >>> 0;
       c.tapirAck = c.sndNxt;
       return syn;
@@ -348,7 +323,7 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
     const c = ready[int(ready.length)];
     if (++c.segments > LIVE_SEGMENTS) {
       live.splice(live.indexOf(c), 1);
-      return tcpFrame(c, c.tapirAck, c.rcvNxt, TcpFlag.Rst | TcpFlag.Ack, 0, 0);
+      return tcpFrameOf(c, c.tapirAck, c.rcvNxt, TcpFlag.Rst | TcpFlag.Ack, 0, 0);
     }
     const kind = rand();
     let seqNo = c.sndNxt, ack = c.rcvNxt, flags = TcpFlag.Ack | TcpFlag.Psh, len = int(1461);
@@ -365,7 +340,7 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
     if (seqNo === c.sndNxt && !(flags & (TcpFlag.Syn | TcpFlag.Rst))) {
       c.sndNxt = (c.sndNxt + len + (flags & TcpFlag.Fin ? 1 : 0)) >>> 0;
     }
-    return tcpFrame(c, seqNo, ack, flags, window, len);
+    return tcpFrameOf(c, seqNo, ack, flags, window, len);
   };
 
   tapir.start();
@@ -408,7 +383,7 @@ export async function runFuzz(frames: number, seed: number): Promise<FuzzSummary
   for (let round = 0; round < 3; round++) {
     readReplies();
     for (const c of known.values()) {
-      const f = tcpFrame(
+      const f = tcpFrameOf(
         c,
         c.tapirAck,
         c.rcvNxt < 0 ? 0 : c.rcvNxt,

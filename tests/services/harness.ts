@@ -23,6 +23,7 @@ import {
   ip6UpperNew,
 } from "../../lib/packet/ip6.ts";
 import { UDP_HEADER_LEN, udpEmit, UdpPacket } from "../../lib/packet/udp.ts";
+import { tcpEmit, TcpFlag, tcpHeaderLen, tcpReprNew } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
 import { icmp6ChecksumFill } from "../../lib/packet/checksum.ts";
 import { type FrameBatch, TAP_HEADROOM, type TapBackend, TapSender } from "../../lib/tap/tap.ts";
@@ -191,6 +192,66 @@ export function udp4Frame(
     { srcPort, dstPort, payloadLen: payload.length },
     checksumPseudo4(src, dst, IpProto.Udp, udpLen),
   );
+  return f;
+}
+
+/** What {@linkcode tcpFrame} puts in a segment. */
+export interface TcpSegmentSpec {
+  /** Addresses: IPv4 as numbers, IPv6 as 16 bytes. */
+  readonly src: number | Uint8Array;
+  readonly dst: number | Uint8Array;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  readonly seq: number;
+  readonly ack: number;
+  readonly flags: number;
+  readonly window: number;
+  readonly payload?: Uint8Array;
+  /** Window scale a SYN offers (MSS 1460 goes with it). */
+  readonly wscale?: number;
+}
+
+/** An Ethernet/IPv4 or IPv6/TCP frame from the guest to tapir, checksums filled. */
+export function tcpFrame(t: TcpSegmentSpec): Uint8Array {
+  const r = tcpReprNew();
+  r.srcPort = t.srcPort;
+  r.dstPort = t.dstPort;
+  r.seq = t.seq >>> 0;
+  r.ack = t.ack >>> 0;
+  r.flags = t.flags;
+  r.window = t.window;
+  const payload = t.payload ?? new Uint8Array(0);
+  r.payloadLen = payload.length;
+  if (t.flags & TcpFlag.Syn) {
+    r.options.mss = 1460;
+    r.options.wscale = t.wscale ?? 7;
+  }
+  const segLen = tcpHeaderLen(r) + payload.length;
+  const v6 = typeof t.src !== "number";
+  const f = new Uint8Array(ETH_HEADER_LEN + (v6 ? IP6_HEADER_LEN : IP4_HEADER_LEN) + segLen);
+  let p = ethEmit(f, 0, NET.ourMac, GUEST_MAC, v6 ? EtherType.Ipv6 : EtherType.Ipv4);
+  let pseudo: number;
+  if (typeof t.src !== "number" && typeof t.dst !== "number") {
+    const ip = ip6ReprNew();
+    ip.src.set(t.src);
+    ip.dst.set(t.dst);
+    ip.nextHeader = IpProto.Tcp;
+    ip.hopLimit = 64;
+    ip.payloadLen = segLen;
+    p += ip6Emit(f, p, ip);
+    pseudo = checksumPseudo6(t.src, 0, t.dst, 0, IpProto.Tcp, segLen);
+  } else {
+    const ip = ip4ReprNew();
+    ip.src = t.src as number;
+    ip.dst = t.dst as number;
+    ip.proto = IpProto.Tcp;
+    ip.ttl = 64;
+    ip.payloadLen = segLen;
+    p += ip4Emit(f, p, ip);
+    pseudo = checksumPseudo4(ip.src, ip.dst, IpProto.Tcp, segLen);
+  }
+  f.set(payload, p + tcpHeaderLen(r));
+  tcpEmit(f, p, r, pseudo);
   return f;
 }
 

@@ -11,7 +11,7 @@ import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
 import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
-import { SANDBOX_CAP_EFF, tapirVmArgs, threadSandbox, waitListening } from "../helpers/tapir.ts";
+import { SANDBOX_CAP_EFF, startTapirVm, threadSandbox, waitListening } from "../helpers/tapir.ts";
 import { Ip4Packet } from "../../lib/packet/ip4.ts";
 import { TcpFlag, TcpPacket } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
@@ -71,21 +71,8 @@ Deno.test("tapir vm serves one guest after another, refuses a second at once, ex
   withHostNs(async (host) => {
     const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
     const path = `${dir}/tapir.sock`;
-    const [cmd, args] = tapirVmArgs(host, [
-      "-q",
-      "-a",
-      "192.0.2.2",
-      "-g",
-      "192.0.2.1",
-      "--socket",
-      path,
-    ]);
-    const tapir = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).spawn();
+    const tapir = await startTapirVm(host, path);
     try {
-      for (let i = 0; i < 100; i++) {
-        if (await Deno.stat(path).then(() => true, () => false)) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
       const first = await Deno.connect({ transport: "unix", path });
       const answer = await askGateway(first);
       deepEqual(answer.mac, [...TAPIR_MAC]);
@@ -115,18 +102,8 @@ Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP i
   withHostNs(async (host) => {
     const dir = await Deno.makeTempDir({ prefix: "tapir-vm-" });
     const path = `${dir}/tapir.sock`;
-    const [cmd, args] = tapirVmArgs(host, ["-a", "192.0.2.2", "-g", "192.0.2.1", "--socket", path]);
-    const tapir = new Deno.Command(cmd, {
-      args,
-      env: { [SANDBOX_PROBE_ENV]: "/bin/true" },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const tapir = await startTapirVm(host, path, [], { [SANDBOX_PROBE_ENV]: "/bin/true" });
     try {
-      for (let i = 0; i < 100; i++) {
-        if (await Deno.stat(path).then(() => true, () => false)) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
       const guest = await Deno.connect({ transport: "unix", path });
       equal((await askGateway(guest)).ip, GATEWAY, "answered: the loop runs, the sandbox is in");
       // `ip netns exec` became tapir: its pid is tapir's.
@@ -175,16 +152,7 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
       ].join("\n"),
     ]);
     const server = new Deno.Command(sc, { args: sa, stdout: "piped", stderr: "piped" }).spawn();
-    const [cmd, args] = tapirVmArgs(host, [
-      "-q",
-      "-a",
-      "192.0.2.2",
-      "-g",
-      "192.0.2.1",
-      "--socket",
-      path,
-    ]);
-    const tapir = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).spawn();
+    const tapir = await startTapirVm(host, path);
     const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let out = "";
     const waitLine = async (want: string) => {
@@ -196,9 +164,6 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
     };
     try {
       await waitListening(host, 9900);
-      for (let i = 0; i < 100 && !(await Deno.stat(path).then(() => true, () => false)); i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
       const guest = await Deno.connect({ transport: "unix", path });
       const seg = { src: GUEST, dst: GATEWAY, srcPort: 40000, dstPort: 9900, window: 65535 };
       await guest.write(prefixed(tcpFrame({ ...seg, seq: 1000, ack: 0, flags: TcpFlag.Syn })));

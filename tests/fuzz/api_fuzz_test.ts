@@ -9,7 +9,7 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { withHostNs } from "../helpers/netns.ts";
-import { tapirVmArgs } from "../helpers/tapir.ts";
+import { pathExists, startTapirVm } from "../helpers/tapir.ts";
 import { MAX_REQUEST_BYTES } from "../../lib/api/server.ts";
 import { ctlCall } from "../../lib/ctl.ts";
 import { prng } from "../packet/golden.ts";
@@ -89,22 +89,14 @@ Deno.test(`fuzz: ${REQUESTS} hostile control-socket requests each get one reply 
     const dir = await Deno.makeTempDir({ prefix: "tapir-apifuzz-" });
     await Deno.mkdir(`${dir}/caps`);
     const sock = `${dir}/api.sock`;
-    const [cmd, args] = tapirVmArgs(host, [
-      "-q",
-      "-a",
-      "192.0.2.2",
-      "-g",
-      "192.0.2.1",
-      "--socket",
-      `${dir}/vm.sock`,
+    const tapir = await startTapirVm(host, `${dir}/vm.sock`, [
       "--api-socket",
       sock,
       "--pcap-dir",
       `${dir}/caps`,
     ]);
-    const tapir = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).spawn();
     try {
-      for (let i = 0; i < 100 && !(await Deno.stat(sock).then(() => true, () => false)); i++) {
+      for (let i = 0; i < 100 && !(await pathExists(sock)); i++) {
         await new Promise((r) => setTimeout(r, 50));
       }
       const rand = prng(SEED);

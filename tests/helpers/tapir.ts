@@ -31,6 +31,34 @@ export function tapirVmArgs(host: string, args: string[]): [string, string[]] {
   return nsArgs(host, Deno.execPath(), ["run", "-A", MAIN, "vm", "--loopback-only", ...args]);
 }
 
+/**
+ * Starts `tapir vm -q -a 192.0.2.2 -g 192.0.2.1 --socket PATH ARGS` in
+ * `host` (stderr piped, for the caller to read at the end) and waits until
+ * its socket exists.
+ */
+export async function startTapirVm(
+  host: string,
+  path: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Deno.ChildProcess> {
+  const [cmd, argv] = tapirVmArgs(host, [
+    "-q",
+    "-a",
+    "192.0.2.2",
+    "-g",
+    "192.0.2.1",
+    "--socket",
+    path,
+    ...args,
+  ]);
+  const tapir = new Deno.Command(cmd, { args: argv, env, stdout: "null", stderr: "piped" }).spawn();
+  for (let i = 0; i < 100 && !(await pathExists(path)); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return tapir;
+}
+
 /** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host` to completion. */
 export function tapirNs(
   host: string,

@@ -829,7 +829,8 @@ export class FlowTable {
   /**
    * Ends every ACTIVE flow whose type has a `guestGone` handler: the guest
    * behind the tap is gone, and host peers should not wait for timeouts
-   * (minutes for TCP) to learn it. Each handler returns true to free at once.
+   * (two hours for an idle TCP connection) to learn it. Each handler
+   * returns true to free at once.
    */
   guestGone(): void {
     this.forEachUsed((index) => {

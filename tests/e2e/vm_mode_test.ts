@@ -122,7 +122,7 @@ Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP i
       tapir.kill("SIGTERM");
       const status = await tapir.status;
       const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
-      equal(status.code, 0, stderr);
+      equal(status.code, 0, `status ${JSON.stringify(status)}, stderr: ${stderr}`);
       match(stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/);
       await Deno.remove(dir, { recursive: true });
     }
@@ -199,7 +199,7 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
       tapir.kill("SIGTERM");
       const status = await tapir.status;
       const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
-      equal(status.code, 0, stderr);
+      equal(status.code, 0, `status ${JSON.stringify(status)}, stderr: ${stderr}`);
       try {
         server.kill();
       } catch { /* done */ }

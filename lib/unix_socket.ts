@@ -8,12 +8,18 @@
  * path is taken, the file there is probed with a non-blocking connect: one
  * that something accepts on (or whose backlog is full) belongs to a live
  * process and is left alone; a socket nobody listens on any more (refused)
- * is a leftover of an earlier run, removed and bound afresh. A file that is
- * not a socket is never removed.
+ * is a leftover of an earlier run, replaced. A file that is not a socket is
+ * never replaced.
  *
- * A file mode, if asked for, is set between `bind` and `listen`: until
- * `listen`, a connect is refused, so no client can get in under the mode the
- * umask gave the file.
+ * The socket is bound under a staging name in the same directory, given
+ * its mode (if one is asked for), made to listen, and only then renamed to
+ * the path. A client that waits for the path to appear — libvirt and
+ * scripts starting QEMU do, and so do our tests — finds a socket that
+ * accepts, never one refused because `listen` has not run yet (a test
+ * starting tapir vm in a loop lost that race when the path was bound
+ * directly), and never one with the umask's mode. The rename also replaces a stale
+ * socket in one step. A directory too deep for the staging name to fit in
+ * a socket address binds at the path itself, mode before `listen`.
  *
  * The device and inode of the file bound are kept, so that
  * {@linkcode removeUnixSocket} removes the file only while it is still ours,
@@ -82,48 +88,31 @@ function fileId(path: string): { dev: number; ino: number } | null {
 export function listenUnix(path: string, opts: ListenUnixOptions): UnixListener | string {
   const opt = opts.option;
   const sa = new Uint8Array(sys.SOCKADDR_UN_SIZE);
-  const len = sys.sockaddrUn(sa, path);
-  if (len < 0) return `${opt}: ${path} is too long for a UNIX socket`;
+  if (sys.sockaddrUn(sa, path) < 0) return `${opt}: ${path} is too long for a UNIX socket`;
+  const taken = pathTaken(path, opt, sa);
+  if (taken !== null) return taken;
+  // The staging name, in the same directory (rename(2) stays in one file
+  // system); a directory so deep that it does not fit binds at `path`.
+  let staging = `${path.slice(0, path.lastIndexOf("/") + 1)}.tapir-${Deno.pid}.sock`;
+  let len = sys.sockaddrUn(sa, staging);
+  if (len < 0) {
+    staging = path;
+    len = sys.sockaddrUn(sa, path);
+  }
+  // At the staging name: a leftover of an earlier tapir that had this pid;
+  // at the path: the stale socket `pathTaken` found.
+  if (fileId(staging) !== null) unlinkQuiet(staging);
   const fd = sys.socket(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
   if (fd < 0) return `${opt}: socket: ${sys.errnoName(-fd)}`;
   let rc = sys.bind(fd, sa, len);
-  if (rc === -sys.Errno.EADDRINUSE) {
-    let isSocket = true;
-    try {
-      isSocket = Deno.lstatSync(path).isSocket === true;
-    } catch { /* raced away: bind again */ }
-    if (!isSocket) {
-      sys.close(fd);
-      return `${opt}: ${path} exists and is not a socket`;
-    }
-    const live = probeLive(sa, len);
-    if (typeof live === "number") {
-      sys.close(fd);
-      return `${opt}: cannot listen on ${path}: ${sys.errnoName(-live)}`;
-    }
-    if (live) {
-      sys.close(fd);
-      return `${opt}: ${path} is in use by another process`;
-    }
-    try {
-      Deno.removeSync(path);
-    } catch { /* raced away */ }
-    rc = sys.bind(fd, sa, len);
-  }
   if (rc < 0) {
     sys.close(fd);
     return `${opt}: cannot listen on ${path}: ${sys.errnoName(-rc)}`;
   }
-  // Bound: the file is ours from here on, removed again on any failure.
-  const id = fileId(path);
-  if (id === null) {
-    sys.close(fd);
-    return `${opt}: cannot listen on ${path}: the socket file vanished`;
-  }
   let failure: string | null = null;
   if (opts.mode !== undefined) {
     try {
-      Deno.chmodSync(path, opts.mode);
+      Deno.chmodSync(staging, opts.mode);
     } catch (e) {
       failure = `${opt}: cannot set the mode of ${path}: ${e instanceof Error ? e.message : e}`;
     }
@@ -132,12 +121,50 @@ export function listenUnix(path: string, opts: ListenUnixOptions): UnixListener 
     rc = sys.listen(fd, opts.backlog);
     if (rc < 0) failure = `${opt}: cannot listen on ${path}: ${sys.errnoName(-rc)}`;
   }
+  if (failure === null && staging !== path) {
+    try {
+      Deno.renameSync(staging, path);
+    } catch (e) {
+      failure = `${opt}: cannot listen on ${path}: ${e instanceof Error ? e.message : e}`;
+    }
+  }
+  // Bound: the file is ours from here on, removed again on any failure.
+  const id = fileId(failure === null ? path : staging);
+  if (failure === null && id === null) {
+    failure = `${opt}: cannot listen on ${path}: the socket file vanished`;
+  }
   if (failure !== null) {
     sys.close(fd);
-    removeUnixSocket({ fd: -1, path, dev: id.dev, ino: id.ino });
+    if (id !== null) removeUnixSocket({ fd: -1, path: staging, dev: id.dev, ino: id.ino });
     return failure;
   }
-  return { fd, path, dev: id.dev, ino: id.ino };
+  return { fd, path, dev: id!.dev, ino: id!.ino };
+}
+
+/**
+ * Null if a socket may be made at `path` (nothing there, or a stale socket
+ * that the rename will replace); otherwise why not, for the user. `sa` is
+ * scratch space for the probe.
+ */
+function pathTaken(path: string, opt: string, sa: Uint8Array): string | null {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.lstatSync(path);
+  } catch {
+    return null; // nothing there
+  }
+  if (st.isSocket !== true) return `${opt}: ${path} exists and is not a socket`;
+  const live = probeLive(sa, sys.sockaddrUn(sa, path));
+  if (typeof live === "number") return `${opt}: cannot listen on ${path}: ${sys.errnoName(-live)}`;
+  if (live) return `${opt}: ${path} is in use by another process`;
+  return null;
+}
+
+/** Removes `path`; a file already gone is no error. */
+function unlinkQuiet(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch { /* raced away */ }
 }
 
 /**
@@ -148,7 +175,5 @@ export function listenUnix(path: string, opts: ListenUnixOptions): UnixListener 
 export function removeUnixSocket(listener: UnixListener): void {
   const id = fileId(listener.path);
   if (id === null || id.dev !== listener.dev || id.ino !== listener.ino) return;
-  try {
-    Deno.removeSync(listener.path);
-  } catch { /* raced away */ }
+  unlinkQuiet(listener.path);
 }

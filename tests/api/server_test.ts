@@ -364,6 +364,36 @@ Deno.test("a live socket at the path is refused; a stale one is replaced; a file
   }
 });
 
+Deno.test("the socket appears at its path already listening, with its mode, staging name gone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tapir-api-" });
+  const loop = new Loop();
+  try {
+    // A staging name an earlier tapir with this pid left behind.
+    const leftover = `${dir}/.tapir-${Deno.pid}.sock`;
+    Deno.writeTextFileSync(leftover, "");
+    const path = `${dir}/api.sock`;
+    const server = ApiServer.open(loop, path, echo);
+    deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["api.sock"]);
+    equal(Deno.lstatSync(path).mode! & 0o777, 0o600);
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    server.close();
+
+    // A directory so deep that only the path fits a socket address: bound there.
+    const deep = `${dir}/${"d".repeat(100 - dir.length - 10)}`;
+    Deno.mkdirSync(deep);
+    const deepPath = `${deep}/api.sock`;
+    ok(deepPath.length <= 107 && `${deep}/.tapir-${Deno.pid}.sock`.length > 107, deepPath);
+    const deepServer = ApiServer.open(loop, deepPath, echo);
+    deepEqual([...Deno.readDirSync(deep)].map((e) => e.name), ["api.sock"]);
+    equal(Deno.lstatSync(deepPath).mode! & 0o777, 0o600);
+    deepServer.close();
+  } finally {
+    loop.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a client that never reads is disconnected; others are still served", () => {
   const bulk = "b".repeat(256 * 1024);
   const handler: ApiHandler = (req) => req.bulk ? { return: bulk } : { return: req };

@@ -11,7 +11,13 @@ import { arpEmit, ArpOp, ArpPacket, arpReprNew } from "../../lib/packet/arp.ts";
 import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/eth.ts";
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
-import { SANDBOX_CAP_EFF, startTapirVm, threadSandbox, waitListening } from "../helpers/tapir.ts";
+import {
+  SANDBOX_CAP_EFF,
+  startTapirVm,
+  stopTapirVm,
+  threadSandbox,
+  waitListening,
+} from "../helpers/tapir.ts";
 import { Ip4Packet } from "../../lib/packet/ip4.ts";
 import { TcpFlag, TcpPacket } from "../../lib/packet/tcp.ts";
 import { IpProto } from "../../lib/packet/wire.ts";
@@ -89,10 +95,7 @@ Deno.test("tapir vm serves one guest after another, refuses a second at once, ex
       equal((await askGateway(third)).ip, GATEWAY, "the next guest is answered");
       third.close();
     } finally {
-      tapir.kill("SIGTERM");
-      const status = await tapir.status;
-      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
-      equal(status.code, 0, `tapir vm exits 0 on SIGTERM: ${stderr}`);
+      await stopTapirVm(tapir);
       ok(!(await Deno.stat(path).then(() => true, () => false)), "the socket file is removed");
       await Deno.remove(dir, { recursive: true });
     }
@@ -119,10 +122,7 @@ Deno.test("tapir vm confines every thread once it serves; exec is refused; ARP i
       equal((await askGateway(guest)).ip, GATEWAY, "still answered");
       guest.close();
     } finally {
-      tapir.kill("SIGTERM");
-      const status = await tapir.status;
-      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
-      equal(status.code, 0, `status ${JSON.stringify(status)}, stderr: ${stderr}`);
+      const stderr = await stopTapirVm(tapir);
       match(stderr, /sandbox probe: exec \/bin\/true: refused: PermissionDenied/);
       await Deno.remove(dir, { recursive: true });
     }
@@ -196,10 +196,6 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
       equal((await askGateway(next)).ip, GATEWAY, "the next guest is answered");
       next.close();
     } finally {
-      tapir.kill("SIGTERM");
-      const status = await tapir.status;
-      const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
-      equal(status.code, 0, `status ${JSON.stringify(status)}, stderr: ${stderr}`);
       try {
         server.kill();
       } catch { /* done */ }
@@ -207,6 +203,7 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
       lines.releaseLock();
       await server.stdout.cancel().catch(() => {});
       await server.stderr.cancel().catch(() => {});
+      await stopTapirVm(tapir);
       await Deno.remove(dir, { recursive: true });
     }
   }));

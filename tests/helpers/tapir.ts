@@ -59,6 +59,22 @@ export async function startTapirVm(
   return tapir;
 }
 
+/**
+ * Stops a tapir started by {@linkcode startTapirVm} with SIGTERM and checks
+ * that it exits 0; the assertion message carries the whole status (a signal
+ * leaves stderr empty) and stderr. Resolves with stderr, for the caller's
+ * own checks.
+ */
+export async function stopTapirVm(tapir: Deno.ChildProcess): Promise<string> {
+  tapir.kill("SIGTERM");
+  const status = await tapir.status;
+  const stderr = new TextDecoder().decode(await new Response(tapir.stderr).arrayBuffer());
+  if (status.code !== 0) {
+    throw new Error(`tapir vm did not exit 0 on SIGTERM: ${JSON.stringify(status)}\n${stderr}`);
+  }
+  return stderr;
+}
+
 /** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host` to completion. */
 export function tapirNs(
   host: string,

@@ -298,6 +298,13 @@ export interface TapBackend {
   /** True if frames toward the guest may also be UDP GSO frames (UDP_L4); absent: no. */
   readonly gsoUdp?: boolean;
   /**
+   * Frames from the guest this backend queues before it drops more (a tap's
+   * queue), when the guest sends TCP one segment per frame; absent: it
+   * never drops (a stream socket pushes back; a vhost-user ring makes the
+   * guest wait), or the guest's frames hold many segments each.
+   */
+  readonly guestQueueFrames?: number;
+  /**
    * True if the last `send` stopped because the guest was not reading
    * (EAGAIN): the fd will report EPOLLOUT when it can take more. False after
    * a send that delivered everything, or failed for another reason.
@@ -432,6 +439,16 @@ export class TapSender {
    */
   get gsoTcp(): boolean {
     return this.#offload && this.#backend.gsoTcp;
+  }
+
+  /**
+   * Segments of its own a TCP connection may have in flight from the guest
+   * without risking the backend's queue (see `TapBackend.guestQueueFrames`),
+   * or Infinity.
+   */
+  get guestWindowSegments(): number {
+    const frames = this.#backend.guestQueueFrames;
+    return frames === undefined ? Infinity : Math.max(16, frames >> 1);
   }
 
   /** UDP GSO frames (UDP_L4) allowed: the backend takes them and offloads are on. */

@@ -68,6 +68,14 @@ export function tuntapGrantOffloads(fd: number, segmentation: boolean): number {
   return 0;
 }
 
+/**
+ * Frames a tap queues from the guest before it drops: the interface's
+ * `txqueuelen`, 1000 for a tap the kernel makes (500 on kernels before
+ * 6.x, which the halving in `Tap.guestWindowSegments` still respects).
+ * tapir makes the tap and leaves the length alone.
+ */
+export const TAP_QUEUE_FRAMES = 1000;
+
 /** Counters of the tap backend. */
 export interface TuntapStats {
   /** Frames read from the guest. */
@@ -102,6 +110,8 @@ export class TuntapBackend implements TapBackend {
    * parses UDP_L4 in the vnet headers written to it.
    */
   readonly gsoUdp: boolean;
+  /** See `TapBackend.guestQueueFrames`: the tap's queue, unless the guest may send TSO frames. */
+  readonly guestQueueFrames: number | undefined;
   /** See `TapBackend.sendBlocked`. */
   sendBlocked = false;
 
@@ -118,6 +128,9 @@ export class TuntapBackend implements TapBackend {
     this.gsoTcp = vnetHdr;
     this.granted = vnetHdr ? tuntapGrantOffloads(fd, segmentation) : 0;
     this.gsoUdp = (this.granted & sys.TUN_F_USO4) !== 0;
+    this.guestQueueFrames = this.granted & (sys.TUN_F_TSO4 | sys.TUN_F_TSO6)
+      ? undefined
+      : TAP_QUEUE_FRAMES;
   }
 
   /**

@@ -48,6 +48,17 @@ const TAP_INDEX_FRAMES = 0;
 const TAP_INDEX_WAKE = 1;
 /** The pcap buffer is written out at least this often. */
 const PCAP_FLUSH_MS = 1000;
+/**
+ * Full batches of guest frames one loop turn reads before it lets the rest
+ * of the turn run (host sockets, timers); the rest is read at the turn's
+ * end. Without a bound a guest that sends faster than tapir forwards (a
+ * UDP flood) kept tapir reading the guest for good, and no host socket was
+ * served meanwhile. 16 batches of 64 are a whole tap queue
+ * (`TAP_QUEUE_FRAMES`): fewer (4), and the ACKs of a download at MTU 1500
+ * without offloads, which TCP answers within a turn, overran the queue
+ * (measured, `Tcp` caps what it sends per turn to match).
+ */
+const GUEST_BATCHES_PER_TURN = 16;
 
 /** Options of a {@linkcode Tapir}. */
 export interface TapirOptions {
@@ -165,6 +176,12 @@ export class Tapir {
   /** Loop turn of the last read from the backend, and how many frames it got. */
   #readTurn = -2;
   #readCount = 0;
+  /** A read of the guest's frames is deferred to the end of this turn. */
+  #readDeferred = false;
+  readonly #readGuestDeferred = () => {
+    this.#readDeferred = false;
+    if (this.#watchedFd >= 0) this.#readGuest(); // not if the guest left meanwhile
+  };
   /** The backend is watched for EPOLLOUT (or a wake-up is posted) after undelivered frames. */
   #waitingWritable = false;
   /** The backend's fds the reactor watches now (frames in; room again), or -1. */
@@ -285,7 +302,8 @@ export class Tapir {
   /**
    * Reads and dispatches batches of guest frames while batches come back
    * full: a stream backend may hold frames it has already read, which epoll
-   * cannot report.
+   * cannot report. After {@linkcode GUEST_BATCHES_PER_TURN} full batches the
+   * rest waits for the end of the turn, after every other event of it.
    */
   #readGuest(): void {
     const rx = this.#rx;
@@ -298,7 +316,7 @@ export class Tapir {
     const turn = this.loop.stats.turns;
     const sparse = this.#readCount <= 1 && turn !== this.#readTurn + 1;
     this.#readTurn = turn;
-    for (;;) {
+    for (let batches = 1;; batches++) {
       const n = this.#backend.receive(rx, sparse ? 1 : rx.capacity);
       this.#readCount = n;
       if (n < 0) {
@@ -325,6 +343,13 @@ export class Tapir {
       this.endBatch();
       this.#backend.receiveDone?.();
       if (n < rx.capacity) return;
+      if (batches === GUEST_BATCHES_PER_TURN) {
+        if (!this.#readDeferred) {
+          this.#readDeferred = true;
+          this.loop.defer(this.#readGuestDeferred);
+        }
+        return;
+      }
     }
   }
 

@@ -432,6 +432,10 @@ class TcpConn extends Timer {
   readonly index: number;
   /** Waiting in the resume list for the backend to take frames again. */
   resumePending = false;
+  /** The loop turn `sentInTurn` counts for. */
+  sentTurn = -1;
+  /** Frames sent to the guest in turn `sentTurn` (see `Tcp.#sockToTap`). */
+  sentInTurn = 0;
   /** The due ACK may wait for data to carry it (see `Tcp.#deferred`). */
   ackMayWait = false;
   /** On the delayed-ACK list. */
@@ -624,6 +628,12 @@ export class Tcp {
   readonly #frames = new Uint16Array(MAX_FRAMES_PER_READ);
   /** Connections waiting for the backend to take frames again (see `#resume`). */
   readonly #resumeList: number[] = [];
+  /** `#resume` is deferred to the end of this turn (`#resumeSoon`). */
+  #resumeDeferred = false;
+  readonly #resumeDeferredFn = () => {
+    this.#resumeDeferred = false;
+    this.#resume();
+  };
   /** Connections whose ACK waits, `[0..#ackWaitCount)`; see `#deferred`. */
   readonly #ackWaitList: (TcpConn | null)[] = [];
   #ackWaitCount = 0;
@@ -1588,6 +1598,18 @@ export class Tcp {
     const l4 = (c.v6 ? L4_OFF6 : L4_OFF4) + TCP_HEADER_LEN;
     const maxSeg = this.#segmentMax(c);
     const frames = this.#frames;
+    // Frames a connection may send in one loop turn where the backend's
+    // queue toward tapir is bounded: the guest answers them with up to as
+    // many ACKs, which must fit that queue until tapir reads it (see
+    // `Tap.guestWindowSegments`). Per turn, not per call: each ACK that
+    // opens the window calls again. Measured (64 MiB downloads at MTU 1500
+    // without offloads): with no bound the tap dropped 9–2 383 of the
+    // guest's frames in 4 runs of 12, with a bound per call in 3 of 10.
+    const turn = this.#loop.stats.turns;
+    if (c.sentTurn !== turn) {
+      c.sentTurn = turn;
+      c.sentInTurn = 0;
+    }
     for (;;) {
       const inFlight = seqDiff(c.seqToTap, c.seqAckFromTap);
       const wnd = c.wndFromTap - inFlight;
@@ -1666,6 +1688,9 @@ export class Tcp {
       // not report it again. Otherwise more data brings a new edge, and a
       // peek now would only return EAGAIN.
       if (got < want && !c.has(TcpEv.SOCK_EOF_SEEN)) return;
+      // This turn's share is sent: the rest at the turn's end (`#resumeSoon`).
+      c.sentInTurn += used;
+      if (c.sentInTurn >= tap.guestWindowSegments) return this.#resumeSoon(c);
     }
   }
 
@@ -1714,6 +1739,14 @@ export class Tcp {
     if (c.resumePending) return;
     c.resumePending = true;
     this.#resumeList.push(c.index);
+  }
+
+  /** Sends more of `c` at the end of this loop turn, after the turn's other events. */
+  #resumeSoon(c: TcpConn): void {
+    this.#resumeLater(c);
+    if (this.#resumeDeferred) return;
+    this.#resumeDeferred = true;
+    this.#loop.defer(this.#resumeDeferredFn);
   }
 
   /** The backend takes frames again: connections that stopped for it send what they have. */

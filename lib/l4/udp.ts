@@ -83,6 +83,7 @@ import {
   openListenPorts,
   openWatchedListener,
   PortSockets,
+  udpRcvbufSet,
 } from "./listen.ts";
 
 /** Most datagrams in one `UDP_SEGMENT` send (the kernel's limit, 64 before Linux 6.8). */
@@ -543,6 +544,7 @@ export class Udp {
       v6 ? sys.IPV6_RECVERR : sys.IP_RECVERR,
       1,
     );
+    udpRcvbufSet(fd);
     const bound = this.#outbound.apply(fd, v6);
     const rc = bound < 0 ? bound : sys.connect(fd, this.#sa, saLen);
     if (rc < 0) {

@@ -37,7 +37,7 @@ import type { Loop } from "../loop.ts";
 import { type GuestNet, ip4ToU32 } from "../net.ts";
 import { IpProto } from "../packet/wire.ts";
 import * as sys from "../sys/mod.ts";
-import { forEachListenPort, PortSockets } from "./listen.ts";
+import { forEachListenPort, PortSockets, udpRcvbufSet } from "./listen.ts";
 import { MAX_DGRAMS_PER_READ } from "./udp.ts";
 
 /** What makes sockets inside the namespace (the worker). */
@@ -366,6 +366,7 @@ export class UdpSplice {
       flows.cancel(index);
       return null;
     }
+    udpRcvbufSet(fd);
     const f: SpliceFlow = {
       index,
       hostFd: fd,

@@ -12,6 +12,7 @@ import {
   background,
   countersFromLog,
   explain,
+  pyListen,
   statsFromLog,
   stopAll,
   tapirNs,
@@ -144,8 +145,7 @@ Deno.test("a host server that stops reading for 3 s loses nothing of a 64 MiB up
       "-c",
       [
         "import socket, hashlib, time",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
-        "l.bind(('127.0.0.1', 9802)); l.listen()",
+        pyListen(9802),
         "s, _ = l.accept(); time.sleep(3); h = hashlib.sha256(); n = 0",
         "while True:\n  b = s.recv(1 << 20)\n  if not b: break\n  h.update(b); n += len(b)",
         "print(n, h.hexdigest())",
@@ -171,8 +171,7 @@ Deno.test("a guest that dies mid-transfer: tapir ends with its status, the host'
       "-c",
       [
         "import socket, time",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
-        "l.bind(('127.0.0.1', 9803)); l.listen()",
+        pyListen(9803),
         "s, _ = l.accept(); s.settimeout(20); n = 0; t = time.monotonic()",
         "try:",
         "  while True:",
@@ -242,8 +241,7 @@ Deno.test("a paced UDP flood from the guest does not starve its TCP: a 16 MiB do
       [
         "import socket, hashlib, os",
         "data = os.urandom(16 << 20); print(hashlib.sha256(data).hexdigest(), flush=True)",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
-        "l.bind(('127.0.0.1', 9805)); l.listen()",
+        pyListen(9805),
         "s, _ = l.accept(); s.sendall(data); s.close()",
       ].join("\n"),
     ]);

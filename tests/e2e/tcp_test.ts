@@ -10,6 +10,7 @@ import {
   background,
   countersFromLog,
   explain,
+  pyListen,
   statsFromLog,
   stopAll,
   tapirNs,
@@ -336,7 +337,7 @@ Deno.test("a reset from either side reaches the other; a refused connect is a RS
       "python3",
       py([
         "import socket",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 9500)); l.listen()",
+        pyListen(9500),
         "s, _ = l.accept()",
         "try:\n  s.recv(10); print('no reset')\nexcept ConnectionResetError:\n  print('reset seen')",
       ].join("\n")),
@@ -363,7 +364,7 @@ ${linger0}; s.close(); time.sleep(0.2)"`,
       "python3",
       py([
         "import socket, struct, time",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 9501)); l.listen()",
+        pyListen(9501),
         `s, _ = l.accept(); time.sleep(0.2); ${linger0}; s.close()`,
       ].join("\n")),
     );

@@ -12,6 +12,7 @@ import { ETH_BROADCAST, ethEmit, EtherType, EthFrame } from "../../lib/packet/et
 import { TAPIR_MAC } from "../../lib/net.ts";
 import { withHostNs } from "../helpers/netns.ts";
 import {
+  pyListen,
   SANDBOX_CAP_EFF,
   startTapirVm,
   stopTapirVm,
@@ -144,8 +145,8 @@ Deno.test("a guest that disconnects mid-connection: its host peer gets a reset a
       "-c",
       [
         "import socket, time",
-        "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
-        "l.bind(('127.0.0.1', 9900)); l.listen(); print('listening', flush=True)",
+        pyListen(9900),
+        "print('listening', flush=True)",
         "s, _ = l.accept(); s.settimeout(60); print('accepted', flush=True)",
         "try:\n  print('eof' if s.recv(10) == b'' else 'data', flush=True)",
         "except ConnectionResetError:\n  print('reset', flush=True)",

@@ -75,6 +75,16 @@ export async function stopTapirVm(tapir: Deno.ChildProcess): Promise<string> {
   return stderr;
 }
 
+/**
+ * The Python line that makes `l` a TCP socket listening on 127.0.0.1:`port`
+ * (address reuse on, so a port a test just used is free at once), for the
+ * one-off host servers tests write in Python. The script imports `socket`.
+ */
+export function pyListen(port: number): string {
+  return "l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); " +
+    `l.bind(('127.0.0.1', ${port})); l.listen()`;
+}
+
 /** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host` to completion. */
 export function tapirNs(
   host: string,

@@ -70,9 +70,9 @@ export function tuntapGrantOffloads(fd: number, segmentation: boolean): number {
 
 /**
  * Frames a tap queues from the guest before it drops: the interface's
- * `txqueuelen`, 1000 for a tap the kernel makes (500 on kernels before
- * 6.x, which the halving in `Tap.guestWindowSegments` still respects).
- * tapir makes the tap and leaves the length alone.
+ * `txqueuelen`, 1000 for the taps tapir makes here (it leaves the length
+ * alone). A queue of 500 would still hold the half that
+ * `Tap.guestWindowSegments` lets a connection use.
  */
 export const TAP_QUEUE_FRAMES = 1000;
 

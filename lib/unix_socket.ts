@@ -17,9 +17,9 @@
  * scripts starting QEMU do, and so do our tests — finds a socket that
  * accepts, never one refused because `listen` has not run yet (a test
  * starting tapir vm in a loop lost that race when the path was bound
- * directly), and never one with the umask's mode. The rename also replaces a stale
- * socket in one step. A directory too deep for the staging name to fit in
- * a socket address binds at the path itself, mode before `listen`.
+ * directly), and never one with the umask's mode. The rename also replaces
+ * a stale socket in one step. A directory too deep for the staging name to
+ * fit in a socket address binds at the path itself, mode before `listen`.
  *
  * The device and inode of the file bound are kept, so that
  * {@linkcode removeUnixSocket} removes the file only while it is still ours,
@@ -101,7 +101,7 @@ export function listenUnix(path: string, opts: ListenUnixOptions): UnixListener 
   }
   // At the staging name: a leftover of an earlier tapir that had this pid;
   // at the path: the stale socket `pathTaken` found.
-  if (fileId(staging) !== null) unlinkQuiet(staging);
+  unlinkQuiet(staging);
   const fd = sys.socket(sys.AF_UNIX, sys.SOCK_STREAM | sys.SOCK_NONBLOCK | sys.SOCK_CLOEXEC);
   if (fd < 0) return `${opt}: socket: ${sys.errnoName(-fd)}`;
   let rc = sys.bind(fd, sa, len);

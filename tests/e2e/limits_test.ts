@@ -7,12 +7,12 @@
  * complete capture and the counters.
  */
 import { equal, match, ok } from "node:assert/strict";
-import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
+import { HOST_NS, run, withHostNs } from "../helpers/netns.ts";
 import {
   background,
   countersFromLog,
   explain,
-  pyListen,
+  pyServer,
   statsFromLog,
   stopAll,
   tapirNs,
@@ -141,18 +141,12 @@ print(json.dumps(dict(replies=replies, errors=errors)))
 
 Deno.test("a host server that stops reading for 3 s loses nothing of a 64 MiB upload", () =>
   withHostNs(async (host) => {
-    const [c, a] = nsArgs(host, "python3", [
-      "-c",
-      [
-        "import socket, hashlib, time",
-        pyListen(9802),
-        "s, _ = l.accept(); time.sleep(3); h = hashlib.sha256(); n = 0",
-        "while True:\n  b = s.recv(1 << 20)\n  if not b: break\n  h.update(b); n += len(b)",
-        "print(n, h.hexdigest())",
-      ].join("\n"),
+    const server = await pyServer(host, 9802, [
+      "import hashlib, time",
+      "s, _ = l.accept(); time.sleep(3); h = hashlib.sha256(); n = 0",
+      "while True:\n  b = s.recv(1 << 20)\n  if not b: break\n  h.update(b); n += len(b)",
+      "print(n, h.hexdigest())",
     ]);
-    const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
-    await waitListening(host, 9802);
     const r = await tapirNs(
       host,
       ["--config-net", "-q"],
@@ -167,21 +161,15 @@ Deno.test("a host server that stops reading for 3 s loses nothing of a 64 MiB up
 
 Deno.test("a guest that dies mid-transfer: tapir ends with its status, the host's connection ends too", () =>
   withHostNs(async (host) => {
-    const [c, a] = nsArgs(host, "python3", [
-      "-c",
-      [
-        "import socket, time",
-        pyListen(9803),
-        "s, _ = l.accept(); s.settimeout(20); n = 0; t = time.monotonic()",
-        "try:",
-        "  while True:",
-        "    s.sendall(b'x' * 65536); n += 65536",
-        "except OSError as e:",
-        "  print('ended', type(e).__name__, n > 0, round(time.monotonic() - t, 1))",
-      ].join("\n"),
+    const server = await pyServer(host, 9803, [
+      "import time",
+      "s, _ = l.accept(); s.settimeout(20); n = 0; t = time.monotonic()",
+      "try:",
+      "  while True:",
+      "    s.sendall(b'x' * 65536); n += 65536",
+      "except OSError as e:",
+      "  print('ended', type(e).__name__, n > 0, round(time.monotonic() - t, 1))",
     ]);
-    const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
-    await waitListening(host, 9803);
     // The guest reads for half a second, then is killed.
     const r = await tapirNs(
       host,
@@ -236,16 +224,11 @@ while True:
 
 Deno.test("a paced UDP flood from the guest does not starve its TCP: a 16 MiB download arrives whole meanwhile", () =>
   withHostNs(async (host) => {
-    const [c, a] = nsArgs(host, "python3", [
-      "-c",
-      [
-        "import socket, hashlib, os",
-        "data = os.urandom(16 << 20); print(hashlib.sha256(data).hexdigest(), flush=True)",
-        pyListen(9805),
-        "s, _ = l.accept(); s.sendall(data); s.close()",
-      ].join("\n"),
+    const server = await pyServer(host, 9805, [
+      "import hashlib, os",
+      "data = os.urandom(16 << 20); print(hashlib.sha256(data).hexdigest(), flush=True)",
+      "s, _ = l.accept(); s.sendall(data); s.close()",
     ]);
-    const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
     const sink = background(host, "python3", [
       "-c",
       "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" +
@@ -253,7 +236,6 @@ Deno.test("a paced UDP flood from the guest does not starve its TCP: a 16 MiB do
     ]);
     const dir = await Deno.makeTempDir({ prefix: "tapir-limits-" });
     try {
-      await waitListening(host, 9805);
       const flood = [
         "import socket, signal, sys, time",
         "n = 0",

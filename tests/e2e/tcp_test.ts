@@ -10,7 +10,7 @@ import {
   background,
   countersFromLog,
   explain,
-  pyListen,
+  pyServer,
   statsFromLog,
   stopAll,
   tapirNs,
@@ -329,21 +329,12 @@ Deno.test("half-close works both ways: each side keeps sending after the other's
 
 Deno.test("a reset from either side reaches the other; a refused connect is a RST within 100 ms", () =>
   withHostNs(async (host) => {
-    const py = (code: string) => ["-c", code];
     const linger0 = "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))";
     // The guest resets: the host server's read fails with ECONNRESET.
-    const [c1, a1] = nsArgs(
-      host,
-      "python3",
-      py([
-        "import socket",
-        pyListen(9500),
-        "s, _ = l.accept()",
-        "try:\n  s.recv(10); print('no reset')\nexcept ConnectionResetError:\n  print('reset seen')",
-      ].join("\n")),
-    );
-    const server1 = new Deno.Command(c1, { args: a1, stdout: "piped" }).spawn();
-    await waitListening(host, 9500);
+    const server1 = await pyServer(host, 9500, [
+      "s, _ = l.accept()",
+      "try:\n  s.recv(10); print('no reset')\nexcept ConnectionResetError:\n  print('reset seen')",
+    ]);
     const g1 = await tapirNs(
       host,
       ["--config-net", "-q"],
@@ -359,17 +350,10 @@ ${linger0}; s.close(); time.sleep(0.2)"`,
     );
 
     // The host resets: the guest's read fails with ECONNRESET.
-    const [c2, a2] = nsArgs(
-      host,
-      "python3",
-      py([
-        "import socket, struct, time",
-        pyListen(9501),
-        `s, _ = l.accept(); time.sleep(0.2); ${linger0}; s.close()`,
-      ].join("\n")),
-    );
-    const server2 = new Deno.Command(c2, { args: a2 }).spawn();
-    await waitListening(host, 9501);
+    const server2 = await pyServer(host, 9501, [
+      "import struct, time",
+      `s, _ = l.accept(); time.sleep(0.2); ${linger0}; s.close()`,
+    ]);
     const g2 = await tapirNs(
       host,
       ["--config-net", "-q"],
@@ -380,7 +364,7 @@ try:
 except ConnectionResetError:
   print('reset seen')"`,
     );
-    await server2.status;
+    await server2.output();
     equal(g2.code, 0, explain(g2));
     match(g2.stdout, /reset seen/, "guest saw the host's reset");
 

@@ -85,6 +85,26 @@ export function pyListen(port: number): string {
     `l.bind(('127.0.0.1', ${port})); l.listen()`;
 }
 
+/**
+ * Starts a one-off Python TCP server in `host`: `lines` run once `l`
+ * listens on 127.0.0.1:`port` ({@linkcode pyListen}; `socket` is imported,
+ * other modules the lines import themselves). Stdout and stderr are piped:
+ * the caller reads them with `output()`. Resolves once the port listens.
+ */
+export async function pyServer(
+  host: string,
+  port: number,
+  lines: string[],
+): Promise<Deno.ChildProcess> {
+  const [c, a] = nsArgs(host, "python3", [
+    "-c",
+    ["import socket", pyListen(port), ...lines].join("\n"),
+  ]);
+  const server = new Deno.Command(c, { args: a, stdout: "piped", stderr: "piped" }).spawn();
+  await waitListening(host, port);
+  return server;
+}
+
 /** Runs `tapir ns ARGS -- sh -c SCRIPT` in host namespace `host` to completion. */
 export function tapirNs(
   host: string,

@@ -129,7 +129,11 @@ Deno.test("-u forwards a datagram from host loopback to a server in the namespac
       // The IPv6 server binds the guest's configured address: bound to ::, its
       // replies could leave from the address SLAAC adds (RFC 6724 picks the
       // source), which is not the address the client's datagrams went to.
-      `python3 -u ${FIXTURES}udp_echo.py 0.0.0.0 9700 & python3 -u ${FIXTURES}udp_echo.py ${HOST_NS.addr6} 9700 & sleep 20`,
+      // tapir's SIGTERM at the end reaches the shell only: it ends its servers
+      // itself (a trap runs while `wait` waits, not while a `sleep` does).
+      `python3 -u ${FIXTURES}udp_echo.py 0.0.0.0 9700 & a=$!; ` +
+        `python3 -u ${FIXTURES}udp_echo.py ${HOST_NS.addr6} 9700 & b=$!; ` +
+        `sleep 20 & c=$!; trap 'kill $a $b $c; exit 0' TERM; wait $c; kill $a $b`,
     );
     const tapir = new Deno.Command(c, { args: a, stdout: "null", stderr: "piped" }).spawn();
     const procs: Background[] = [tapir];

@@ -130,15 +130,28 @@ export function background(ns: string, cmd: string, args: string[]): Background 
   return new Deno.Command(c, { args: a, stdin: "null", stdout: "null", stderr: "null" }).spawn();
 }
 
-/** Kills and reaps background processes. */
+/** Stops background processes (SIGTERM, then SIGKILL after a grace period) and reaps them. */
 export async function stopAll(procs: Background[]): Promise<void> {
-  for (const p of procs) {
-    try {
-      p.kill("SIGKILL");
-    } catch { /* already gone */ }
-  }
+  const send = (signal: Deno.Signal) => {
+    for (const p of procs) {
+      try {
+        p.kill(signal);
+      } catch { /* already gone */ }
+    }
+  };
+  // SIGTERM first: a tapir ends its command then, which SIGKILL would leave
+  // running without a network (with the servers a test started in it).
+  send("SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<void>((r) => timer = setTimeout(r, STOP_GRACE_MS));
+  await Promise.race([Promise.all(procs.map((p) => p.status)), late]);
+  clearTimeout(timer);
+  send("SIGKILL");
   await Promise.all(procs.map((p) => p.status));
 }
+
+/** How long {@linkcode stopAll} waits after SIGTERM before it sends SIGKILL. */
+const STOP_GRACE_MS = 3000;
 
 /** Waits until something listens on TCP `port` in namespace `ns` (up to 5 s). */
 export async function waitListening(ns: string, port: number): Promise<void> {

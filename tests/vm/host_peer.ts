@@ -27,7 +27,8 @@
  * every connection to DST is read to its end. Each prints a JSON line
  * `{"relay":{"side":"sent"|"got","n":k,"family":4|6,"bytes":N,"sha256":"HEX"}}`
  * (k counts that side's connections), so the test pairs what went down to the
- * guest with what came back up. It prints `{"listening":SRC}` once both ports
+ * guest with what came back up; a connection that fails prints `error` (the
+ * reason) instead of `bytes` and `sha256`. It prints `{"listening":SRC}` once both ports
  * accept connections on both families.
  *
  * @module
@@ -157,6 +158,9 @@ async function relay(src: number, dst: number, sizes: number[]): Promise<void> {
       await conn.closeWrite();
       // Wait for the guest's half-close, so nothing is cut short by our close.
       while (await conn.read(chunk) !== null);
+    } catch (err) {
+      printJson({ relay: { side: "sent", n, family: family(conn), error: `${err}` } });
+      return;
     } finally {
       conn.close();
     }

@@ -22,6 +22,8 @@ import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HOST_NS, nsArgs, run, runOk, withHostNs } from "../helpers/netns.ts";
 import { MAIN, statsFromLog } from "../helpers/tapir.ts";
+import { ctlCall } from "../../lib/ctl.ts";
+import type { StatsReport } from "../../lib/tapir.ts";
 import { buildGuest, guestAppend, qemuArgs } from "./qemu.ts";
 
 /** Which program serves the guest's network. */
@@ -827,6 +829,174 @@ Deno.test(
         kill(qemu);
         kill(tapir);
         await Promise.allSettled([qemu.status, tapir?.status, serial, qemuErr]);
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+);
+
+/** Bytes tapir must have sent the guest before the test kills its QEMU: the transfer is under way. */
+const KILL_AFTER_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A front-end that dies without a word: QEMU is SIGKILLed while its guest
+ * relays a long transfer over vhost-user, with tapir's rings busy both ways.
+ * tapir sees the socket close, lets go of the rings and the guest's memory,
+ * and resets the guest's connections, so the host's ends hear of it at once
+ * rather than after the idle timeout; then a second QEMU connects to the
+ * same tapir and gets its lease and pings, and tapir exits 0 on SIGTERM.
+ */
+Deno.test(
+  "a QEMU guest SIGKILLed mid-transfer on vhost-user: the host's connections are reset at once, the next guest is served, exit 0",
+  { ignore: BACKEND !== "tapir" },
+  async () => {
+    const guest = await buildGuest();
+    await withHostNs(async (host) => {
+      const dir = await Deno.makeTempDir({ prefix: "tapir-vm-kill-" });
+      await Deno.chmod(dir, 0o755);
+      const socket = `${dir}/guest.sock`;
+      const api = `${dir}/api.sock`;
+      const procs: Deno.ChildProcess[] = [];
+      const ends: RelayEnd[] = [];
+      let relayListening: (line: string) => void = () => {};
+      const relayReady = new Promise<string>((r) => relayListening = r);
+      const deadline = setTimeout(() => procs.forEach(kill), DEADLINE_MS);
+      let backendLog = Promise.resolve("");
+      const pending: Promise<unknown>[] = [];
+      try {
+        // One connection of 1 GiB: far more than a TCG guest relays before the kill.
+        const [rc, ra] = nsArgs(host, Deno.execPath(), [
+          "run",
+          "-A",
+          `${HERE}host_peer.ts`,
+          "relay",
+          `${RELAY_SRC_PORT}`,
+          `${RELAY_DST_PORT}`,
+          `${1024 * 1024 * 1024}`,
+        ]);
+        const relayPeer = new Deno.Command(rc, { args: ra, stdin: "null", stdout: "piped" })
+          .spawn();
+        procs.push(relayPeer);
+        pending.push((async () => {
+          for await (const line of lines(relayPeer.stdout)) {
+            const msg = JSON.parse(line);
+            if (msg.relay) ends.push(msg.relay);
+            else relayListening(line);
+          }
+        })());
+        equal(await relayReady, JSON.stringify({ listening: RELAY_SRC_PORT }), "the relay listens");
+
+        const [bd, ...bArgs] = tapirVm([
+          "--vhost-user",
+          "--socket",
+          socket,
+          "--api-socket",
+          api,
+          "-m",
+          "1500",
+          "-d",
+        ]);
+        const [bc, ba] = nsArgs(host, bd, bArgs);
+        const backend = new Deno.Command(bc, {
+          args: ba,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        procs.push(backend);
+        backendLog = Promise.all([collect(backend.stdout), collect(backend.stderr)]).then((t) =>
+          t.join("")
+        );
+        await waitForSocket(socket, backend);
+
+        const params = {
+          addr: GUEST.addr,
+          prefix: GUEST.prefix,
+          gw: GUEST.gw,
+          mtu: 1500,
+          relay_src: RELAY_SRC_PORT,
+          relay_dst: RELAY_DST_PORT,
+          relay_count: 1,
+          relay_families: "4",
+          relay_wait: RELAY_WAIT_S,
+          wait: 60,
+          deadline: Math.floor(DEADLINE_MS / 1000) - 20,
+        };
+        const startQemu = (steps: string) => {
+          const [qc, qa] = nsArgs(
+            host,
+            "qemu-system-x86_64",
+            qemuArgs(guest, guestAppend({ ...params, steps }), socket, true),
+          );
+          const qemu = new Deno.Command(qc, {
+            args: qa,
+            stdin: "null",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn();
+          procs.push(qemu);
+          const serial: string[] = [];
+          const done = (async () => {
+            for await (const line of lines(qemu.stdout)) serial.push(line);
+          })();
+          return { qemu, serial, done, stderr: collect(qemu.stderr) };
+        };
+
+        const first = startQemu("dhcp,relay");
+        // What is known so far, for a failure message (tapir's log only once it has exited).
+        const context = async () =>
+          `\n--- first guest\n${first.serial.join("\n")}\n--- relay ${
+            JSON.stringify(ends)
+          }\n--- tapir\n${await Promise.race([backendLog, Promise.resolve("(running)")])}`;
+        const check = async (cond: boolean, what: string) => {
+          if (!cond) ok(false, `${what}${await context()}`);
+        };
+        // Until tapir has sent the guest KILL_AFTER_BYTES of the download.
+        let sent = 0;
+        for (let i = 0; sent < KILL_AFTER_BYTES; i++) {
+          if (i > 1200) throw new Error(`the transfer did not start: ${sent} bytes`);
+          await new Promise((r) => setTimeout(r, 100));
+          const reply = await ctlCall(api, { cmd: "stats" }).catch(() => null);
+          if (reply?.ok) sent = (reply.value as StatsReport).counters.tcp.bytesToGuest;
+        }
+        const killedAt = performance.now();
+        first.qemu.kill("SIGKILL");
+        await first.qemu.status;
+        await first.done;
+        // Both host ends of the relayed connection hear of it.
+        while (ends.length < 2 && performance.now() - killedAt < 10_000) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const ms = performance.now() - killedAt;
+        const down = ends.find((e) => e.side === "sent");
+        const up = ends.find((e) => e.side === "got");
+        await check(
+          /reset|broken pipe/i.test(down?.error ?? ""),
+          "the download's host end is reset",
+        );
+        await check(/reset/i.test(up?.error ?? ""), "the upload's host end is reset");
+        ok(ms < 5000, `the host's ends heard of it ${ms.toFixed(0)} ms after the kill`);
+
+        const second = startQemu("dhcp,ping");
+        const secondStatus = await second.qemu.status;
+        await second.done;
+        await check(
+          /^TAPIR-VM DONE passed=4 failed=0 skipped=0$/m.test(second.serial.join("\n")),
+          `the second guest\n${second.serial.join("\n")}\n${await second.stderr}`,
+        );
+        equal(secondStatus.code, 0, "the second QEMU powers off");
+
+        backend.kill("SIGTERM");
+        const status = await backend.status;
+        const log = await backendLog;
+        await check(status.code === 0, `tapir exits 0 on SIGTERM: ${JSON.stringify(status)}`);
+        match(log, /guest disconnected/, "tapir says the guest went");
+        const { tcp } = statsFromLog(log).counters;
+        ok(tcp.bytesToGuest >= KILL_AFTER_BYTES, `the counters at exit: ${JSON.stringify(tcp)}`);
+      } finally {
+        clearTimeout(deadline);
+        procs.forEach(kill);
+        await Promise.allSettled([...procs.map((p) => p.status), backendLog, ...pending]);
         await Deno.remove(dir, { recursive: true });
       }
     });

@@ -316,14 +316,7 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
     }, deadlineMs);
     try {
       // The host's HTTP server on the namespace's loopback.
-      const [sc, sa] = nsArgs(host, Deno.execPath(), [
-        "run",
-        "-A",
-        `${HERE}host_peer.ts`,
-        "serve",
-        `${HTTP_PORT}`,
-        `${dir}/download`,
-      ]);
+      const [sc, sa] = hostPeerArgs(host, ["serve", `${HTTP_PORT}`, `${dir}/download`]);
       server = new Deno.Command(sc, { args: sa, stdin: "null", stdout: "piped", stderr: "inherit" })
         .spawn();
       let listening: (line: string) => void = () => {};
@@ -338,19 +331,11 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
       })());
       equal(await serverReady, JSON.stringify({ listening: HTTP_PORT }), "the host server listens");
       if (relay) {
-        const [rc, ra] = nsArgs(
+        const [rc, ra] = hostPeerArgs(
           host,
-          Deno.execPath(),
-          [
-            "run",
-            "-A",
-            `${HERE}host_peer.ts`,
-            "relay",
-            `${RELAY_SRC_PORT}`,
-            `${RELAY_DST_PORT}`,
-            ...RELAY_SIZES,
-            ...RELAY_SIZES,
-          ].map(String),
+          ["relay", `${RELAY_SRC_PORT}`, `${RELAY_DST_PORT}`, ...RELAY_SIZES, ...RELAY_SIZES].map(
+            String,
+          ),
         );
         relayPeer = new Deno.Command(rc, {
           args: ra,
@@ -428,10 +413,7 @@ async function vmTest(t: Deno.TestContext, opts: VmTestOptions): Promise<void> {
         if (step) steps.set(step[0], step[1]);
         if (step?.[0] === "inbound-listen" && step[1].status === "ok") {
           // The guest listens: connect through the backend's -t forward.
-          const [fc, fa] = nsArgs(host, Deno.execPath(), [
-            "run",
-            "-A",
-            `${HERE}host_peer.ts`,
+          const [fc, fa] = hostPeerArgs(host, [
             "fetch",
             `${INBOUND_PORT}`,
             token,
@@ -661,14 +643,7 @@ Deno.test(
       const deadline = setTimeout(() => sawBoth(), IPXE_DEADLINE_MS);
       let backendLog = Promise.resolve("");
       try {
-        const [sc, sa] = nsArgs(host, Deno.execPath(), [
-          "run",
-          "-A",
-          `${HERE}host_peer.ts`,
-          "boot",
-          `${BOOT_PORT}`,
-          GUEST.gw,
-        ]);
+        const [sc, sa] = hostPeerArgs(host, ["boot", `${BOOT_PORT}`, GUEST.gw]);
         const server = new Deno.Command(sc, { args: sa, stdin: "null", stdout: "piped" }).spawn();
         procs.push(server);
         let listening: () => void = () => {};
@@ -693,17 +668,10 @@ Deno.test(
           bootUrl,
           "-1",
         ]);
-        const [bc, ba] = nsArgs(host, bd, bArgs);
-        const backend = new Deno.Command(bc, {
-          args: ba,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
+        const started = tapirCollected(host, [bd, ...bArgs]);
+        const backend = started.proc;
         procs.push(backend);
-        backendLog = Promise.all([collect(backend.stdout), collect(backend.stderr)]).then((
-          [o, e],
-        ) => o + e);
+        backendLog = started.output;
         await waitForSocket(socket, backend);
 
         const [qc, qa] = nsArgs(host, "qemu-system-x86_64", [
@@ -835,6 +803,23 @@ Deno.test(
   },
 );
 
+/** The command line of `host_peer.ts` with `args`, run in namespace `host`. */
+function hostPeerArgs(host: string, args: string[]): [string, string[]] {
+  return nsArgs(host, Deno.execPath(), ["run", "-A", `${HERE}host_peer.ts`, ...args]);
+}
+
+/** Starts `argv` in namespace `host`: the process, and its output once it has ended. */
+function tapirCollected(
+  host: string,
+  [cmd, ...args]: string[],
+): { proc: Deno.ChildProcess; output: Promise<string> } {
+  const [c, a] = nsArgs(host, cmd, args);
+  const proc = new Deno.Command(c, { args: a, stdin: "null", stdout: "piped", stderr: "piped" })
+    .spawn();
+  const output = Promise.all([collect(proc.stdout), collect(proc.stderr)]).then(([o, e]) => o + e);
+  return { proc, output };
+}
+
 /** Bytes tapir must have sent the guest before the test kills its QEMU: the transfer is under way. */
 const KILL_AFTER_BYTES = 4 * 1024 * 1024;
 
@@ -865,10 +850,7 @@ Deno.test(
       const pending: Promise<unknown>[] = [];
       try {
         // One connection of 1 GiB: far more than a TCG guest relays before the kill.
-        const [rc, ra] = nsArgs(host, Deno.execPath(), [
-          "run",
-          "-A",
-          `${HERE}host_peer.ts`,
+        const [rc, ra] = hostPeerArgs(host, [
           "relay",
           `${RELAY_SRC_PORT}`,
           `${RELAY_DST_PORT}`,
@@ -896,17 +878,10 @@ Deno.test(
           "1500",
           "-d",
         ]);
-        const [bc, ba] = nsArgs(host, bd, bArgs);
-        const backend = new Deno.Command(bc, {
-          args: ba,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
+        const started = tapirCollected(host, [bd, ...bArgs]);
+        const backend = started.proc;
         procs.push(backend);
-        backendLog = Promise.all([collect(backend.stdout), collect(backend.stderr)]).then((t) =>
-          t.join("")
-        );
+        backendLog = started.output;
         await waitForSocket(socket, backend);
 
         const params = {

@@ -341,8 +341,8 @@ export class Tapir {
       // flood) its queue is full again within a millisecond or two: an
       // answer made at the turn's end found it full every time, the
       // guest's ACKs were all lost, and a download during the flood stalled
-      // until its connection was reset (measured, 16 MiB: cut short after
-      // 11 to 87 s in 4 runs; flushing here, whole in 0.7 to 6.2 s in 8).
+      // until its connection was reset (measured, 16 MiB: cut short in all
+      // 6 runs, after 11 to 87 s; flushing here, whole in 0.7 to 6.2 s in 8).
       if (this.tap.pending > 0) this.#flushTap();
       for (let i = 0; i < n; i++) {
         this.input.frame(

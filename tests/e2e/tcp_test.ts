@@ -5,6 +5,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { HOST_NS, nsArgs, run, withHostNs } from "../helpers/netns.ts";
+import { statsReportFromLog } from "../../lib/tapir.ts";
 import {
   type Background,
   background,
@@ -392,10 +393,17 @@ Deno.test("iperf3 runs 10 s each way without a stalled interval", () =>
     try {
       procs.push(background(host, "iperf3", ["-s", "-B", "127.0.0.1", "-p", "5201"]));
       await waitListening(host, 5201);
+      // After each run, tapir's counters (SIGUSR2 to its parent: tapir logs
+      // them on stderr) and the guest's TCP recovery counters: what a stall
+      // leaves to explain it.
+      const counters = "kill -USR2 $PPID && nstat -asz TcpRetransSegs TcpExtTCPTimeouts " +
+        "TcpExtTCPLossProbes TcpExtTCPSpuriousRTOs TcpExtTCPFastRetrans TcpExtTCPWinProbe >&2";
       const r = await tapirNs(
         host,
-        ["--config-net", "-q"],
-        `iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -J > /tmp/iperf-up.$$ && iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -R -J > /tmp/iperf-down.$$ && cat /tmp/iperf-up.$$ && echo '%%' && cat /tmp/iperf-down.$$; rm -f /tmp/iperf-*.$$`,
+        ["--config-net"],
+        `iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -J > /tmp/iperf-up.$$ && ${counters} && ` +
+          `iperf3 -c ${HOST_NS.gw4} -p 5201 -t 10 -R -J > /tmp/iperf-down.$$ && ${counters} && ` +
+          `cat /tmp/iperf-up.$$ && echo '%%' && cat /tmp/iperf-down.$$; rm -f /tmp/iperf-*.$$`,
       );
       equal(r.code, 0, explain(r));
       const [up, down] = r.stdout.split("%%").map((t) => JSON.parse(t));
@@ -406,7 +414,7 @@ Deno.test("iperf3 runs 10 s each way without a stalled interval", () =>
         ok(intervals.length >= 10, `${name}: ${intervals.length} intervals`);
         ok(
           intervals.every((bps: number) => bps > 0),
-          `${name}: a stalled interval in ${intervals}`,
+          `${name}: a stalled interval in ${intervals}\n${stallEvidence(r.stderr)}`,
         );
         const gbps = run.end.sum_received.bits_per_second / 1e9;
         console.log(`iperf3 ${name}: ${gbps.toFixed(2)} Gbit/s`);
@@ -415,3 +423,27 @@ Deno.test("iperf3 runs 10 s each way without a stalled interval", () =>
       await stopAll(procs);
     }
   }));
+
+/**
+ * From the stall test's stderr: the guest's counters (nstat lines) and
+ * tapir's TCP and tap counters that tell a lost frame, a lost window update
+ * and a full socket apart, after each run.
+ */
+function stallEvidence(stderr: string): string {
+  const keys = [
+    "retransmits",
+    "windowProbes",
+    "outOfOrder",
+    "oldData",
+    "spillFull",
+    "shortWrites",
+    "bytesToHost",
+  ];
+  return stderr.split("\n").map((line) => {
+    if (/^Tcp/.test(line)) return line;
+    const report = statsReportFromLog(line);
+    if (report === null) return null;
+    const { tcp, tap } = report.counters;
+    return keys.map((k) => `${k}=${tcp[k]}`).join(" ") + ` tap=${JSON.stringify(tap)}`;
+  }).filter((l) => l !== null).join("\n");
+}

@@ -4,16 +4,33 @@
  *
  * # Theory of operation
  *
- * Namespaces are per thread; file descriptors are per process. tapir keeps
- * its main thread in the host's namespace (host sockets must be opened
- * there) and starts one Worker — its own OS thread — that moves into the
- * guest's namespace and stays there. The worker does everything that must
- * happen inside: create the tap device (TUNSETIFF creates the interface in
- * the calling thread's namespace), configure it over netlink, and spawn the
- * command (a child inherits the spawning thread's namespace). It hands the
- * tap fd to the main thread as a plain number, and reports the command's exit.
+ * Namespaces are per thread; file descriptors are per process. tapir's
+ * main thread works in the host's namespace (host sockets must be opened
+ * there). What must happen inside the guest's — create the tap device
+ * (TUNSETIFF creates the interface in the calling thread's namespace),
+ * configure it over netlink, spawn the command (a child inherits the
+ * spawning thread's namespace), create sockets for it — is done one of two
+ * ways, both behind {@linkcode NsAccess}:
  *
- * The worker runs this program's own main module (`new Worker(mainUrl)`),
+ * - **From the main thread** ({@linkcode NsHere}), when it can come back:
+ *   it enters the namespace, does the set-up (or starts the command) and
+ *   returns to the host's namespace in one synchronous step, so no other
+ *   JavaScript runs, and no host socket is opened, in between. Returning
+ *   needs CAP_SYS_ADMIN over the host's namespace: root in its user
+ *   namespace, which {@linkcode NsHere.open} probes. This is the quick way:
+ *   a worker's start holds the main thread ~30 ms and its set-up is ready
+ *   only ~60 ms after tapir's start, and the command waited for it. A worker
+ *   still joins the namespace (through a descriptor of it) when the run may
+ *   ask for sockets or port scans there (forwards, a control socket): those
+ *   come after the sandbox has dropped the capability to move.
+ * - **From a Worker** ({@linkcode NsWorker}) — its own OS thread — that
+ *   moves into the namespace and stays there, when the main thread could
+ *   not come back (rootless: the host's namespace belongs to a user
+ *   namespace where tapir has no capability). It does all of the above and
+ *   hands the tap fd to the main thread as a plain number, and reports the
+ *   command's exit.
+ *
+ * A worker runs this program's own main module (`new Worker(mainUrl)`),
  * which checks {@linkcode isNsWorker} first thing. A worker in a separate
  * file would be missing from a `deno bundle` file and need its own URL; the
  * main module works the same from source, a URL and a bundle.
@@ -106,13 +123,65 @@ export interface NsSetup {
   readonly mac?: readonly number[] | null;
 }
 
-/** Most sockets one {@linkcode NsWorker.sockets} request creates. */
+/** The tap a set-up made. */
+export interface NsDevice {
+  /** Its descriptor (process-wide: any thread may use it). */
+  readonly tapFd: number;
+  /** Its interface name. */
+  readonly ifname: string;
+  /** Its interface index in the namespace. */
+  readonly ifindex: number;
+  /** The tap was opened with a virtio-net header (checksum offload). */
+  readonly vnetHdr: boolean;
+}
+
+/**
+ * What the modes ask of the namespace, whichever thread does it
+ * ({@linkcode NsHere} or {@linkcode NsWorker}; see the module comment).
+ */
+export interface NsAccess {
+  /** Enters or creates the namespace and sets up the tap; resolves with it, or rejects. */
+  setup(s: NsSetup): Promise<NsDevice>;
+  /**
+   * Spawns `argv` inside the namespace; resolves with its pid once started.
+   * It may be asked right after {@linkcode setup}, before that resolves:
+   * nothing is started in a namespace that failed to set up.
+   */
+  spawn(argv: readonly string[]): Promise<number>;
+  /**
+   * Runs `onExit` when the spawned command exits — at once if it has exited
+   * already (it may, before the caller is ready to hear it).
+   */
+  onCommandExit(onExit: (code: number, signal: string | null) => void): void;
+  /** The spawned command has exited. */
+  readonly commandExited: boolean;
+  /**
+   * Creates `count` (at most {@linkcode NS_SOCKETS_MAX}) non-blocking,
+   * close-on-exec TCP (`udp`: UDP) sockets of `family` in the namespace;
+   * resolves with their fds — fewer if it ran out of descriptors — or
+   * rejects if none could be made. The caller owns and closes them.
+   */
+  sockets(family: 4 | 6, count: number, udp?: boolean): Promise<number[]>;
+  /** The namespace's listening TCP sockets, per family. */
+  scanTcp(): Promise<TcpListenScan>;
+  /**
+   * The namespace's bound, unconnected UDP sockets, per family, leaving out
+   * ports in the namespace's ephemeral range (see `readUdpBound`).
+   */
+  scanUdp(): Promise<PortScan>;
+  /** Lets the namespace go (it goes when nothing else holds it); requests still waiting fail. */
+  terminate(): void;
+}
+
+/** Most sockets one {@linkcode NsAccess.sockets} request creates. */
 export const NS_SOCKETS_MAX = 4096;
 
 /** Main thread → worker. `id` is repeated in the reply. */
 export type NsRequest =
   | { readonly id: number; readonly op: "setup"; readonly setup: NsSetup }
   | { readonly id: number; readonly op: "spawn"; readonly argv: readonly string[] }
+  /** Join the namespace the main thread set up, through its descriptor `fd`. */
+  | { readonly id: number; readonly op: "join"; readonly fd: number }
   /** Create `count` non-blocking TCP sockets of `family` in the namespace. */
   | {
     readonly id: number;
@@ -139,6 +208,7 @@ export type NsReply =
     readonly vnetHdr: boolean;
   }
   | { readonly id: number; readonly op: "spawned"; readonly pid: number }
+  | { readonly id: number; readonly op: "joined" }
   /** The sockets created: fewer than asked if the worker ran out of descriptors. */
   | { readonly id: number; readonly op: "sockets"; readonly fds: readonly number[] }
   | { readonly id: number; readonly op: "scanTcp"; readonly scan: TcpListenScan }
@@ -199,8 +269,12 @@ function assertNsReady(what: string): void {
   if (!nsReady) throw new Error(`${what}: the namespace is not set up`);
 }
 
-function setup(id: number, s: NsSetup): NsReply {
-  if (nsReady) throw new Error("the namespace is set up already");
+/**
+ * Moves the calling thread into the namespace of `s` and makes and
+ * configures its tap there. On failure the thread may be left in a new,
+ * empty namespace.
+ */
+function setUpNamespace(s: NsSetup): NsDevice {
   enterNamespace(s.target);
   const dev = tuntapOpen(s.ifname);
   if (typeof dev === "number") throw new sys.SysError(`tap ${s.ifname}`, -dev);
@@ -211,28 +285,42 @@ function setup(id: number, s: NsSetup): NsReply {
     const index = nl.linkIndex(dev.name);
     if (index < 0) throw new sys.SysError(`netlink: find ${dev.name}`, -index);
     if (s.configNet) configure(nl, index, s);
-    nsReady = true;
-    return {
-      id,
-      op: "ready",
-      tapFd: dev.fd,
-      ifname: dev.name,
-      ifindex: index,
-      vnetHdr: dev.vnetHdr,
-    };
+    return { tapFd: dev.fd, ifname: dev.name, ifindex: index, vnetHdr: dev.vnetHdr };
+  } catch (err) {
+    sys.close(dev.fd);
+    throw err;
   } finally {
     nl.close();
   }
 }
 
-function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
-  assertNsReady(`run ${argv[0]}`);
-  const child = new Deno.Command(argv[0], {
+/** Starts `argv` with tapir's standard streams, in the calling thread's namespace. */
+function spawnCommand(argv: readonly string[]): Deno.ChildProcess {
+  return new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
+}
+
+function setup(id: number, s: NsSetup): NsReply {
+  if (nsReady) throw new Error("the namespace is set up already");
+  const dev = setUpNamespace(s);
+  nsReady = true;
+  return { id, op: "ready", ...dev };
+}
+
+function join(id: number, fd: number): NsReply {
+  if (nsReady) throw new Error("the namespace is set up already");
+  sys.sysCheck(sys.setns(fd, sys.CLONE_NEWNET), "setns (join the namespace)");
+  nsReady = true;
+  return { id, op: "joined" };
+}
+
+function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
+  assertNsReady(`run ${argv[0]}`);
+  const child = spawnCommand(argv);
   post({ id, op: "spawned", pid: child.pid });
   child.status.then((s) => post({ op: "exit", code: s.code, signal: s.signal }));
 }
@@ -277,6 +365,9 @@ export function nsWorkerMain(): void {
           // command is to start.
           void Deno.Command;
           break;
+        case "join":
+          post(join(req.id, req.fd));
+          break;
         case "spawn":
           spawn(req.id, req.argv, post);
           break;
@@ -304,14 +395,36 @@ export function nsWorkerMain(): void {
 /** Distributes `Omit` over a union, so each request keeps its own fields. */
 type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
 
+/** The command's exit, kept for a listener that may come later (see {@linkcode NsAccess.onCommandExit}). */
+class CommandExit {
+  #onExit: ((code: number, signal: string | null) => void) | null = null;
+  #exit: { readonly code: number; readonly signal: string | null } | null = null;
+
+  /** Records the exit and tells the listener, if there is one yet. */
+  exited(code: number, signal: string | null): void {
+    this.#exit = { code, signal };
+    this.#onExit?.(code, signal);
+  }
+
+  /** Sets the listener; runs it at once if the command has exited already. */
+  listen(onExit: (code: number, signal: string | null) => void): void {
+    this.#onExit = onExit;
+    if (this.#exit !== null) onExit(this.#exit.code, this.#exit.signal);
+  }
+
+  /** The command has exited. */
+  get done(): boolean {
+    return this.#exit !== null;
+  }
+}
+
 /** The main thread's handle on the namespace worker. */
-export class NsWorker {
+export class NsWorker implements NsAccess {
   readonly #worker: Worker;
   readonly #pending = new Map<number, (r: NsReply) => void>();
   #nextId = 1;
   #terminated = false;
-  #onExit: ((code: number, signal: string | null) => void) | null = null;
-  #exit: { readonly code: number; readonly signal: string | null } | null = null;
+  readonly #exit = new CommandExit();
   #onError: ((message: string) => void) | null = null;
 
   /** Starts the worker from the program's main module `mainUrl`. */
@@ -330,8 +443,7 @@ export class NsWorker {
       logTrace(`ns worker: ${r.op}`);
     } else logDebug(`ns worker: ${r.op}`);
     if (r.op === "exit") {
-      this.#exit = { code: r.code, signal: r.signal };
-      this.#onExit?.(r.code, r.signal);
+      this.#exit.exited(r.code, r.signal);
       return;
     }
     const pending = this.#pending.get(r.id);
@@ -355,10 +467,8 @@ export class NsWorker {
     });
   }
 
-  /** Enters/creates the namespace and sets up the tap; resolves with its fd, or throws. */
-  async setup(
-    s: NsSetup,
-  ): Promise<{ tapFd: number; ifname: string; ifindex: number; vnetHdr: boolean }> {
+  /** See {@linkcode NsAccess.setup}. */
+  async setup(s: NsSetup): Promise<NsDevice> {
     const r = await this.#request({ op: "setup", setup: s });
     if (r.op === "error") throw new Error(r.message);
     if (r.op !== "ready") throw new Error(`namespace worker: unexpected ${r.op}`);
@@ -366,10 +476,18 @@ export class NsWorker {
   }
 
   /**
-   * Spawns `argv` inside the namespace; resolves with its pid once started
-   * (see {@linkcode onCommandExit}). It may be asked right after
-   * {@linkcode setup}, before that resolves: the worker takes requests in
-   * order and starts nothing in a namespace that failed to set up.
+   * Joins the namespace `fd` refers to (set up by {@linkcode NsHere}), in
+   * place of {@linkcode setup}; requests asked after this one wait for it.
+   */
+  async join(fd: number): Promise<void> {
+    const r = await this.#request({ op: "join", fd });
+    if (r.op === "error") throw new Error(r.message);
+    if (r.op !== "joined") throw new Error(`namespace worker: unexpected ${r.op}`);
+  }
+
+  /**
+   * See {@linkcode NsAccess.spawn}: the worker takes requests in order and
+   * starts nothing in a namespace that failed to set up.
    */
   async spawn(argv: readonly string[]): Promise<number> {
     const r = await this.#request({ op: "spawn", argv });
@@ -378,26 +496,17 @@ export class NsWorker {
     return r.pid;
   }
 
-  /**
-   * Runs `onExit` when the spawned command exits — at once if it has exited
-   * already (it may, before the caller is ready to hear it).
-   */
+  /** See {@linkcode NsAccess.onCommandExit}. */
   onCommandExit(onExit: (code: number, signal: string | null) => void): void {
-    this.#onExit = onExit;
-    if (this.#exit !== null) onExit(this.#exit.code, this.#exit.signal);
+    this.#exit.listen(onExit);
   }
 
   /** The spawned command has exited. */
   get commandExited(): boolean {
-    return this.#exit !== null;
+    return this.#exit.done;
   }
 
-  /**
-   * Creates `count` (at most {@linkcode NS_SOCKETS_MAX}) non-blocking,
-   * close-on-exec TCP (`udp`: UDP) sockets of `family` in the namespace;
-   * resolves with their fds — fewer if the worker ran out of descriptors — or
-   * throws if none could be made. The caller owns and closes them.
-   */
+  /** See {@linkcode NsAccess.sockets}. */
   async sockets(family: 4 | 6, count: number, udp = false): Promise<number[]> {
     const r = await this.#request({ op: "sockets", family, count, udp });
     if (r.op === "error") throw new Error(r.message);
@@ -405,7 +514,7 @@ export class NsWorker {
     return [...r.fds];
   }
 
-  /** The namespace's listening TCP sockets, per family. */
+  /** See {@linkcode NsAccess.scanTcp}. */
   async scanTcp(): Promise<TcpListenScan> {
     const r = await this.#request({ op: "scanTcp" });
     if (r.op === "error") throw new Error(r.message);
@@ -413,10 +522,7 @@ export class NsWorker {
     return r.scan;
   }
 
-  /**
-   * The namespace's bound, unconnected UDP sockets, per family, leaving out
-   * ports in the namespace's ephemeral range (see `readUdpBound`).
-   */
+  /** See {@linkcode NsAccess.scanUdp}. */
   async scanUdp(): Promise<PortScan> {
     const r = await this.#request({ op: "scanUdp" });
     if (r.op === "error") throw new Error(r.message);
@@ -435,6 +541,143 @@ export class NsWorker {
       resolve({ id, op: "error", message: "namespace worker terminated" });
     }
     this.#pending.clear();
+  }
+}
+
+/**
+ * The namespace reached from the calling thread, which enters it and comes
+ * back to the host's namespace within each synchronous call (see the module
+ * comment). Sockets and port scans go to a worker that joins the namespace
+ * through a descriptor of it ({@linkcode startWorker}); without one they
+ * fail.
+ */
+export class NsHere implements NsAccess {
+  /** The calling thread's own (the host's) namespace, to come back to; -1 once terminated. */
+  #hostFd: number;
+  /** The guest's namespace once set up, else -1. */
+  #nsFd = -1;
+  #worker: NsWorker | null = null;
+  readonly #exit = new CommandExit();
+  #spawned = false;
+
+  private constructor(hostFd: number) {
+    this.#hostFd = hostFd;
+  }
+
+  /**
+   * An {@linkcode NsHere} if the calling thread may leave its namespace and
+   * come back — it re-enters its own as a probe — else null (use
+   * {@linkcode NsWorker}).
+   */
+  static open(): NsHere | null {
+    const fd = sys.open("/proc/thread-self/ns/net", sys.O_RDONLY | sys.O_CLOEXEC);
+    if (fd < 0) return null;
+    const rc = sys.setns(fd, sys.CLONE_NEWNET);
+    if (rc < 0) {
+      logDebug(`setns into the host's namespace: ${sys.errnoName(-rc)}: set-up in a worker`);
+      sys.close(fd);
+      return null;
+    }
+    return new NsHere(fd);
+  }
+
+  /** Runs `body` in the guest's namespace (`nsFd`, or where `body` goes), then comes back. */
+  #inside<T>(nsFd: number, body: () => T): T {
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    try {
+      if (nsFd >= 0) sys.sysCheck(sys.setns(nsFd, sys.CLONE_NEWNET), "setns (the namespace)");
+      outcome = { ok: true, value: body() };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    const rc = sys.setns(this.#hostFd, sys.CLONE_NEWNET);
+    // The probe in `open` makes this unreachable; carrying on would open
+    // host sockets in the guest's namespace.
+    if (rc < 0) throw new Error(`cannot return to the host's namespace: ${sys.errnoName(-rc)}`);
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  /** See {@linkcode NsAccess.setup}; done by the time this returns. */
+  setup(s: NsSetup): Promise<NsDevice> {
+    try {
+      if (this.#nsFd >= 0) throw new Error("the namespace is set up already");
+      return Promise.resolve(this.#inside(-1, () => {
+        const dev = setUpNamespace(s);
+        const fd = sys.open("/proc/thread-self/ns/net", sys.O_RDONLY | sys.O_CLOEXEC);
+        if (fd < 0) {
+          sys.close(dev.tapFd);
+          throw new sys.SysError("open /proc/thread-self/ns/net", -fd);
+        }
+        this.#nsFd = fd;
+        return dev;
+      }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Starts a worker that joins the namespace, for {@linkcode sockets} and
+   * the scans. Call after a successful {@linkcode setup}.
+   */
+  startWorker(mainUrl: string): void {
+    if (this.#nsFd < 0 || this.#worker !== null) return;
+    this.#worker = new NsWorker(mainUrl);
+    // A failed join fails every request after it ("not set up").
+    this.#worker.join(this.#nsFd).catch(() => {});
+  }
+
+  /** See {@linkcode NsAccess.spawn}; started by the time this returns. */
+  spawn(argv: readonly string[]): Promise<number> {
+    try {
+      if (this.#nsFd < 0) throw new Error(`run ${argv[0]}: the namespace is not set up`);
+      if (this.#spawned) throw new Error(`run ${argv[0]}: a command runs already`);
+      const child = this.#inside(this.#nsFd, () => spawnCommand(argv));
+      this.#spawned = true;
+      child.status.then((s) => this.#exit.exited(s.code, s.signal));
+      return Promise.resolve(child.pid);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** See {@linkcode NsAccess.onCommandExit}. */
+  onCommandExit(onExit: (code: number, signal: string | null) => void): void {
+    this.#exit.listen(onExit);
+  }
+
+  /** The spawned command has exited. */
+  get commandExited(): boolean {
+    return this.#exit.done;
+  }
+
+  #needWorker(what: string): NsWorker {
+    if (this.#worker === null) throw new Error(`${what}: no worker in the namespace`);
+    return this.#worker;
+  }
+
+  /** See {@linkcode NsAccess.sockets}: asked of the worker. */
+  async sockets(family: 4 | 6, count: number, udp = false): Promise<number[]> {
+    return await this.#needWorker("sockets").sockets(family, count, udp);
+  }
+
+  /** See {@linkcode NsAccess.scanTcp}: asked of the worker. */
+  async scanTcp(): Promise<TcpListenScan> {
+    return await this.#needWorker("scan").scanTcp();
+  }
+
+  /** See {@linkcode NsAccess.scanUdp}: asked of the worker. */
+  async scanUdp(): Promise<PortScan> {
+    return await this.#needWorker("scan").scanUdp();
+  }
+
+  /** Ends the worker and closes both namespace descriptors. */
+  terminate(): void {
+    this.#worker?.terminate();
+    this.#worker = null;
+    for (const fd of [this.#nsFd, this.#hostFd]) if (fd >= 0) sys.close(fd);
+    this.#nsFd = this.#hostFd = -1;
   }
 }
 

@@ -69,7 +69,7 @@ const EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range";
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
 
-/** What this module needs from the namespace worker (`NsWorker` provides it). */
+/** What this module needs from the namespace (`NsAccess` in `lib/ns.ts` provides it). */
 export interface NsSocketSource {
   /** `count` non-blocking TCP sockets of `family` made in the namespace. */
   sockets(family: 4 | 6, count: number): Promise<number[]>;

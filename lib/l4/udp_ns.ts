@@ -47,7 +47,7 @@ import { autoPorts, type PortScan, readUdpBound } from "./tcp_scan.ts";
 import type { Udp } from "./udp.ts";
 import type { UdpSplice } from "./udp_splice.ts";
 
-/** What this module needs from the namespace worker (`NsWorker` provides it). */
+/** What this module needs from the namespace (`NsAccess` in `lib/ns.ts` provides it). */
 export interface UdpNsSource {
   /** `count` non-blocking sockets of `family` made in the namespace; `udp` for datagram ones. */
   sockets(family: 4 | 6, count: number, udp: boolean): Promise<number[]>;

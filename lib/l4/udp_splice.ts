@@ -7,7 +7,7 @@
  * For each forwarded port, a UDP socket bound to the namespace's loopback
  * (127.0.0.1 and ::1, or the address the spec names). A socket's network
  * namespace is fixed when it is created, so these come from the namespace
- * worker (`NsWorker.sockets`); binding and all I/O then happen here, on the
+ * worker (`NsAccess.sockets`); binding and all I/O then happen here, on the
  * main thread.
  *
  * A datagram from a namespace client (address, port) to such a socket opens

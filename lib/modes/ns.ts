@@ -7,16 +7,19 @@
  *    `rootlessReexecArgs` in `lib/ns.ts`: the target's user namespace, or a
  *    new one) and pass the child's exit status through.
  * 2. Read the host's addresses and routes; build the guest's network.
- * 3. Start the namespace worker and hand it the whole set-up at once: it
- *    enters (`--netns`, PID) or creates the namespace, creates the tap,
- *    configures it (`--config-net`) and — unless the command needs ports
- *    forwarded into the namespace (`-T`, `-U`), which only the translator
- *    can open — starts the command. Meanwhile this thread loads the rest
- *    (`ns_serve.ts`) and builds the translator. The two threads' start-up
- *    steps overlap: the worker's boot (~30 ms of isolate) and set-up against
- *    the module loading and construction here. A command that starts
- *    before the translator runs loses nothing: its frames wait in the tap's
- *    queue.
+ * 3. Set up the namespace: enter (`--netns`, PID) or create it, create the
+ *    tap, configure it (`--config-net`) and — unless the command needs
+ *    forwarded ports or the control socket, which only the translator
+ *    opens — start the command. Where this thread can come back to the
+ *    host's namespace (root), it does all that itself, at once
+ *    (`NsHere`), and starts a worker that joins the namespace only if the
+ *    run may ask for sockets or scans there (forwards, a control socket).
+ *    Otherwise (rootless) the worker does the set-up: it is asked
+ *    everything at once, and its boot (~30 ms of isolate) and set-up
+ *    overlap the module loading here. Then this thread loads the rest
+ *    (`ns_serve.ts`) and builds the translator. A command that starts
+ *    before the translator runs loses nothing: its frames wait in the
+ *    tap's queue.
  * 4. Open the forwards and the control socket (tapir's requests, or
  *    slirp4netns's API), start the command if it waited for them, write the
  *    pid file, then say so: "1" on the ready descriptor, or the daemon's
@@ -37,7 +40,9 @@ import type { NsConfig } from "../conf.ts";
 import { logDebug, logError, logWarn } from "../log.ts";
 import { type GuestNet, guestNetOf, type HostFacts, hostFacts, u32ToIp4 } from "../net.ts";
 import {
+  type NsAccess,
   type NsAddress,
+  NsHere,
   type NsRoute,
   type NsSetup,
   NsWorker,
@@ -88,19 +93,22 @@ export async function runNs(
     logError(net);
     return 1;
   }
-  // `new Worker` holds this thread ~30 ms while the isolate boots; then the
-  // worker loads and sets up on its thread while this one loads the
-  // translator's modules and builds it.
-  const worker = new NsWorker(mainUrl);
-  const setup = worker.setup(nsSetupOf(conf, net, host, engine));
+  // Measured (`-d` log, `--config-net -- true` as root): with the set-up
+  // and the command on a worker, the command started 69–77 ms after
+  // tapir's start; `new Worker` alone holds this thread ~30 ms while the
+  // isolate boots. Here first, where possible; the worker only if needed.
+  const here = NsHere.open();
+  const ns: NsAccess = here ?? new NsWorker(mainUrl);
+  const setup = ns.setup(nsSetupOf(conf, net, host, engine));
   const command = earlyCommand(conf);
-  const spawned = command === null ? null : worker.spawn(command);
+  const spawned = command === null ? null : ns.spawn(command);
   // Their failures are read where they are awaited (`serveNs`); until then
   // they must not count as unhandled.
   setup.catch(() => {});
   spawned?.catch(() => {});
+  if (here !== null && mayForward(conf)) here.startWorker(mainUrl);
   const { serveNs } = await import("./ns_serve.ts");
-  return await serveNs(conf, net, worker, { setup, spawned }, engine);
+  return await serveNs(conf, net, ns, { setup, spawned }, engine);
 }
 
 /** The command `conf` runs in a new namespace (its own, or the user's shell), or null. */
@@ -118,9 +126,17 @@ export function commandOf(conf: NsConfig): readonly string[] | null {
  * first moment.
  */
 function earlyCommand(conf: NsConfig): readonly string[] | null {
+  return mayForward(conf) ? null : commandOf(conf);
+}
+
+/**
+ * The run forwards ports (`-t`, `-u`, `-T`, `-U`), or may be asked to
+ * (the control socket): it then needs sockets in the namespace, and for
+ * `auto`, scans of it.
+ */
+function mayForward(conf: NsConfig): boolean {
   const forwards = [conf.tcp, conf.udp, conf.tcpNs, conf.udpNs];
-  if (forwards.some((f) => f.mode !== "none") || conf.apiSocket !== null) return null;
-  return commandOf(conf);
+  return forwards.some((f) => f.mode !== "none") || conf.apiSocket !== null;
 }
 
 /** What the worker sets up for `conf`: the namespace, the tap and its addresses and routes. */

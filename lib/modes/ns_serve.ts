@@ -1,9 +1,9 @@
 /**
- * Namespace mode once the worker is starting: the translator with its
- * forwards and control socket, the command, and the run until the end (see
- * `lib/modes/ns.ts` for the steps). `runNs` imports this module only after
- * it has started the namespace worker and handed it the set-up, so the two
- * threads work at the same time.
+ * Namespace mode once the namespace's set-up is under way: the translator
+ * with its forwards and control socket, the command, and the run until the
+ * end (see `lib/modes/ns.ts` for the steps). `runNs` imports this module
+ * only after it has asked for the set-up (done, or on a worker's thread),
+ * so the command, or the worker, is not held up by this module's loading.
  *
  * @module
  */
@@ -11,7 +11,7 @@
 import type { NsConfig } from "../conf.ts";
 import { logDebug, logError, logWarn } from "../log.ts";
 import type { GuestNet } from "../net.ts";
-import type { NsWorker } from "../ns.ts";
+import type { NsAccess } from "../ns.ts";
 import { pcapClose } from "../pcap.ts";
 import { FlowType } from "../flow/table.ts";
 import { TcpNsForward } from "../l4/tcp_ns.ts";
@@ -45,23 +45,22 @@ export const DRAIN_IDLE_MS = 2000;
 /** The longest drain, however busy: what is still moving then belongs to a process the command left behind. */
 export const DRAIN_MAX_MS = 30_000;
 
-/** What `runNs` asked of the worker before loading this module. */
+/** What `runNs` asked of the namespace before loading this module. */
 export interface NsStarted {
   /** The namespace's set-up: the tap. */
-  readonly setup: ReturnType<NsWorker["setup"]>;
+  readonly setup: ReturnType<NsAccess["setup"]>;
   /** The command, started right after the set-up (its pid); null if it waits for the forwards. */
   readonly spawned: Promise<number> | null;
 }
 
 /**
- * Serves the namespace of `net` through `worker` (just started, its set-up
- * asked: `started`) until the run ends; resolves to the exit status (see
- * `lib/modes/ns.ts`).
+ * Serves the namespace of `net` through `ns` (its set-up asked: `started`)
+ * until the run ends; resolves to the exit status (see `lib/modes/ns.ts`).
  */
 export async function serveNs(
   conf: NsConfig,
   net: GuestNet,
-  worker: NsWorker,
+  ns: NsAccess,
   started: NsStarted,
   engine: EngineOptions,
 ): Promise<number> {
@@ -97,7 +96,7 @@ export async function serveNs(
     // Spliced -t (loopback clients), -T and auto: before the command starts,
     // so its -T ports are there from the first moment. The forward table
     // opens the listed ports; the forwarders keep `auto` to themselves.
-    const tcpNsForwarder = new TcpNsForward(tr.loop, tr.splice, tr.tcpListeners, worker, {
+    const tcpNsForwarder = new TcpNsForward(tr.loop, tr.splice, tr.tcpListeners, ns, {
       tcp: conf.tcp,
       tcpNs: conf.tcpNs.mode === "auto" ? conf.tcpNs : PORT_FWD_NONE,
       ipv4: net.ip4 !== null,
@@ -127,8 +126,8 @@ export async function serveNs(
         close: (fds) => tcpNsForwarder.closeFds(fds),
       },
       "udp-ns": {
-        open: (f) => udpSplice.listen(f, worker),
-        openAll: (f) => udpSplice.listenAll(f, worker),
+        open: (f) => udpSplice.listen(f, ns),
+        openAll: (f) => udpSplice.listenAll(f, ns),
         close: (fds) => udpSplice.closeFds(fds),
       },
     });
@@ -145,7 +144,7 @@ export async function serveNs(
       })
       : null;
     if (!startControl(conf, tr, forwards, api)) return 1;
-    udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, worker, {
+    udpAuto = new UdpNsForward(tapir.loop, tapir.udp, udpNs, ns, {
       udp: conf.udp,
       udpNs: conf.udpNs,
       ipv4: net.ip4 !== null,
@@ -168,14 +167,14 @@ export async function serveNs(
 
     let status = 0;
     if (argv !== null) {
-      command ??= worker.spawn(argv);
+      command ??= ns.spawn(argv);
       try {
         await command;
       } catch (err) {
         logError(`cannot run ${argv[0]}: ${(err as Error).message}`);
         return 1;
       }
-      worker.onCommandExit((code) => {
+      ns.onCommandExit((code) => {
         status = code;
         const reason = `command exited with status ${code}`;
         const tr = tapir!;
@@ -210,9 +209,9 @@ export async function serveNs(
   } finally {
     // Set-up failed after the command started, or tapir was told to stop
     // while it runs: it would be left without a network, so end it too.
-    if (command !== null && !worker.commandExited) {
+    if (command !== null && !ns.commandExited) {
       const pid = await command.catch(() => 0);
-      if (pid > 0 && !worker.commandExited) {
+      if (pid > 0 && !ns.commandExited) {
         try {
           Deno.kill(pid, "SIGTERM");
         } catch (err) {
@@ -221,7 +220,7 @@ export async function serveNs(
       }
     }
     pcapClose();
-    worker.terminate();
+    ns.terminate();
     nsFwd?.close();
     udpAuto?.close();
     udpNs?.close();

@@ -270,7 +270,16 @@ Deno.test("malformed frames from the guest are dropped and counted, and tapir ke
     }
   }));
 
-Deno.test("rootless: an unprivileged user runs tapir ns --config-net and pings the gateway", () =>
+/**
+ * The guest's command, counting tapir's threads (its parent's: tapir
+ * spawned it) in the guest's network namespace and elsewhere.
+ */
+const COUNT_THREADS_BY_NS = [
+  "me=$(readlink /proc/self/ns/net)",
+  'for t in /proc/$PPID/task/*; do [ "$(readlink $t/ns/net)" = "$me" ] && echo guest || echo host; done | sort | uniq -c',
+].join("\n");
+
+Deno.test("rootless: an unprivileged user runs tapir ns --config-net, set up by a worker in the namespace, and pings the gateway", () =>
   withHostNs(async (host) => {
     const user = "tapirtest";
     if ((await run("id", ["-u", user])).code !== 0) {
@@ -305,12 +314,15 @@ Deno.test("rootless: an unprivileged user runs tapir ns --config-net and pings t
         "--",
         "sh",
         "-c",
-        `id -u; ping -c 1 -W 2 ${HOST_NS.gw4}`,
+        `id -u; ping -c 1 -W 2 ${HOST_NS.gw4}\n${COUNT_THREADS_BY_NS}`,
       ]);
       const r = await run(cmd, argv, { env: { DENO_DIR: denoDir, HOME: denoDir } });
       equal(r.code, 0, explain(r));
       match(r.stdout, /^0$/m, "root inside its own user namespace");
       match(r.stdout, /1 packets transmitted, 1 received/);
+      // The main thread cannot come back from a namespace of its own user
+      // namespace to the host's (no capability there): a worker stays inside.
+      match(r.stdout, /^\s*1 guest$/m);
     } finally {
       await Deno.chmod("/dev/net/tun", tun.mode! & 0o777);
       await Deno.remove(denoDir, { recursive: true });
@@ -458,4 +470,21 @@ Deno.test("with a control socket, the command starts once the socket is there", 
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  }));
+
+Deno.test("as root the set-up runs on the main thread, which stays in the host's namespace; with forwards one worker joins the guest's", () =>
+  withHostNs(async (host) => {
+    const plain = await tapirNs(host, ["--config-net", "-q"], COUNT_THREADS_BY_NS);
+    equal(plain.code, 0, explain(plain));
+    match(plain.stdout, /^\s*\d+ host$/m);
+    ok(
+      !/guest/.test(plain.stdout),
+      `a thread of tapir is in the guest's namespace:\n${plain.stdout}`,
+    );
+
+    // -T needs sockets in the namespace, made by a worker that joined it.
+    const fwd = await tapirNs(host, ["--config-net", "-q", "-T", "5999"], COUNT_THREADS_BY_NS);
+    equal(fwd.code, 0, explain(fwd));
+    match(fwd.stdout, /^\s*1 guest$/m);
+    match(fwd.stdout, /^\s*\d+ host$/m);
   }));

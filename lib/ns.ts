@@ -149,10 +149,11 @@ export interface NsAccess {
    */
   spawn(argv: readonly string[]): Promise<number>;
   /**
-   * Runs `onExit` when the spawned command exits — at once if it has exited
+   * Runs `onExit` with the spawned command's exit code (128 + the signal's
+   * number if a signal ended it) when it exits — at once if it has exited
    * already (it may, before the caller is ready to hear it).
    */
-  onCommandExit(onExit: (code: number, signal: string | null) => void): void;
+  onCommandExit(onExit: (code: number) => void): void;
   /** The spawned command has exited. */
   readonly commandExited: boolean;
   /**
@@ -213,7 +214,8 @@ export type NsReply =
   | { readonly id: number; readonly op: "sockets"; readonly fds: readonly number[] }
   | { readonly id: number; readonly op: "scanTcp"; readonly scan: TcpListenScan }
   | { readonly id: number; readonly op: "scanUdp"; readonly scan: PortScan }
-  | { readonly op: "exit"; readonly code: number; readonly signal: string | null }
+  /** The command ended: its exit code, or 128 + the signal that ended it. */
+  | { readonly op: "exit"; readonly code: number }
   /** Request `id` failed; id 0: the worker itself failed. */
   | { readonly id: number; readonly op: "error"; readonly message: string };
 
@@ -294,14 +296,16 @@ function setUpNamespace(s: NsSetup): NsDevice {
   }
 }
 
-/** Starts `argv` with tapir's standard streams, in the calling thread's namespace. */
-function spawnCommand(argv: readonly string[]): Deno.ChildProcess {
-  return new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
+/**
+ * Starts `argv` with tapir's standard streams, in the calling thread's
+ * namespace; returns its pid, and tells `onExit` its exit code (or 128 +
+ * the signal that ended it) when it ends.
+ */
+function spawnCommand(argv: readonly string[], onExit: (code: number) => void): number {
+  const pid = sys.spawnProcess(argv);
+  if (pid < 0) throw new sys.SysError(`run ${argv[0]}`, -pid);
+  sys.waitProcess(pid).then((end) => onExit(end?.code ?? 1));
+  return pid;
 }
 
 function setup(id: number, s: NsSetup): NsReply {
@@ -320,9 +324,8 @@ function join(id: number, fd: number): NsReply {
 
 function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
   assertNsReady(`run ${argv[0]}`);
-  const child = spawnCommand(argv);
-  post({ id, op: "spawned", pid: child.pid });
-  child.status.then((s) => post({ op: "exit", code: s.code, signal: s.signal }));
+  const pid = spawnCommand(argv, (code) => post({ op: "exit", code }));
+  post({ id, op: "spawned", pid });
 }
 
 /**
@@ -360,10 +363,6 @@ export function nsWorkerMain(): void {
       switch (req.op) {
         case "setup":
           post(setup(req.id, req.setup));
-          // Deno loads the subprocess API on first use, a few ms; do it now,
-          // while the main thread builds the translator, not when the
-          // command is to start.
-          void Deno.Command;
           break;
         case "join":
           post(join(req.id, req.fd));
@@ -397,24 +396,24 @@ type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
 
 /** The command's exit, kept for a listener that may come later (see {@linkcode NsAccess.onCommandExit}). */
 class CommandExit {
-  #onExit: ((code: number, signal: string | null) => void) | null = null;
-  #exit: { readonly code: number; readonly signal: string | null } | null = null;
+  #onExit: ((code: number) => void) | null = null;
+  #code: number | null = null;
 
   /** Records the exit and tells the listener, if there is one yet. */
-  exited(code: number, signal: string | null): void {
-    this.#exit = { code, signal };
-    this.#onExit?.(code, signal);
+  exited(code: number): void {
+    this.#code = code;
+    this.#onExit?.(code);
   }
 
   /** Sets the listener; runs it at once if the command has exited already. */
-  listen(onExit: (code: number, signal: string | null) => void): void {
+  listen(onExit: (code: number) => void): void {
     this.#onExit = onExit;
-    if (this.#exit !== null) onExit(this.#exit.code, this.#exit.signal);
+    if (this.#code !== null) onExit(this.#code);
   }
 
   /** The command has exited. */
   get done(): boolean {
-    return this.#exit !== null;
+    return this.#code !== null;
   }
 }
 
@@ -443,7 +442,7 @@ export class NsWorker implements NsAccess {
       logTrace(`ns worker: ${r.op}`);
     } else logDebug(`ns worker: ${r.op}`);
     if (r.op === "exit") {
-      this.#exit.exited(r.code, r.signal);
+      this.#exit.exited(r.code);
       return;
     }
     const pending = this.#pending.get(r.id);
@@ -497,7 +496,7 @@ export class NsWorker implements NsAccess {
   }
 
   /** See {@linkcode NsAccess.onCommandExit}. */
-  onCommandExit(onExit: (code: number, signal: string | null) => void): void {
+  onCommandExit(onExit: (code: number) => void): void {
     this.#exit.listen(onExit);
   }
 
@@ -633,17 +632,16 @@ export class NsHere implements NsAccess {
     try {
       if (this.#nsFd < 0) throw new Error(`run ${argv[0]}: the namespace is not set up`);
       if (this.#spawned) throw new Error(`run ${argv[0]}: a command runs already`);
-      const child = this.#inside(this.#nsFd, () => spawnCommand(argv));
+      const pid = this.#inside(this.#nsFd, () => spawnCommand(argv, (c) => this.#exit.exited(c)));
       this.#spawned = true;
-      child.status.then((s) => this.#exit.exited(s.code, s.signal));
-      return Promise.resolve(child.pid);
+      return Promise.resolve(pid);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
   /** See {@linkcode NsAccess.onCommandExit}. */
-  onCommandExit(onExit: (code: number, signal: string | null) => void): void {
+  onCommandExit(onExit: (code: number) => void): void {
     this.#exit.listen(onExit);
   }
 

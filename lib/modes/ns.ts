@@ -72,19 +72,18 @@ export async function runNs(
   const reexec = rootlessReexecArgs(args, userns);
   if (reexec) {
     logDebug(`not root: re-executing as ${reexec.slice(0, 4).join(" ")} ...`);
-    const child = new Deno.Command(reexec[0], {
-      args: reexec.slice(1),
-      env: { [REEXEC_ENV]: "1" },
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    const pid = sys.spawnProcess(reexec, { [REEXEC_ENV]: "1" });
+    if (pid < 0) {
+      logError(`cannot run ${reexec[0]}: ${sys.errnoName(-pid)}`);
+      return 1;
+    }
+    const end = sys.waitProcess(pid);
     // The copy serves the engine's descriptors; holding them here would keep
     // an exit pipe open or make a reader wait for this process too.
     for (const fd of [engine.readyFd, engine.exitFd]) if (fd !== null) sys.close(fd);
     // From here this process only waits for the copy, which confines itself.
     if (conf.sandbox) applySandbox();
-    return (await child.status).code;
+    return (await end)?.code ?? 1;
   }
 
   const host = hostFacts();

@@ -199,6 +199,16 @@ function costMetrics(): Metric[] {
     mtu: t.mtu,
   }));
   out.push({
+    id: "rss_idle",
+    label: "Peak RSS, idle guest, no control socket (VmHWM)",
+    unit: "MiB",
+    better: "lower",
+    group: "cost",
+    digits: 1,
+    chart: false,
+    translatorOnly: true,
+  });
+  out.push({
     id: "rss",
     label: "Peak RSS (VmHWM)",
     unit: "MiB",

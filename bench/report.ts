@@ -19,6 +19,7 @@ import type { QemuResults, QemuRun } from "./qemu_guest.ts";
 import { API_POLLERS, type ApiLoadResults } from "./api_load.ts";
 import { FLOWS_TARGET, type FlowsResults } from "./flows_scale.ts";
 import type { EngineStartupResults } from "./engine_startup.ts";
+import { IDLE_SETTLE_MS } from "./session.ts";
 import {
   atDefaultMtu,
   type ContenderName,
@@ -315,7 +316,10 @@ ${mainTable}
 
 CPU time (user + system, every thread) of the translator's processes per GB the receiver got, read
 from \`/proc/PID/stat\` before and after each throughput scenario; peak resident set is \`VmHWM\` from
-\`/proc/PID/status\` at the end of each repetition's session. tapir's process is \`deno\`; pasta's
+\`/proc/PID/status\` at the end of each repetition's session, and for the idle guest, of a fresh launch
+as the start-up runs make it (no control socket) left alone for ${
+    IDLE_SETTLE_MS / 1000
+  } s. tapir's process is \`deno\`; pasta's
 \`pasta\` (on CPUs with AVX2 Debian's build runs as \`passt.avx2\`); slirp4netns's \`slirp4netns\`.${
     kernelOnly.length
       ? ` ${

@@ -172,9 +172,10 @@ async function startGuest(
   contender: Contender,
   mtu: number,
   timeoutMs = 20_000,
+  control = true,
 ): Promise<Guest> {
   const marker = `86400.${Date.now() % 1e6}${Math.floor(Math.random() * 1e6)}`;
-  const launch = spawnTracked(env.cleanup, contender.command(["sleep", marker], mtu), {
+  const launch = spawnTracked(env.cleanup, contender.command(["sleep", marker], mtu, control), {
     env: contender.env,
     clearEnv: contender.env !== undefined,
   });
@@ -581,6 +582,43 @@ async function defaultMtuPass(
       fmt(samples.tcp)
     } ms`,
   );
+  await idleRss(env, contender, results, rep, say);
+}
+
+/** How long an idle guest is left alone before its translator's peak RSS is read. */
+export const IDLE_SETTLE_MS = 2000;
+
+/**
+ * Peak RSS of a translator serving a guest that does nothing, launched as
+ * the start-up runs are (no control socket: tapir then starts no namespace
+ * worker, see `lib/ns.ts`).
+ */
+async function idleRss(
+  env: HostEnv,
+  contender: Contender,
+  results: Results,
+  rep: number,
+  say: Progress,
+): Promise<void> {
+  const name = contender.name;
+  if (contender.translatorComms.length === 0) return;
+  let outcome: Outcome;
+  try {
+    const guest = await startGuest(env, contender, DEFAULT_MTU, 20_000, false);
+    try {
+      await sleep(IDLE_SETTLE_MS);
+      const kib = peakRssKiB(guest.translator);
+      outcome = kib === null
+        ? { ok: false, reason: `${name}: could not read VmHWM of its processes` }
+        : { ok: true, value: kib / 1024 };
+    } finally {
+      await guest.launch.stop();
+    }
+  } catch (err) {
+    outcome = { ok: false, reason: `${name}: idle guest: ${(err as Error).message}` };
+  }
+  results.set("rss_idle", name, rep, outcome);
+  if (outcome.ok) say(`idle guest: peak RSS ${outcome.value.toFixed(1)} MiB`);
 }
 
 /** The TCP scenarios at {@linkcode SMALL_MTU}, in a guest launched at that MTU. */

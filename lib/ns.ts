@@ -15,7 +15,10 @@
  * - **From the main thread** ({@linkcode NsHere}), when it can come back:
  *   it enters the namespace, does the set-up (or starts the command) and
  *   returns to the host's namespace in one synchronous step, so no other
- *   JavaScript runs, and no host socket is opened, in between. Returning
+ *   JavaScript runs, and no host socket is opened, in between. Nor is a
+ *   thread made there (a thread starts in its creator's namespace): the
+ *   command is spawned without one, and waited for after coming back
+ *   (`sys.spawnProcess`, `sys.waitProcess`). Returning
  *   needs CAP_SYS_ADMIN over the host's namespace: root in its user
  *   namespace, which {@linkcode NsHere.open} probes. This is the quick way:
  *   a worker's start holds the main thread ~30 ms and its set-up is ready
@@ -296,16 +299,20 @@ function setUpNamespace(s: NsSetup): NsDevice {
   }
 }
 
-/**
- * Starts `argv` with tapir's standard streams, in the calling thread's
- * namespace; returns its pid, and tells `onExit` its exit code (or 128 +
- * the signal that ended it) when it ends.
- */
-function spawnCommand(argv: readonly string[], onExit: (code: number) => void): number {
+/** Starts `argv` with tapir's standard streams, in the calling thread's namespace; its pid. */
+function spawnCommand(argv: readonly string[]): number {
   const pid = sys.spawnProcess(argv);
   if (pid < 0) throw new sys.SysError(`run ${argv[0]}`, -pid);
-  sys.waitProcess(pid).then((end) => onExit(end?.code ?? 1));
   return pid;
+}
+
+/**
+ * Tells `onExit` the exit code of command `pid` (or 128 + the signal that
+ * ended it) when it ends. The wait holds a thread of Deno's pool, which may
+ * be started for it: call this in the namespace that thread should have.
+ */
+function watchCommand(pid: number, onExit: (code: number) => void): void {
+  sys.waitProcess(pid).then((end) => onExit(end?.code ?? 1));
 }
 
 function setup(id: number, s: NsSetup): NsReply {
@@ -324,7 +331,8 @@ function join(id: number, fd: number): NsReply {
 
 function spawn(id: number, argv: readonly string[], post: (r: NsReply) => void): void {
   assertNsReady(`run ${argv[0]}`);
-  const pid = spawnCommand(argv, (code) => post({ op: "exit", code }));
+  const pid = spawnCommand(argv);
+  watchCommand(pid, (code) => post({ op: "exit", code }));
   post({ id, op: "spawned", pid });
 }
 
@@ -632,8 +640,9 @@ export class NsHere implements NsAccess {
     try {
       if (this.#nsFd < 0) throw new Error(`run ${argv[0]}: the namespace is not set up`);
       if (this.#spawned) throw new Error(`run ${argv[0]}: a command runs already`);
-      const pid = this.#inside(this.#nsFd, () => spawnCommand(argv, (c) => this.#exit.exited(c)));
+      const pid = this.#inside(this.#nsFd, () => spawnCommand(argv));
       this.#spawned = true;
+      watchCommand(pid, (code) => this.#exit.exited(code));
       return Promise.resolve(pid);
     } catch (err) {
       return Promise.reject(err);

@@ -80,6 +80,10 @@ Deno.test("ns here: the command runs in the new namespace, this thread stays in 
       const out = await Deno.makeTempFile();
       await here.spawn(["sh", "-c", `readlink /proc/self/ns/net > ${out}; exit 3`]);
       equal(ownNs(), before);
+      // No thread was made inside (a thread starts in its creator's namespace).
+      for (const t of Deno.readDirSync("/proc/self/task")) {
+        equal(Deno.readLinkSync(`/proc/self/task/${t.name}/ns/net`), before, `thread ${t.name}`);
+      }
       const code = await new Promise((resolve) => here.onCommandExit(resolve));
       equal(code, 3);
       equal(here.commandExited, true);

@@ -64,7 +64,10 @@ if (
 // ---------------------------------------------------------------------------
 // Memory, rings and the front-end's messages
 
-const memfd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
+const memfd = sys.sysCheck(
+  sys.memfdCreate("guest", sys.MFD_CLOEXEC | sys.MFD_ALLOW_SEALING),
+  "memfd_create",
+);
 {
   const zeros = new Uint8Array(1 << 20);
   for (let i = 0; i < MEM / zeros.length; i++) sys.write(memfd, zeros);

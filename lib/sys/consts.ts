@@ -189,6 +189,8 @@ export const F_SETFD = 2;
 export const F_GETFL = 3;
 /** Set status flags. */
 export const F_SETFL = 4;
+/** Duplicate a descriptor, close-on-exec. */
+export const F_DUPFD_CLOEXEC = 1030;
 /** Set pipe capacity. */
 export const F_SETPIPE_SZ = 1031;
 /** Get pipe capacity. */
@@ -285,6 +287,16 @@ export const MAP_PRIVATE = 2;
 export const MAP_ANONYMOUS = 0x20;
 /** memfd_create flag: close on exec. */
 export const MFD_CLOEXEC = 1;
+/** memfd_create flag: seals may be added (without it the file is sealed for good, unsealed). */
+export const MFD_ALLOW_SEALING = 2;
+/** fcntl(2): add seals to a memfd. */
+export const F_ADD_SEALS = 1033;
+/** fcntl(2): a memfd's seals. */
+export const F_GET_SEALS = 1034;
+/** Seal: no more seals may be added. */
+export const F_SEAL_SEAL = 1;
+/** Seal: the file may not shrink. */
+export const F_SEAL_SHRINK = 2;
 
 // ioctl requests (generic encoding, the same on x86_64 and aarch64).
 /** Bytes readable now. */

@@ -20,7 +20,13 @@
  * whole up to its offset plus size, and hands the region's bytes to
  * {@linkcode GuestMemory}; the fd is closed once mapped (the mapping keeps
  * the pages). A new table replaces the old one, and the rings are mapped
- * again against it.
+ * again against it. A mapped page the file no longer has would fault
+ * (SIGBUS, which ends tapir) when read: a region longer than its file is
+ * refused, and a memfd is sealed against shrinking (`F_SEAL_SHRINK`)
+ * unless it is already — QEMU's `memory-backend-memfd` seals it itself by
+ * default. A file that cannot be sealed (a plain or hugetlbfs file, a memfd
+ * sealed for good) is mapped with a warning: it is the front-end's memory,
+ * and only the front-end could shrink it.
  *
  * **Ring life.** A ring is mapped once it has a size and addresses and
  * memory holds them. It runs when it has a kick fd and is enabled: at once
@@ -31,6 +37,7 @@
  * @module
  */
 
+import { logWarn } from "../log.ts";
 import * as sys from "../sys/mod.ts";
 import { GuestMemory } from "./memory.ts";
 import {
@@ -302,6 +309,9 @@ export class VhostUserBackend {
           `memory region ${i}: ${d.mmapOffset + d.size} bytes asked of a file of ${has}`,
         );
       }
+      if (!sealAgainstShrink(fds[i])) {
+        logWarn(`vhost-user: memory region ${i} cannot be sealed against shrinking`);
+      }
       const m = sys.mmap(
         d.mmapOffset + d.size,
         sys.PROT_READ | sys.PROT_WRITE,
@@ -393,4 +403,16 @@ function closeFd(fd: number): number {
 
 function hex(hi: number, lo: number): string {
   return `0x${(hi >>> 0).toString(16)}${(lo >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+/**
+ * Makes sure the memfd `fd` cannot shrink: true if it is sealed so, already
+ * or now; false for a file that cannot be (not a memfd, or sealed for good).
+ */
+export function sealAgainstShrink(fd: number): boolean {
+  const seals = sys.fcntl(fd, sys.F_GET_SEALS);
+  if (seals < 0) return false;
+  if (seals & sys.F_SEAL_SHRINK) return true;
+  return (seals & sys.F_SEAL_SEAL) === 0 &&
+    sys.fcntl(fd, sys.F_ADD_SEALS, sys.F_SEAL_SHRINK) === 0;
 }

@@ -116,6 +116,21 @@ Deno.test("refused: bad ring sizes and indices, rings outside memory, fds that d
   b.reset();
 });
 
+Deno.test("guest memory is sealed against shrinking, so the front-end cannot fault tapir by cutting it; a file that cannot be sealed is taken still", () => {
+  const b = new VhostUserBackend();
+  const fd = memfd();
+  const copy = sys.sysCheck(sys.fcntl(fd, sys.F_DUPFD_CLOEXEC, 0), "dup");
+  equal(sys.fcntl(copy, sys.F_GET_SEALS) & sys.F_SEAL_SHRINK, 0, "not sealed before");
+  equal(memTable(b, fd), 0, b.error);
+  equal(sys.fcntl(copy, sys.F_GET_SEALS) & sys.F_SEAL_SHRINK, sys.F_SEAL_SHRINK);
+  sys.close(copy);
+  b.reset();
+  // Sealed for good without the seal: mapped (QEMU's file backends cannot be sealed either).
+  const unsealable = memfd(false);
+  equal(memTable(b, unsealable), 0, b.error);
+  b.reset();
+});
+
 Deno.test("descriptors a request does not take are closed at once", () => {
   const b = new VhostUserBackend();
   const stray = [eventfd(), eventfd()];

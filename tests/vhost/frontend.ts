@@ -17,9 +17,14 @@ import { SplitQueue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../lib/vho
 /** Bytes of the guest memory {@linkcode memfd} makes. */
 export const GUEST_MEM_SIZE = 1 << 20;
 
-/** A memfd of {@linkcode GUEST_MEM_SIZE} zero bytes: guest memory to pass with SET_MEM_TABLE. */
-export function memfd(): number {
-  const fd = sys.sysCheck(sys.memfdCreate("guest", sys.MFD_CLOEXEC), "memfd_create");
+/**
+ * A memfd of {@linkcode GUEST_MEM_SIZE} zero bytes: guest memory to pass
+ * with SET_MEM_TABLE. It allows seals, as QEMU's memfd backend makes it;
+ * `sealing` false: it is sealed for good, unsealed.
+ */
+export function memfd(sealing = true): number {
+  const flags = sys.MFD_CLOEXEC | (sealing ? sys.MFD_ALLOW_SEALING : 0);
+  const fd = sys.sysCheck(sys.memfdCreate("guest", flags), "memfd_create");
   if (sys.write(fd, new Uint8Array(GUEST_MEM_SIZE)) !== GUEST_MEM_SIZE) {
     throw new Error("memfd write");
   }

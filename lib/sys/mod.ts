@@ -671,11 +671,9 @@ export function spawnProcess(argv: readonly string[], env: Record<string, string
   const attr = new Uint8Array(SPAWNATTR_SIZE);
   let rc = C.posix_spawnattr_init(attr);
   if (rc !== 0) return -rc;
-  const all = new Uint8Array(SIGSET_SIZE);
-  // Signals 1–64; glibc leaves its own two (32, 33) out of a full set.
-  all.fill(0xff, 0, 8);
-  all[3] &= 0x7f;
-  all[4] &= 0xfe;
+  // Signals 1–64, glibc's own two (32, 33) too: left out, glibc would have
+  // the child ignore them.
+  const all = new Uint8Array(SIGSET_SIZE).fill(0xff, 0, 8);
   const none = new Uint8Array(SIGSET_SIZE);
   C.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   C.posix_spawnattr_setsigdefault(attr, all);
@@ -685,10 +683,18 @@ export function spawnProcess(argv: readonly string[], env: Record<string, string
     Object.entries({ ...Deno.env.toObject(), ...env }).map(([k, v]) => `${k}=${v}`),
   );
   const pid = new Int32Array(1);
-  rc = C.posix_spawnp(pid, cString(argv[0]), null, attr, args.array, vars.array);
+  const file = cString(argv[0]);
+  // The arrays hold the strings' addresses only: keep the strings reachable
+  // until the call is done.
+  spawnStrings.push(args.keep, vars.keep);
+  rc = C.posix_spawnp(pid, file, null, attr, args.array, vars.array);
+  spawnStrings.length = 0;
   // posix_spawnattr_destroy is a no-op in glibc; the buffers are ours.
   return rc === 0 ? pid[0] : -rc;
 }
+
+/** The strings of the `posix_spawnp` call in progress (see {@linkcode spawnProcess}). */
+const spawnStrings: Uint8Array[][] = [];
 
 /** How a child ended: its exit code, or the signal that ended it. */
 export interface ProcessEnd {

@@ -399,3 +399,25 @@ Deno.test("unshare in a worker thread moves only that thread into a new network 
   equal(reply.back, mine, "setns returns the worker to the original namespace");
   equal(Deno.readLinkSync("/proc/thread-self/ns/net"), mine, "the main thread never moved");
 });
+
+Deno.test("spawnProcess passes arguments and environment, every signal at its default; waitProcess reports exit codes and signals", async () => {
+  const out = await Deno.makeTempFile();
+  try {
+    const long = "v".repeat(100); // past V8's on-heap typed arrays, like the short ones
+    const script = `echo "$@" > ${out}; echo "$SHORT $LONG" >> ${out}; ` +
+      `grep SigIgn /proc/self/status >> ${out}; exit 7`;
+    const pid = sys.spawnProcess(["sh", "-c", script, "sh", "a", "bb"], { SHORT: "s", LONG: long });
+    ok(pid > 0, `spawn: ${pid}`);
+    deepEqual(await sys.waitProcess(pid), { code: 7, signal: null });
+    const [args, env, ignored] = (await Deno.readTextFile(out)).trim().split("\n");
+    equal(args, "a bb");
+    equal(env, `s ${long}`);
+    equal(ignored, "SigIgn:\t0000000000000000");
+  } finally {
+    await Deno.remove(out);
+  }
+  const killed = sys.spawnProcess(["sh", "-c", "kill -TERM $$"]);
+  deepEqual(await sys.waitProcess(killed), { code: 143, signal: 15 });
+  equal(sys.spawnProcess(["/no/such/program"]), -sys.Errno.ENOENT);
+  equal(await sys.waitProcess(1), null, "not a child");
+});

@@ -551,6 +551,14 @@ export class NsWorker implements NsAccess {
   }
 }
 
+/** The calling thread's network namespace. */
+const OWN_NETNS = "/proc/thread-self/ns/net";
+
+/** A descriptor of the calling thread's network namespace (close-on-exec), or -errno. */
+function openOwnNetns(): number {
+  return sys.open(OWN_NETNS, sys.O_RDONLY | sys.O_CLOEXEC);
+}
+
 /**
  * The namespace reached from the calling thread, which enters it and comes
  * back to the host's namespace within each synchronous call (see the module
@@ -577,7 +585,7 @@ export class NsHere implements NsAccess {
    * {@linkcode NsWorker}).
    */
   static open(): NsHere | null {
-    const fd = sys.open("/proc/thread-self/ns/net", sys.O_RDONLY | sys.O_CLOEXEC);
+    const fd = openOwnNetns();
     if (fd < 0) return null;
     const rc = sys.setns(fd, sys.CLONE_NEWNET);
     if (rc < 0) {
@@ -611,10 +619,10 @@ export class NsHere implements NsAccess {
       if (this.#nsFd >= 0) throw new Error("the namespace is set up already");
       return Promise.resolve(this.#inside(-1, () => {
         const dev = setUpNamespace(s);
-        const fd = sys.open("/proc/thread-self/ns/net", sys.O_RDONLY | sys.O_CLOEXEC);
+        const fd = openOwnNetns();
         if (fd < 0) {
           sys.close(dev.tapFd);
-          throw new sys.SysError("open /proc/thread-self/ns/net", -fd);
+          throw new sys.SysError(`open ${OWN_NETNS}`, -fd);
         }
         this.#nsFd = fd;
         return dev;

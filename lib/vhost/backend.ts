@@ -409,7 +409,7 @@ function hex(hi: number, lo: number): string {
  * Makes sure the memfd `fd` cannot shrink: true if it is sealed so, already
  * or now; false for a file that cannot be (not a memfd, or sealed for good).
  */
-export function sealAgainstShrink(fd: number): boolean {
+function sealAgainstShrink(fd: number): boolean {
   const seals = sys.fcntl(fd, sys.F_GET_SEALS);
   if (seals < 0) return false;
   if (seals & sys.F_SEAL_SHRINK) return true;

@@ -43,14 +43,17 @@
  *   such a wait short.
  *
  *   Why not a blocking `epoll_wait` on this thread between a stream's
- *   bursts, which would spare the thread hop? Tried, measured with
- *   `iperf3 -u -b 500M -l 1400` (translator CPU per GB, medians of
- *   interleaved runs, four variants): guest→host it saved 7–29 %, but
- *   host→guest it cost 0–38 %: waking at a burst's first datagram, the loop
- *   woke five times as often and wrote the guest smaller USO frames, where
- *   the idle wait's ~25 µs had let a burst gather. It also counts the rest of a burst as short idle periods
- *   and so starts spinning in a stream unless the spin threshold is raised
- *   past 0.85. Kept as is.
+ *   bursts, which would spare the thread hop? Tried in five variants,
+ *   measured with `iperf3 -u -b 500M -l 1400` (translator CPU per GB,
+ *   medians of interleaved runs): guest→host it saved 7–29 %; host→guest it
+ *   was worse or no better in five of six comparisons, by up to 38 %.
+ *   Waking at a burst's first datagram, the loop woke five times as often
+ *   and wrote the guest smaller USO frames, where the idle wait's ~25 µs
+ *   had let the burst gather. It also counts the rest of a burst as short
+ *   idle periods, so the loop starts spinning inside a stream unless the
+ *   spin threshold is raised past 0.85. The one variant without spinning,
+ *   which was better both ways, doubled a ping-pong's median round trip.
+ *   Kept as is.
  *
  * Timers are kept in a binary min-heap ordered by deadline, ties broken by
  * arming order. A {@linkcode Timer} is an object its owner keeps (e.g. one

@@ -302,15 +302,16 @@ export class VhostUserBackend {
       }
       // Pages past the end of the file would fault (SIGBUS) when the rings
       // or a buffer there were read: a front-end's lie would end tapir.
+      // Sealed first, so the size checked next is the least it will have.
+      if (!sealAgainstShrink(fds[i])) {
+        logWarn(`vhost-user: memory region ${i} cannot be sealed against shrinking`);
+      }
       const fileBytes = sys.fileSize(fds[i]);
       if (fileBytes < d.mmapOffset + d.size) {
         const has = fileBytes < 0 ? sys.errnoName(-fileBytes) : `${fileBytes} bytes`;
         return this.#refuse(
           `memory region ${i}: ${d.mmapOffset + d.size} bytes asked of a file of ${has}`,
         );
-      }
-      if (!sealAgainstShrink(fds[i])) {
-        logWarn(`vhost-user: memory region ${i} cannot be sealed against shrinking`);
       }
       const m = sys.mmap(
         d.mmapOffset + d.size,

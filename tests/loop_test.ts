@@ -2,10 +2,24 @@ import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { Loop, SPIN_SHARE_MIN, spinShareNext, Timer } from "../lib/loop.ts";
 import * as sys from "../lib/sys/mod.ts";
 
-function pipe(): [number, number] {
+function pipe(flags = sys.O_NONBLOCK | sys.O_CLOEXEC): [number, number] {
   const fds = new Int32Array(2);
-  sys.sysCheck(sys.pipe2(fds, sys.O_NONBLOCK | sys.O_CLOEXEC), "pipe2");
+  sys.sysCheck(sys.pipe2(fds, flags), "pipe2");
   return [fds[0], fds[1]];
+}
+
+/** A worker running `tests/fixtures/loop_peer.ts` with `message`; resolves when it is done. */
+function loopPeer(message: Record<string, unknown>): Promise<void> {
+  const peer = new Worker(new URL("./fixtures/loop_peer.ts", import.meta.url), {
+    type: "module",
+  });
+  return new Promise<void>((resolve) => {
+    peer.onmessage = () => {
+      peer.terminate();
+      resolve();
+    };
+    peer.postMessage(message);
+  });
 }
 
 /** Runs `body` with a fresh loop, closing it afterwards. */
@@ -255,4 +269,68 @@ Deno.test("events a few milliseconds apart stop the spinning; the idle waits are
     ok(turns < 10 * 4, `turns for the last 10 events: ${turns}`);
     sys.close(r);
     sys.close(w);
+  }));
+
+Deno.test("a one-way stream from one fd, events tens of microseconds apart, stops the spinning", () =>
+  withLoop(async (loop) => {
+    const [r, w] = pipe();
+    const buf = new Uint8Array(4096);
+    loop.add(r, sys.EPOLLIN, loop.defineType("stream", () => void sys.read(r, buf)), 0);
+    // Every idle period here is short: a spin would catch the next event,
+    // but at the cost of the whole gap, each time.
+    const done = loopPeer({ mode: "stream", fd: w, count: 3000, gapUs: 30 });
+    done.then(() => loop.post(() => loop.stop("done")));
+    equal(await loop.run(), "done");
+    ok(loop.stats.idleEndsStream > 0, `stream idle ends: ${loop.stats.idleEndsStream}`);
+    ok(!loop.spins, "the loop no longer spins");
+    sys.close(r);
+    sys.close(w);
+  }));
+
+Deno.test("a relayed ping-pong (request on one fd, reply on another) is never taken for a stream", () =>
+  withLoop(async (loop) => {
+    const blocking = sys.O_CLOEXEC;
+    const [requestR, requestW] = pipe();
+    const [forwardedR, forwardedW] = pipe(blocking);
+    const [replyR, replyW] = pipe();
+    const [returnedR, returnedW] = pipe(blocking);
+    const one = new Uint8Array(1);
+    const count = 2000;
+    let replies = 0;
+    loop.add(
+      requestR,
+      sys.EPOLLIN,
+      loop.defineType("guest", () => {
+        if (sys.read(requestR, one, 1) === 1) sys.write(forwardedW, one, 1);
+      }),
+      0,
+    );
+    loop.add(
+      replyR,
+      sys.EPOLLIN,
+      loop.defineType("host", () => {
+        if (sys.read(replyR, one, 1) !== 1) return;
+        sys.write(returnedW, one, 1);
+        if (++replies === count) loop.stop("done");
+      }),
+      0,
+    );
+    const done = loopPeer({
+      mode: "pingpong",
+      request: requestW,
+      forwarded: forwardedR,
+      reply: replyW,
+      returned: returnedR,
+      count,
+    });
+    equal(await loop.run(), "done");
+    await done;
+    // Many round trips find the loop idle; others find it still busy with the last.
+    ok(loop.stats.idleEnds >= 50, `idle ends: ${loop.stats.idleEnds}`);
+    equal(loop.stats.idleEndsStream, 0, "every event came from the other fd than the last");
+    for (
+      const fd of [requestR, requestW, forwardedR, forwardedW, replyR, replyW, returnedR, returnedW]
+    ) {
+      sys.close(fd);
+    }
   }));

@@ -271,7 +271,7 @@ Deno.test("events a few milliseconds apart stop the spinning; the idle waits are
     sys.close(w);
   }));
 
-Deno.test("a one-way stream from one fd, events tens of microseconds apart, stops the spinning", () =>
+Deno.test("a one-way stream from one fd, events tens of microseconds apart, stops the spinning and is gathered", () =>
   withLoop(async (loop) => {
     const [r, w] = pipe();
     const buf = new Uint8Array(4096);
@@ -283,6 +283,7 @@ Deno.test("a one-way stream from one fd, events tens of microseconds apart, stop
     equal(await loop.run(), "done");
     ok(loop.stats.idleEndsStream > 0, `stream idle ends: ${loop.stats.idleEndsStream}`);
     ok(!loop.spins, "the loop no longer spins");
+    ok(loop.stats.gathers > 0, `pauses to let the stream gather: ${loop.stats.gathers}`);
     sys.close(r);
     sys.close(w);
   }));
@@ -328,6 +329,7 @@ Deno.test("a relayed ping-pong (request on one fd, reply on another) is never ta
     // Many round trips find the loop idle; others find it still busy with the last.
     ok(loop.stats.idleEnds >= 50, `idle ends: ${loop.stats.idleEnds}`);
     equal(loop.stats.idleEndsStream, 0, "every event came from the other fd than the last");
+    equal(loop.stats.gathers, 0, "and the loop never paused");
     for (
       const fd of [requestR, requestW, forwardedR, forwardedW, replyR, replyW, returnedR, returnedW]
     ) {

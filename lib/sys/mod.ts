@@ -101,6 +101,7 @@ const LIBC = {
     nonblocking: true,
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  usleep: { parameters: ["u32"], result: "i32" },
   timerfd_create: { parameters: ["i32", "i32"], result: "i32" },
   timerfd_settime: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i32" },
   unshare: { parameters: ["i32"], result: "i32" },
@@ -871,6 +872,14 @@ export async function epollWaitAsync(
 ): Promise<number> {
   const rc = await C.epoll_wait_nb(epfd, events.bytes, events.capacity, timeoutMs);
   return rc < 0 ? -Errno.EINTR : rc;
+}
+
+/**
+ * usleep(3): blocks the calling thread for at least `us` microseconds. For
+ * the reactor's short, bounded pauses only (see `lib/loop.ts`).
+ */
+export function usleep(us: number): void {
+  C.usleep(us);
 }
 
 /** eventfd(2). */

@@ -43,9 +43,11 @@
  *   benchmark's UDP host→guest stream (iperf3 at 500 Mbit/s, 5 s): half
  *   the idle periods were short and the loop spun through 290 000–580 000
  *   turns for 62 000 events; without those spins, 56 000–61 000 turns and
- *   14–28 % less CPU per GB. A relayed ping-pong alternates fds and
- *   connect-and-close mixes them within a busy period, so neither is ever
- *   taken for a stream (0 of 31 000–37 000 idle periods).
+ *   14–28 % less CPU per GB (measured with the rule's first form, which
+ *   looked at the last event only; for a stream from one fd the two agree).
+ *   A relayed ping-pong alternates fds and connect-and-close mixes them
+ *   within a busy period, so neither is ever taken for a stream (0 of
+ *   31 000–37 000 idle periods).
  * - **Gathering** a stream: the first turn after such a stream's idle
  *   period is followed by a pause of {@linkcode STREAM_GATHER_US} (a
  *   blocking `usleep` on this thread) before the next poll. The wake-up

@@ -8,15 +8,23 @@ function pipe(flags = sys.O_NONBLOCK | sys.O_CLOEXEC): [number, number] {
   return [fds[0], fds[1]];
 }
 
-/** A worker running `tests/fixtures/loop_peer.ts` with `message`; resolves when it is done. */
+/**
+ * A worker running `tests/fixtures/loop_peer.ts` with `message`; resolves
+ * when it is done, rejects if it fails (rather than leave the loop waiting).
+ */
 function loopPeer(message: Record<string, unknown>): Promise<void> {
   const peer = new Worker(new URL("./fixtures/loop_peer.ts", import.meta.url), {
     type: "module",
   });
-  return new Promise<void>((resolve) => {
+  return new Promise<void>((resolve, reject) => {
     peer.onmessage = () => {
       peer.terminate();
       resolve();
+    };
+    peer.onerror = (e) => {
+      e.preventDefault();
+      peer.terminate();
+      reject(new Error(`loop peer failed: ${e.message}`));
     };
     peer.postMessage(message);
   });

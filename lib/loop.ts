@@ -70,19 +70,25 @@
  *   status or a signal listener runs as usual. {@linkcode Loop.stop} and
  *   {@linkcode Loop.post} write to an eventfd in the same epoll set to cut
  *   such a wait short.
- *
- *   Why not a blocking `epoll_wait` on this thread between a stream's
- *   bursts, which would spare the thread hop? Tried in five variants,
- *   measured with `iperf3 -u -b 500M -l 1400` (translator CPU per GB,
- *   medians of interleaved runs): guest→host it saved 7–29 %; host→guest it
- *   was worse or no better in five of six comparisons, by up to 38 %.
- *   Waking at a burst's first datagram, the loop woke five times as often
- *   and wrote the guest smaller USO frames, where the idle wait's ~25 µs
- *   had let the burst gather. It also counts the rest of a burst as short
- *   idle periods, so the loop starts spinning inside a stream unless the
- *   spin threshold is raised past 0.85. The one variant without spinning,
- *   which was better both ways, doubled a ping-pong's median round trip.
- *   Kept as is.
+ * - **A stream's idle wait** is made on this thread instead: a blocking
+ *   `epoll_wait` whose timeout ends at the next timer or at the next yield
+ *   to Deno's event loop (every {@linkcode YIELD_INTERVAL_MS}), whichever
+ *   comes first; when that is under a millisecond away, the idle wait
+ *   above is made. Signals and child exits wait no longer than in a busy
+ *   loop, at most {@linkcode YIELD_INTERVAL_MS}. A stream wakes the loop
+ *   about a thousand times a second, and the thread hop cost ~15–25 µs of
+ *   CPU each time; a wake-up on this thread costs a few. Measured in the benchmark's UDP cells (iperf3 at
+ *   500 Mbit/s, five interleaved pairs against the loop without it):
+ *   guest→host 3.40 against 4.10 CPU s/GB (medians), host→guest 2.47
+ *   against 2.92; ping-pong and connect-and-close are never a stream and
+ *   never wait so.
+ *   Tried before gathering existed, in five variants, a blocking wait made
+ *   host→guest worse: woken at a burst's first datagram, the loop wrote the
+ *   guest five times as many, smaller, USO frames. The gathering pause now
+ *   lets the rest of the burst arrive first. Pausing *before* the first
+ *   turn of the burst instead of after it saved a little more CPU but
+ *   doubled the loss (0.41 / 0.56 % against 0.25 / 0.18 %): the burst's
+ *   head then waits in a socket buffer that its tail overflows.
  *
  * Timers are kept in a binary min-heap ordered by deadline, ties broken by
  * arming order. A {@linkcode Timer} is an object its owner keeps (e.g. one
@@ -204,6 +210,8 @@ export interface LoopStats {
   idleEndsStream: number;
   /** Pauses of {@linkcode STREAM_GATHER_US} to let a stream's burst gather. */
   gathers: number;
+  /** A stream's idle waits made on this thread (blocking, bounded by the next yield). */
+  streamWaits: number;
 }
 
 /** The reactor. One per thread that moves packets; see the module comment. */
@@ -218,6 +226,7 @@ export class Loop {
     idleEndsShort: 0,
     idleEndsStream: 0,
     gathers: 0,
+    streamWaits: 0,
   };
 
   readonly #epfd: number;
@@ -481,6 +490,12 @@ export class Loop {
         ) {
           n = sys.epollWait(this.#epfd, this.#ready, 0);
           if (!busy && n > 0) this.#idleEnded(n);
+        } else if (
+          !busy && this.#sameFdRun >= STREAM_RUN && now - times[LAST_YIELD] < YIELD_INTERVAL_MS - 1
+        ) {
+          this.stats.streamWaits++;
+          n = sys.epollWait(this.#epfd, this.#ready, this.#streamTimeout(now));
+          if (n > 0) this.#idleEnded(n);
         } else {
           this.stats.asyncWaits++;
           n = await sys.epollWaitAsync(this.#epfd, this.#ready, busy ? 0 : this.#idleTimeout(now));
@@ -545,6 +560,16 @@ export class Loop {
   /** Whether the loop spins after its next event; see the module comment. */
   get spins(): boolean {
     return this.#times[SHORT_SHARE] >= SPIN_SHARE_MIN;
+  }
+
+  /**
+   * How long a stream's idle wait may block this thread: until the next
+   * timer or the next yield to Deno's event loop, whichever is first (ms).
+   */
+  #streamTimeout(now: number): number {
+    const untilYield = Math.floor(YIELD_INTERVAL_MS - (now - this.#times[LAST_YIELD]));
+    const untilTimer = this.#idleTimeout(now);
+    return untilTimer < 0 ? untilYield : Math.min(untilTimer, untilYield);
   }
 
   /** Milliseconds until the next timer (rounded up), or -1 for none. */

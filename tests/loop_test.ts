@@ -292,6 +292,10 @@ Deno.test("a one-way stream from one fd, events tens of microseconds apart, stop
     ok(loop.stats.idleEndsStream > 0, `stream idle ends: ${loop.stats.idleEndsStream}`);
     ok(!loop.spins, "the loop no longer spins");
     ok(loop.stats.gathers > 0, `pauses to let the stream gather: ${loop.stats.gathers}`);
+    // Between bursts the loop waits on its own thread, handing the wait to
+    // another only to yield to Deno's event loop.
+    const { streamWaits, asyncWaits } = loop.stats;
+    ok(streamWaits > asyncWaits, `stream waits ${streamWaits}, async waits ${asyncWaits}`);
     sys.close(r);
     sys.close(w);
   }));
@@ -338,6 +342,7 @@ Deno.test("a relayed ping-pong (request on one fd, reply on another) is never ta
     ok(loop.stats.idleEnds >= 50, `idle ends: ${loop.stats.idleEnds}`);
     equal(loop.stats.idleEndsStream, 0, "every event came from the other fd than the last");
     equal(loop.stats.gathers, 0, "and the loop never paused");
+    equal(loop.stats.streamWaits, 0, "nor blocked its thread waiting");
     for (
       const fd of [requestR, requestW, forwardedR, forwardedW, replyR, replyW, returnedR, returnedW]
     ) {

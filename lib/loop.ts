@@ -537,7 +537,9 @@ export class Loop {
   #idleEnded(n: number): void {
     const t = this.#times;
     const short = performance.now() - t[LAST_ACTIVITY] <= SPIN_MS;
-    const oneFd = !this.#mixed && !this.#fromAnotherFd(n);
+    // The wake-up eventfd is never a stream: its events are work posted
+    // from Deno's event loop, which a blocking wait would hold up.
+    const oneFd = !this.#mixed && !this.#fromAnotherFd(n) && this.#lastType !== TYPE_WAKE;
     this.#mixed = false;
     this.#sameFdRun = oneFd ? this.#sameFdRun + 1 : 0;
     const stream = this.#sameFdRun >= STREAM_RUN;

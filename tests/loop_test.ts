@@ -300,6 +300,23 @@ Deno.test("a one-way stream from one fd, events tens of microseconds apart, stop
     sys.close(w);
   }));
 
+Deno.test("work posted from Deno's event loop, one post at a time, is never taken for a stream", () =>
+  withLoop(async (loop) => {
+    // Each post arrives through the wake-up eventfd, always the same fd; a
+    // blocking wait would hold up the timer that makes the next post.
+    let posts = 0;
+    const next = () =>
+      loop.post(() => {
+        if (++posts === 40) loop.stop("done");
+        else setTimeout(next, 0);
+      });
+    setTimeout(next, 0);
+    equal(await loop.run(), "done");
+    ok(loop.stats.idleEnds >= 30, `idle periods ended by a post: ${loop.stats.idleEnds}`);
+    equal(loop.stats.idleEndsStream, 0, "none of them a stream's");
+    equal(loop.stats.streamWaits, 0, "and the loop never blocked its thread waiting");
+  }));
+
 Deno.test("a relayed ping-pong (request on one fd, reply on another) is never taken for a stream", () =>
   withLoop(async (loop) => {
     const blocking = sys.O_CLOEXEC;

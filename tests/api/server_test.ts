@@ -379,8 +379,11 @@ Deno.test("the socket appears at its path already listening, with its mode, stag
     conn.close();
     server.close();
 
-    // A directory so deep that only the path fits a socket address: bound there.
-    const deep = `${dir}/${"d".repeat(100 - dir.length - 10)}`;
+    // A directory so deep that only the path fits a socket address: bound
+    // there. 96 characters leave the path 105 (at most 107 fit), and the
+    // staging name at least 110 whatever the pid's digits (pids wrap at
+    // 32768 here: a 3-digit pid left it at 107 with the old depth of 91).
+    const deep = `${dir}/${"d".repeat(95 - dir.length)}`;
     Deno.mkdirSync(deep);
     const deepPath = `${deep}/api.sock`;
     ok(deepPath.length <= 107 && `${deep}/.tapir-${Deno.pid}.sock`.length > 107, deepPath);

@@ -77,11 +77,11 @@
  *   above is made. Signals and child exits wait no longer than in a busy
  *   loop, at most {@linkcode YIELD_INTERVAL_MS}. A stream wakes the loop
  *   about a thousand times a second, and the thread hop cost ~15–25 µs of
- *   CPU each time; a wake-up on this thread costs a few. Measured in the benchmark's UDP cells (iperf3 at
- *   500 Mbit/s, five interleaved pairs against the loop without it):
- *   guest→host 3.40 against 4.10 CPU s/GB (medians), host→guest 2.47
- *   against 2.92; ping-pong and connect-and-close are never a stream and
- *   never wait so.
+ *   CPU each time; a wake-up on this thread costs a few. Measured in the
+ *   benchmark's UDP cells (iperf3 at 500 Mbit/s, five interleaved pairs
+ *   against the loop without it): guest→host 3.40 against 4.10 CPU s/GB
+ *   (medians), host→guest 2.47 against 2.92; ping-pong and
+ *   connect-and-close are never a stream and never wait so.
  *   Tried before gathering existed, in five variants, a blocking wait made
  *   host→guest worse: woken at a burst's first datagram, the loop wrote the
  *   guest five times as many, smaller, USO frames. The gathering pause now

@@ -6,9 +6,11 @@
  * connections; the guest of `tapir ns` (its command) opens `count` of them
  * through the gateway mapping, spread over four ports, holds them, then
  * closes them all. tapir's resident set is read idle (before), with every
- * flow open (and its peak, VmHWM), and once its TCP flow count is back where
- * it started — how long that takes is reported too. The flow count and the
- * runtime's figures come from the control socket's `stats`.
+ * flow open (and its peak, VmHWM), once its TCP flow count is back where
+ * it started, and then each second until it is back near idle (the
+ * criterion: memory returns within the flow timeouts) — how long each takes
+ * is reported too. The flow count and the runtime's figures come from the
+ * control socket's `stats`.
  *
  * The count is 100 000, or what the machine's descriptor limit allows: each
  * of tapir, the server and the client holds one descriptor per flow, and
@@ -30,6 +32,18 @@ const FD_MARGIN = 500;
 const PORTS = [6001, 6002, 6003, 6004];
 /** How long the flows may take to go once closed. */
 const RETURN_LIMIT_S = 60;
+/**
+ * RSS counts as back to idle within this fraction of the idle figure: code
+ * pages the flows' paths touched stay resident, a few MiB.
+ */
+export const SETTLE_MARGIN = 0.05;
+/**
+ * How long the resident set may take to come back once the flows are gone.
+ * V8 collects the closed flows' objects in its own time (8-30 s measured
+ * when idle); the criterion allows the UDP timeout, 180 s, of which the
+ * benchmark waits this much.
+ */
+export const SETTLE_LIMIT_S = 60;
 
 /** One run's outcome, or why there is none. */
 export type FlowsRun = {
@@ -45,6 +59,13 @@ export type FlowsRun = {
   readonly peakMiB: number;
   /** Seconds from the close until the flow count was back to idle. */
   readonly returnS: number;
+  /**
+   * Seconds from then until the resident set was within {@linkcode SETTLE_MARGIN}
+   * of idle, or null if it was not within the run's limit; and the
+   * resident set then (MiB).
+   */
+  readonly settleS: number | null;
+  readonly settledMiB: number;
 } | { readonly error: string };
 
 /** Every run, and the count aimed for on this machine. */
@@ -53,6 +74,8 @@ export interface FlowsResults {
   readonly count: number;
   /** Why it is less than {@linkcode FLOWS_TARGET}, or null. */
   readonly limitedBy: string | null;
+  /** Seconds each run waits for the resident set to settle (see {@linkcode flowsRun}). */
+  readonly settleLimitS: number;
   readonly runs: FlowsRun[];
 }
 
@@ -105,8 +128,16 @@ async function until<T>(what: string, limitMs: number, probe: () => Promise<T | 
   }
 }
 
-/** Runs the scenario once with `count` flows. */
-export async function flowsRun(env: HostEnv, mainTs: string, count: number): Promise<FlowsRun> {
+/**
+ * Runs the scenario once with `count` flows, waiting at most `settleLimitS`
+ * for the resident set to come back once they are gone.
+ */
+export async function flowsRun(
+  env: HostEnv,
+  mainTs: string,
+  count: number,
+  settleLimitS: number = SETTLE_LIMIT_S,
+): Promise<FlowsRun> {
   const dir = await Deno.makeTempDir({ dir: env.dir, prefix: "flows-" });
   const sock = `${dir}/api.sock`;
   const peer = new URL("./flows_peer.ts", import.meta.url).pathname;
@@ -153,6 +184,19 @@ export async function flowsRun(env: HostEnv, mainTs: string, count: number): Pro
       return s.flows <= idle.flows ? s : null;
     });
     const returnS = (performance.now() - closedAt) / 1000;
+    const goneAt = performance.now();
+    let settled = after.rssMiB;
+    let settleS: number | null = null;
+    for (;;) {
+      const waited = (performance.now() - goneAt) / 1000;
+      if (settled <= idleState.rssMiB * (1 + SETTLE_MARGIN)) {
+        settleS = waited;
+        break;
+      }
+      if (waited >= settleLimitS) break;
+      await sleep(1000);
+      settled = (await tapirState(sock)).rssMiB;
+    }
     return {
       count,
       openS: opened.seconds,
@@ -161,6 +205,8 @@ export async function flowsRun(env: HostEnv, mainTs: string, count: number): Pro
       afterMiB: after.rssMiB,
       peakMiB: await peakMiB(tapir.pid),
       returnS,
+      settleS,
+      settledMiB: settled,
     };
   } catch (err) {
     return { error: (err as Error).message };

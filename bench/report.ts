@@ -17,7 +17,7 @@ import type { StreamRscResults, StreamRscRun } from "./rsc_stream.ts";
 import type { BackendResults, BackendRun } from "./vhost_backend.ts";
 import type { QemuResults, QemuRun } from "./qemu_guest.ts";
 import { API_POLLERS, type ApiLoadResults } from "./api_load.ts";
-import { FLOWS_TARGET, type FlowsResults } from "./flows_scale.ts";
+import { FLOWS_TARGET, type FlowsResults, SETTLE_MARGIN } from "./flows_scale.ts";
 import type { EngineStartupResults } from "./engine_startup.ts";
 import { IDLE_SETTLE_MS } from "./session.ts";
 import {
@@ -622,13 +622,16 @@ function flowsSection(r: FlowsResults | null): string {
     return s === null ? "not measured" : formatSummary(s, digits);
   };
   const count = r.count.toLocaleString("en-US");
+  const unsettled = ok.filter((x) => x.settleS === null).length;
+  const margin = `${SETTLE_MARGIN * 100} %`;
   return `
 ## Many TCP flows
 
 tapir's memory with ${count} TCP connections open at once: the guest of one \`tapir ns\` opens them
 through the gateway mapping to a server on host loopback (\`bench/flows_peer.ts\`, over four ports),
 holds them, then closes them all. Resident set from the control socket's \`stats\` (idle before, with
-every flow open, and once the flow count is back to idle), peak from \`VmHWM\`.${
+every flow open, once the flow count is back to idle, and then each second until it is within
+${margin} of idle, for at most ${r.settleLimitS} s), peak from \`VmHWM\`.${
     r.limitedBy ? ` Fewer than ${FLOWS_TARGET.toLocaleString("en-US")}: ${r.limitedBy}.` : ""
   }
 
@@ -641,6 +644,10 @@ every flow open, and once the flow count is back to idle), peak from \`VmHWM\`.$
 | peak (VmHWM), MiB | ${cell((x) => x.peakMiB, 1)} |
 | RSS once they are gone, MiB | ${cell((x) => x.afterMiB, 1)} |
 | seconds until the TCP flow count was back to idle | ${cell((x) => x.returnS, 1)} |
+| then seconds until RSS was within ${margin} of idle | ${
+    cell((x) => x.settleS ?? r.settleLimitS, 1)
+  }${unsettled ? ` (not within ${r.settleLimitS} s in ${unsettled} of ${ok.length} runs)` : ""} |
+| RSS then, MiB | ${cell((x) => x.settledMiB, 1)} |
 ${errors.length ? `\nRuns that failed: ${errors.join("; ")}\n` : ""}`;
 }
 

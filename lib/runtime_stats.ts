@@ -19,6 +19,18 @@
  * it is stopped, so {@linkcode RuntimeStats.drain} (once a second, from the
  * reactor) folds the records into totals and starts it afresh.
  *
+ * **Giving memory back.** Memory freed with `free()` stays in the process:
+ * glibc returns an arena's pages only from its top, and only above a
+ * threshold that rises to the largest block it ever unmapped — the flow
+ * table's arrays are megabytes. Measured with 19 500 TCP flows opened and
+ * closed: once V8 had collected their objects, malloc's arenas still held
+ * 14 MiB more than when idle, for good; with the flows open, 7 MiB of them
+ * were already free. {@linkcode MallocTrimmer} calls `malloc_trim(0)` once a
+ * second while flows come and go and for {@linkcode MALLOC_TRIM_WINDOW_MS}
+ * after the count last changed (V8 frees what the closed flows' objects held
+ * only when it collects them, 8–30 s later when idle), never on a quiet
+ * tapir. A call takes 10–350 µs (measured with arenas of 1–150 MiB).
+ *
  * @module
  */
 
@@ -59,6 +71,42 @@ interface V8Module {
 interface GcProfiler {
   start(): void;
   stop(): { statistics?: { cost: number }[] } | undefined;
+}
+
+/** How long after the flow count last changed {@linkcode MallocTrimmer} goes on trimming. */
+export const MALLOC_TRIM_WINDOW_MS = 60_000;
+
+/** Counters of {@linkcode MallocTrimmer}. */
+export interface MallocTrimStats {
+  /** Calls of `malloc_trim`. */
+  trims: number;
+  /** Of those, calls that gave memory back to the kernel. */
+  released: number;
+}
+
+/** Hands malloc's free pages back to the kernel while flows come and go; see the module comment. */
+export class MallocTrimmer {
+  /** Counters, for the statistics report. */
+  readonly stats: MallocTrimStats = { trims: 0, released: 0 };
+  readonly #trim: () => number;
+  #live = -1;
+  #changedMs = -Infinity;
+
+  /** `trim` is `malloc_trim(0)` (`sys.mallocTrim`): 1 if memory was released. */
+  constructor(trim: () => number) {
+    this.#trim = trim;
+  }
+
+  /** Once a second: the clock (ms) and the flows live now. */
+  tick(nowMs: number, live: number): void {
+    if (live !== this.#live) {
+      this.#live = live;
+      this.#changedMs = nowMs;
+    }
+    if (nowMs - this.#changedMs > MALLOC_TRIM_WINDOW_MS) return;
+    this.stats.trims++;
+    if (this.#trim() === 1) this.stats.released++;
+  }
 }
 
 /** Runtime statistics of this process; see the module comment. */

@@ -27,7 +27,7 @@ import { TcpListeners } from "./l4/tcp_listen.ts";
 import { TcpSplice } from "./l4/tcp_splice.ts";
 import { Udp } from "./l4/udp.ts";
 import { guardInspectorSignal } from "./inspector_guard.ts";
-import { type RuntimeReport, RuntimeStats } from "./runtime_stats.ts";
+import { MallocTrimmer, type RuntimeReport, RuntimeStats } from "./runtime_stats.ts";
 import { logDebug, logEnabled, logInfo, LogLevel } from "./log.ts";
 import { countersDiff, type CountersSnapshot, StatsRegistry } from "./stats.ts";
 import { Loop } from "./loop.ts";
@@ -176,6 +176,7 @@ export class Tapir {
   backendError = 0;
   #tapType = -1;
   readonly #runtime = new RuntimeStats();
+  readonly #trimmer = new MallocTrimmer(sys.mallocTrim);
   /** Loop turn of the last read from the backend, and how many frames it got. */
   #readTurn = -2;
   #readCount = 0;
@@ -239,6 +240,7 @@ export class Tapir {
     r.add("input", this.input.stats, { drop: WIRE_DROP_LABELS });
     r.add("tap", this.tap.stats);
     r.add("flow", () => ({ live: this.flows.live, allocFailures: this.flows.allocFailures }));
+    r.add("malloc", this.#trimmer.stats);
     r.add("ping", this.ping.stats);
     r.add("tcp", this.tcp.stats);
     if (rsc !== null) r.add("rsc", rsc.stats);
@@ -297,11 +299,12 @@ export class Tapir {
     Deno.addSignalListener("SIGUSR2", usr2);
     loop.onStop(() => Deno.removeSignalListener("SIGUSR2", usr2));
     guardInspectorSignal(loop);
-    const drainGc = () => {
+    const everySecond = () => {
       this.#runtime.drain();
-      loop.after(1000, drainGc);
+      this.#trimmer.tick(performance.now(), this.flows.live);
+      loop.after(1000, everySecond);
     };
-    loop.after(1000, drainGc);
+    loop.after(1000, everySecond);
   }
 
   /**

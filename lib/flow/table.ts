@@ -344,6 +344,7 @@ export class FlowTable {
 
   readonly #byState = new Uint32Array(STATE_COUNT);
   readonly #byType = new Uint32Array(TYPE_COUNT);
+  readonly #resizeListeners: ((size: number) => void)[] = [];
 
   /** Creates an empty table for `capacity` flows. */
   constructor(capacity: number = FLOW_DEFAULT_CAPACITY, opts: FlowTableOptions = {}) {
@@ -372,6 +373,16 @@ export class FlowTable {
   /** Slots the table holds now: grows with the flows in use, up to {@linkcode capacity}. */
   get size(): number {
     return this.#size;
+  }
+
+  /**
+   * Calls `fn` with the slot count now and after every resize, so arrays a
+   * protocol keeps per flow index grow and shrink with the table: every
+   * flow's index is below {@linkcode size}.
+   */
+  onResize(fn: (size: number) => void): void {
+    this.#resizeListeners.push(fn);
+    fn(this.#size);
   }
 
   /**
@@ -432,6 +443,7 @@ export class FlowTable {
         this.#buckets[b] = sidx;
       }
     });
+    for (const fn of this.#resizeListeners) fn(size);
   }
 
   /**

@@ -342,9 +342,6 @@ const F_SEQ_GAP_ASKED = 2;
 const F64_STRIDE = 3;
 /** Bytes of addresses per connection: ours, then the guest's (IPv4 mapped). */
 const ADDRS_STRIDE = 32;
-/** Connections the columns hold at first; they double as flow indices grow. */
-const COLUMNS_INITIAL = 1024;
-
 /**
  * The numbers of every connection that an object field would box, in
  * typed arrays indexed by flow: sequence numbers and IPv4 addresses (u32,
@@ -352,26 +349,26 @@ const COLUMNS_INITIAL = 1024;
  * (doubles), and the addresses (a `Uint8Array` of its own costs ~0.5 KiB of
  * resident memory with its buffer). Measured with 100 000 connections, an
  * object carrying all of these plus a timer closure took 1.65 KiB of RSS
- * each; with the columns, 0.47. Grown by doubling with the highest flow
- * index seen, never shrunk (the flow table does the same).
+ * each; with the columns, 0.47. They hold as many connections as the flow
+ * table has slots ({@linkcode FlowTable.onResize}), so they shrink with it
+ * once the connections are gone.
  */
 class TcpColumns {
-  u32 = new Uint32Array(COLUMNS_INITIAL * U32_STRIDE);
-  f64 = new Float64Array(COLUMNS_INITIAL * F64_STRIDE);
-  addrs = new Uint8Array(COLUMNS_INITIAL * ADDRS_STRIDE);
-  #count = COLUMNS_INITIAL;
+  u32 = new Uint32Array(0);
+  f64 = new Float64Array(0);
+  addrs = new Uint8Array(0);
+  #count = 0;
 
-  /** Makes room for flow `index`. */
-  ensure(index: number): void {
-    if (index < this.#count) return;
-    let n = this.#count;
-    while (n <= index) n *= 2;
+  /** Holds `n` connections, keeping those below `n`. */
+  fit(n: number): void {
+    if (n === this.#count) return;
+    const keep = Math.min(n, this.#count);
     const u32 = new Uint32Array(n * U32_STRIDE);
-    u32.set(this.u32);
+    u32.set(this.u32.subarray(0, keep * U32_STRIDE));
     const f64 = new Float64Array(n * F64_STRIDE);
-    f64.set(this.f64);
+    f64.set(this.f64.subarray(0, keep * F64_STRIDE));
     const addrs = new Uint8Array(n * ADDRS_STRIDE);
-    addrs.set(this.addrs);
+    addrs.set(this.addrs.subarray(0, keep * ADDRS_STRIDE));
     this.u32 = u32;
     this.f64 = f64;
     this.addrs = addrs;
@@ -457,7 +454,6 @@ class TcpConn extends Timer {
     this.v6 = v6;
     this.tapSide = tapSide;
     this.#cols = cols;
-    cols.ensure(index);
     cols.u32.fill(0, index * U32_STRIDE, (index + 1) * U32_STRIDE);
     const f = index * F64_STRIDE;
     cols.f64[f + F_LAST_MS] = cols.f64[f + F_START_MS] = performance.now();
@@ -668,6 +664,7 @@ export class Tcp {
     this.#tap = tap;
     this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("tcp", (index, events) => this.#sockReady(index, events));
+    flows.onResize((size) => this.#cols.fit(size));
     flows.setHandlers(FlowType.TCP, {
       deferred: (index) => this.#deferred(index),
       timer: (index, now) => this.#flowTimer(index, now),

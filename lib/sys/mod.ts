@@ -128,6 +128,7 @@ const LIBC = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -972,4 +973,13 @@ export function signalHandlerAt(signo: number, addr: number): boolean {
  */
 export function munmap(m: Mapping): number {
   return ret(C.munmap(Deno.UnsafePointer.create(BigInt(m.addr)), m.bytes.byteLength));
+}
+
+/**
+ * glibc's malloc_trim(3) with no padding: every malloc arena's free pages go
+ * back to the kernel, not only those at an arena's top. 1 if any memory was
+ * released, 0 if none.
+ */
+export function mallocTrim(): number {
+  return C.malloc_trim(0);
 }

@@ -346,10 +346,14 @@ Deno.test("the table grows with the flows in use up to its capacity, and shrinks
   const table = new FlowTable(6000, { hashKey: KEY });
   table.setHandlers(FlowType.TCP, { timer: () => false });
   equal(table.size, FLOW_INITIAL_SLOTS, "starts small");
+  const sizes: number[] = [];
+  table.onResize((size) => sizes.push(size));
+  deepEqual(sizes, [FLOW_INITIAL_SLOTS], "a listener hears the size at once");
   const index = new Map<number, number>();
   for (let port = 1; port <= 6000; port++) index.set(port, open(table, port));
   equal(table.size, 6000, "doubled until the capacity");
   equal(table.alloc(), -1, "and no further");
+  deepEqual(sizes, [1024, 2048, 4096, 6000], "and each resize");
   for (const [port, i] of index) {
     equal(i, port - 1, "entries never move");
     const [ini, tgt] = sides(port);
@@ -373,6 +377,7 @@ Deno.test("the table grows with the flows in use up to its capacity, and shrinks
   for (let pass = 0; pass < 5; pass++) table.deferredPass(now += 1000);
   equal(table.live, 300);
   equal(table.size, FLOW_INITIAL_SLOTS, "halved step by step back to the start");
+  deepEqual(sizes.slice(4), [3000, 1500, 1024], "the listener heard the halving too");
   equal(table.bytesFrom[flowSidx(10, 0)], 77, "kept across resizes");
   for (const [port, i] of index) {
     const [ini, tgt] = sides(port);

@@ -340,6 +340,9 @@ const F_LAST_MS = 0;
 const F_START_MS = 1;
 const F_SEQ_GAP_ASKED = 2;
 const F64_STRIDE = 3;
+/** `TcpConn.epollMask` of a socket not in epoll: all bits, a mask never wanted. */
+const EPOLL_UNREGISTERED = -1;
+
 /** Bytes of addresses per connection: ours, then the guest's (IPv4 mapped). */
 const ADDRS_STRIDE = 32;
 /**
@@ -390,8 +393,11 @@ class TcpConn extends Timer {
   readonly tapSide: 0 | 1;
   events = 0;
   flags = 0;
-  /** Events mask currently registered with epoll (-1: not registered). */
-  epollMask = -1;
+  /**
+   * Events mask currently registered with epoll, as a signed 32-bit value
+   * (see `Tcp.#wantedMask`), or {@linkcode EPOLL_UNREGISTERED}.
+   */
+  epollMask = EPOLL_UNREGISTERED;
   /** The guest's receive window in bytes (scaled). */
   wndFromTap = 0;
   /** The guest's window scale shift (0 without scaling). */
@@ -717,15 +723,18 @@ export class Tcp {
   #wantedMask(c: TcpConn): number {
     if (c.has(TcpEv.CLOSED)) return 0;
     if (c.has(TcpEv.TAP_SYN_RCVD) && !c.has(TcpEv.TAP_SYN_ACK_SENT)) return sys.EPOLLOUT;
+    // A signed 32-bit value (EPOLLET is bit 31), like `epollMask`: as an
+    // unsigned one, above V8's small integers, every return was a heap
+    // number, and so was the field of every connection.
     let mask = sys.EPOLLIN | sys.EPOLLRDHUP | sys.EPOLLET;
     if (c.flags & TcpFl.WRITE_BLOCKED) mask |= sys.EPOLLOUT;
-    return mask >>> 0; // EPOLLET is bit 31: keep the mask unsigned (-1 means "not registered")
+    return mask;
   }
 
   #updateEpoll(index: number, c: TcpConn): void {
     const mask = this.#wantedMask(c);
     if (mask === c.epollMask || c.fd < 0) return;
-    const rc = c.epollMask < 0
+    const rc = c.epollMask === EPOLL_UNREGISTERED
       ? this.#loop.add(c.fd, mask, this.#fdType, index)
       : this.#loop.modify(c.fd, mask, this.#fdType, index);
     if (rc < 0) this.#flows.log(index, LogLevel.error, `epoll_ctl: ${sys.errnoName(-rc)}`);

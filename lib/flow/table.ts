@@ -176,7 +176,10 @@ export class FlowSide {
   /** Our port on this interface. */
   oport = 0;
 
-  /** Sets everything; IPv4 addresses as u32 numbers. Returns this. */
+  /**
+   * Sets everything; IPv4 addresses as 32-bit numbers, unsigned or signed
+   * (`Ip4Packet.srcBits`): the words keep the bits. Returns this.
+   */
   set4(pif: Pif, eaddr: number, eport: number, oaddr: number, oport: number): this {
     this.pif = pif;
     addrWords4(this.eaddr, eaddr);

@@ -115,7 +115,7 @@ export class Ping {
 
   /** An ICMP echo request from the guest (checksum already verified). */
   request4(ip: Ip4Packet, icmp: IcmpPacket): void {
-    const key = this.#key.set4(Pif.TAP, ip.src, icmp.ident, ip.dst, 0);
+    const key = this.#key.set4(Pif.TAP, ip.srcBits, icmp.ident, ip.dstBits, 0);
     let sidx = this.#flows.lookup(IpProto.Icmp, key);
     if (sidx < 0) {
       const target = natFromTap4(this.#net, ip.dst);

@@ -45,7 +45,11 @@ export interface GuestEndpoints {
   /** Source (ours, as the guest sees it) at `addrsOff`, destination (the guest) 16 on; IPv4 mapped. */
   readonly addrs: Uint8Array;
   readonly addrsOff: number;
-  /** IPv4 source and destination as u32 numbers. */
+  /**
+   * IPv4 source and destination as 32-bit numbers, unsigned or signed:
+   * only their bits are written (signed ones are never heap numbers; see
+   * `Ip4Packet.srcBits`).
+   */
   readonly src4: number;
   readonly dst4: number;
 }
@@ -63,7 +67,8 @@ export class GuestHeaders {
 
   /**
    * Writes Ethernet + IPv4 headers at `buf[off..]` for a packet of `proto`
-   * with `payloadLen` bytes after the IP header, from `src` to `dst` (u32).
+   * with `payloadLen` bytes after the IP header, from `src` to `dst` (32-bit
+   * numbers, unsigned or signed).
    * Returns the offset where the payload starts.
    */
   emit4(

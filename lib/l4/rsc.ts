@@ -133,7 +133,10 @@ class RscChain implements TcpMerged {
   upperOff = 0;
   /** The tail of the head's frame, if its payload is in one. */
   tail: FrameTail | null = null;
-  /** The connection: IPv4 addresses as numbers, or offsets of IPv6 ones in the head's buffer. */
+  /**
+   * The connection: IPv4 addresses as signed 32-bit numbers
+   * (`Ip4Packet.srcBits`), or offsets of IPv6 ones in the head's buffer.
+   */
   src4 = 0;
   dst4 = 0;
   sport = 0;
@@ -218,7 +221,7 @@ export class Rsc {
     for (let i = 0; i < this.#openCount; i++) {
       const c = open[i];
       if (
-        !c.v6 && c.src4 === ip.src && c.dst4 === ip.dst && c.sport === seg.srcPort &&
+        !c.v6 && c.src4 === ip.srcBits && c.dst4 === ip.dstBits && c.sport === seg.srcPort &&
         c.dport === seg.dstPort
       ) {
         chain = c;
@@ -232,8 +235,8 @@ export class Rsc {
     fresh.v6 = false;
     fresh.ip4.wrap(ip.buf, ip.off, ip.len);
     fresh.seg.wrap(seg.buf, seg.off, seg.len);
-    fresh.src4 = ip.src;
-    fresh.dst4 = ip.dst;
+    fresh.src4 = ip.srcBits;
+    fresh.dst4 = ip.dstBits;
   }
 
   /** A TCP segment over IPv6 (TCP at `upperOff`) from the dispatcher. */

@@ -515,15 +515,19 @@ class TcpConn extends Timer {
   set seqWndEdge(v: number) {
     this.#cols.u32[this.index * U32_STRIDE + U_SEQ_WND_EDGE] = v;
   }
-  /** IPv4 source (ours) and destination (the guest) as u32 numbers. */
+  /**
+   * IPv4 source (ours) and destination (the guest), read as signed 32-bit
+   * numbers: each frame to the guest passes them on, and an unsigned one from
+   * 128.0.0.0 up was a heap number per frame (see `Ip4Packet.srcBits`).
+   */
   get src4(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SRC4];
+    return this.#cols.u32[this.index * U32_STRIDE + U_SRC4] | 0;
   }
   set src4(v: number) {
     this.#cols.u32[this.index * U32_STRIDE + U_SRC4] = v;
   }
   get dst4(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_DST4];
+    return this.#cols.u32[this.index * U32_STRIDE + U_DST4] | 0;
   }
   set dst4(v: number) {
     this.#cols.u32[this.index * U32_STRIDE + U_DST4] = v;
@@ -990,7 +994,7 @@ export class Tcp {
     merged: TcpMerged | null = null,
     tail: FrameTail | null = null,
   ): void {
-    const key = this.#key.set4(Pif.TAP, ip.src, seg.srcPort, ip.dst, seg.dstPort);
+    const key = this.#key.set4(Pif.TAP, ip.srcBits, seg.srcPort, ip.dstBits, seg.dstPort);
     const sidx = this.#flows.lookup(IpProto.Tcp, key);
     if (sidx >= 0) return this.#segment(sidxFlow(sidx), seg, merged, tail);
     if ((seg.flags & (TcpFlag.Syn | TcpFlag.Ack | TcpFlag.Rst)) !== TcpFlag.Syn) {

@@ -283,7 +283,7 @@ export class Udp {
    * socket from there.
    */
   fromTap4(ip: Ip4Packet, d: UdpPacket, gsoSize = 0, tail: FrameTail | null = null): void {
-    const key = this.#key.set4(Pif.TAP, ip.src, d.srcPort, ip.dst, d.dstPort);
+    const key = this.#key.set4(Pif.TAP, ip.srcBits, d.srcPort, ip.dstBits, d.dstPort);
     let sidx = this.#flows.lookup(IpProto.Udp, key);
     if (sidx < 0) {
       tail?.gather(ip.buf); // an ICMP error would quote the datagram

@@ -17,7 +17,16 @@
  */
 
 import { ip4HeaderChecksumFill, ip4HeaderChecksumOk } from "./checksum.ts";
-import { emitSpace, EMPTY_BYTES, get16, get32, set16, set32, WireError } from "./wire.ts";
+import {
+  emitSpace,
+  EMPTY_BYTES,
+  get16,
+  get32,
+  get32Signed,
+  set16,
+  set32,
+  WireError,
+} from "./wire.ts";
 
 // RFC 791 §3.1, Internet Header Format:
 //  0                   1                   2                   3
@@ -184,6 +193,20 @@ export class Ip4Packet {
   /** Offset of the source address in {@linkcode buf}. */
   get srcOffset(): number {
     return this.off + F.src;
+  }
+  /**
+   * The source address as a signed 32-bit integer: the bits of
+   * {@linkcode src}, never a heap number (see `get32Signed`). For flow keys,
+   * checksums and comparisons on the per-packet path, where an unsigned
+   * address from 128.0.0.0 up was one allocation per datagram (measured: 86 %
+   * of all that tapir allocated during a guest→host UDP stream).
+   */
+  get srcBits(): number {
+    return get32Signed(this.buf, this.off + F.src);
+  }
+  /** The destination address as a signed 32-bit integer; see {@linkcode srcBits}. */
+  get dstBits(): number {
+    return get32Signed(this.buf, this.off + F.dst);
   }
   /** Offset of the destination address in {@linkcode buf}. */
   get dstOffset(): number {

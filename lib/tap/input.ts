@@ -298,7 +298,7 @@ export class TapInput {
         if (e !== 0) return this.#drop(e);
         if (!this.#partial) {
           this.#whole();
-          if (!seg.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
+          if (!seg.checksumOk4(ip.srcBits, ip.dstBits)) return this.#drop(WireError.BadChecksum);
         }
         if (!this.#gsoOk(GsoType.TCPV4, seg.payloadLen)) return;
         this.stats.toTcp++;
@@ -311,7 +311,7 @@ export class TapInput {
         if (e !== 0) return this.#drop(e);
         if (!this.#partial) {
           this.#whole();
-          if (!udp.checksumOk4(ip.src, ip.dst)) return this.#drop(WireError.BadChecksum);
+          if (!udp.checksumOk4(ip.srcBits, ip.dstBits)) return this.#drop(WireError.BadChecksum);
         }
         if (!this.#gsoOk(GsoType.UDP_L4, udp.payloadLen)) return;
         if (this.#gsoSize === 0 && udp.dstPort === DHCP_SERVER_PORT) {

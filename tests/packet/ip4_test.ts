@@ -198,3 +198,19 @@ Deno.test("ip4: build → parse round trip", () => {
     deepEqual(ip4Parse(p, back), r);
   }
 });
+
+Deno.test("srcBits and dstBits are the addresses' bits as signed 32-bit integers", () => {
+  const buf = new Uint8Array(20);
+  const r = ip4ReprNew();
+  r.src = 0xc0000202; // 192.0.2.2: unsigned, above 2^31
+  r.dst = 0x0a000201; // 10.0.2.1: below
+  r.proto = 17;
+  r.payloadLen = 0;
+  ip4Emit(buf, 0, r);
+  const ip = mustWrap(buf, 0);
+  equal(ip.src, 0xc0000202);
+  equal(ip.srcBits, 0xc0000202 | 0);
+  ok(ip.srcBits < 0, "a signed integer");
+  equal(ip.srcBits >>> 0, ip.src, "the same bits");
+  equal(ip.dstBits, ip.dst, "below 2^31 both forms are one number");
+});

@@ -153,7 +153,7 @@ export function set16(buf: Uint8Array, off: number, v: number): void {
 
 /** Reads a big-endian u32 at `off` (as an unsigned number). */
 export function get32(buf: Uint8Array, off: number): number {
-  return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
+  return get32Signed(buf, off) >>> 0;
 }
 
 /**

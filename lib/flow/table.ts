@@ -11,19 +11,23 @@
  * IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one code path serves both families.
  *
  * **Storage.** Fields live in typed arrays indexed by flow number — no
- * object per flow — about 170 bytes a slot. The table's *capacity* (default
- * 131072, `--max-flows`) bounds the flows tracked at once, but the arrays
- * hold only the slots in use: the table starts with
- * {@linkcode FLOW_INITIAL_SLOTS}, doubles when every slot is taken, and
- * halves again once the upper half has emptied (checked in the timer pass,
- * with slack so a count near a boundary does not make it resize back and
- * forth). A resize copies the arrays and re-enters the hashed sides into a
- * bucket array of the new size: O(slots), paid once per doubling. So an idle
- * tapir holds a small table, and a full one is a few tens of MiB that go
- * back once the flows have closed. Everything a hash lookup compares
- * for one side (its hash, pif and protocol, ports, both addresses) sits in
- * one 64-byte record, a single cache line, because with 100 000 flows every
- * lookup's memory accesses are cache misses and their number sets the cost.
+ * object per flow — about 185 bytes a slot. The table's *capacity* (default
+ * 131072, `--max-flows`) bounds the flows tracked at once. The arrays are
+ * mapped once for the whole capacity but hold memory only where written
+ * (`slots.ts`), and allocation keeps live flows packed at the low end, so
+ * what is resident follows the highest slot in use, never moves and is
+ * never copied. The table's *size* is the part of it in play: it starts
+ * with {@linkcode FLOW_INITIAL_SLOTS}, doubles when every slot is taken,
+ * and halves again once the upper half has emptied (checked in the timer
+ * pass, with slack so a count near a boundary does not make it resize
+ * back and forth). A resize re-enters the hashed sides into a bucket array
+ * of the new size, O(slots), paid once per doubling, and a halving gives
+ * the upper half's pages back. So an idle tapir holds a small table, and a
+ * full one is a few tens of MiB that go back once the flows have closed.
+ * Everything a hash lookup compares for one side (its hash, pif and
+ * protocol, ports, both addresses) sits in one 64-byte record, a single
+ * cache line, because with 100 000 flows every lookup's memory accesses
+ * are cache misses and their number sets the cost.
  * Protocol-specific data (a TCP connection's sequence numbers, a socket fd)
  * hangs off {@linkcode FlowTable.data}, reachable only once the flow is TYPED.
  *
@@ -77,8 +81,8 @@
 
 import { formatIp4, formatIp6 } from "../addr.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
-import { addrOf } from "../sys/structs.ts";
 import { halfSipHash, type SipKey, sipKeyRandom } from "./siphash.ts";
+import { SlotMemory } from "./slots.ts";
 
 /** Life-cycle states; see the module comment for what each allows. */
 export const FlowState = { FREE: 0, NEW: 1, INI: 2, TGT: 3, TYPED: 4, ACTIVE: 5 } as const;
@@ -289,17 +293,6 @@ const S_EADDR = 3; // 4 words
 const S_OADDR = 7; // 4 words
 const S_KEY_WORDS = 10; // META through the last OADDR word
 
-/**
- * A zeroed Uint32Array of `words` whose first byte is 64-byte aligned, so
- * each 64-byte side record is exactly one cache line (an unaligned record
- * spans two, and a lookup pays two misses).
- */
-function cacheAlignedWords(words: number): Uint32Array {
-  const raw = new ArrayBuffer(words * 4 + 64);
-  const pad = (64 - (addrOf(new Uint8Array(raw)) % 64)) % 64;
-  return new Uint32Array(raw, pad, words);
-}
-
 function ctz32(x: number): number {
   return 31 - Math.clz32(x & -x);
 }
@@ -314,16 +307,19 @@ export class FlowTable {
    * Payload bytes each side of each flow sent that tapir passed on, at the
    * side's sidx: `bytesFrom[flowSidx(i, 0)]` went from the initiator to the
    * target. The protocols add to it where they count their own byte
-   * counters; it is zeroed when the slot is allocated. A resize replaces
-   * the array: index it through the table each time, never keep it.
+   * counters; it is zeroed when the slot is allocated.
    */
-  bytesFrom: Float64Array;
-  #bornMs: Float64Array;
+  readonly bytesFrom: Float64Array;
+  readonly #bornMs: Float64Array;
 
-  #state: Uint8Array;
-  #type: Uint8Array;
-  #side: Uint32Array; // SIDE_WORDS per side
-  #hashed: Uint8Array; // bit per side
+  /** Where the per-slot arrays live (see `slots.ts`): made once, for the capacity. */
+  readonly #mem: SlotMemory;
+  readonly #state: Uint8Array;
+  readonly #type: Uint8Array;
+  readonly #side: Uint32Array; // SIDE_WORDS per side
+  readonly #hashed: Uint8Array; // bit per side
+  readonly #pendingFlag: Uint8Array;
+  readonly #pending: Int32Array;
   readonly #data: unknown[] = [];
   /** Slots the arrays hold now (≤ capacity); see the module comment. */
   #size = 0;
@@ -340,8 +336,6 @@ export class FlowTable {
   readonly #keyWords = new Uint32Array(S_KEY_WORDS); // lookup scratch
 
   readonly #handlers: FlowTypeHandlers[] = [];
-  #pendingFlag: Uint8Array;
-  #pending: Int32Array;
   #pendingCount = 0;
   #nextTimerMs = 0;
 
@@ -357,18 +351,19 @@ export class FlowTable {
     this.capacity = capacity;
     this.#key = opts.hashKey ?? sipKeyRandom();
     this.#byState[FlowState.FREE] = capacity;
-    this.#state =
-      this.#type =
-      this.#hashed =
-      this.#pendingFlag =
-        new Uint8Array(0);
-    this.#side =
-      this.#used =
-      this.#fullWords =
-      this.#nonEmptyWords =
-        new Uint32Array(0);
-    this.bytesFrom = this.#bornMs = new Float64Array(0);
-    this.#buckets = this.#pending = new Int32Array(0);
+    // state, type, side records, hashed, bytesFrom, bornMs, pendingFlag, pending.
+    const mem = new SlotMemory(capacity, [1, 1, 2 * SIDE_WORDS * 4, 1, 16, 8, 1, 4]);
+    this.#mem = mem;
+    this.#state = mem.view(Uint8Array, 0);
+    this.#type = mem.view(Uint8Array, 1);
+    this.#side = mem.view(Uint32Array, 2);
+    this.#hashed = mem.view(Uint8Array, 3);
+    this.bytesFrom = mem.view(Float64Array, 4);
+    this.#bornMs = mem.view(Float64Array, 5);
+    this.#pendingFlag = mem.view(Uint8Array, 6);
+    this.#pending = mem.view(Int32Array, 7);
+    this.#used = this.#fullWords = this.#nonEmptyWords = new Uint32Array(0);
+    this.#buckets = new Int32Array(0);
     this.#mask = 0;
     this.#resize(Math.min(capacity, FLOW_INITIAL_SLOTS));
   }
@@ -389,30 +384,14 @@ export class FlowTable {
   }
 
   /**
-   * Makes the arrays hold `size` slots, keeping every flow: all slots from
-   * `size` up must be FREE when shrinking. The hash is rebuilt for the new
-   * bucket count from the hashes the side records keep.
+   * Makes the table hold `size` slots, keeping every flow: all slots from
+   * `size` up must be FREE when shrinking, and their pages of the slot
+   * arrays go back to the kernel. The hash is rebuilt for the new bucket
+   * count from the hashes the side records keep.
    */
   #resize(size: number): void {
     const keep = Math.min(this.#size, size);
-    const copy = <T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(
-      old: T,
-      fresh: T,
-      per = 1,
-    ): T => {
-      fresh.set(old.subarray(0, keep * per));
-      return fresh;
-    };
-    this.#state = copy(this.#state, new Uint8Array(size));
-    this.#type = copy(this.#type, new Uint8Array(size));
-    this.#side = copy(this.#side, cacheAlignedWords(size * 2 * SIDE_WORDS), 2 * SIDE_WORDS);
-    this.#hashed = copy(this.#hashed, new Uint8Array(size));
-    this.bytesFrom = copy(this.bytesFrom, new Float64Array(size * 2), 2);
-    this.#bornMs = copy(this.#bornMs, new Float64Array(size));
-    this.#pendingFlag = copy(this.#pendingFlag, new Uint8Array(size));
-    const pending = new Int32Array(size);
-    pending.set(this.#pending.subarray(0, this.#pendingCount));
-    this.#pending = pending;
+    if (size < this.#size) this.#mem.release(size);
     this.#data.length = keep;
     for (let i = keep; i < size; i++) this.#data.push(undefined);
     this.#size = size;

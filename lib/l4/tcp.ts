@@ -130,6 +130,7 @@
 
 import { OutboundBind } from "./outbound.ts";
 import { FlowSide, flowSidx, type FlowTable, FlowType, Pif, sidxFlow } from "../flow/table.ts";
+import { SlotMemory } from "../flow/slots.ts";
 import { natFromTap4, natFromTap6 } from "../fwd.ts";
 import { log, logEnabled, LogLevel } from "../log.ts";
 import { type Loop, SPIN_MS, Timer } from "../loop.ts";
@@ -340,109 +341,103 @@ const F_LAST_MS = 0;
 const F_START_MS = 1;
 const F_SEQ_GAP_ASKED = 2;
 const F64_STRIDE = 3;
+/** `TcpColumns.i32` fields, per connection (stride {@linkcode I32_STRIDE}). */
+const I_FD = 0;
+const I_FLAGS = 1;
+const I_EPOLL_MASK = 2;
+const I_WND_FROM_TAP = 3;
+const I_WS_FROM_TAP = 4;
+const I_WS_TO_TAP = 5;
+const I_WND_TO_TAP = 6;
+const I_SND_ROOM = 7;
+const I_SND_ROOM_MEASURED = 8;
+const I_SPILL_LEN = 9;
+const I_SPILL_START = 10;
+const I_MSS = 11;
+const I_RETRIES = 12;
+const I_PROBES = 13;
+const I_DUP_ACKS = 14;
+const I_SPORT = 15;
+const I_DPORT = 16;
+const I_SENT_TURN = 17;
+const I_SENT_IN_TURN = 18;
+const I_BITS = 19; // B_* below
+const I32_STRIDE = 20;
+const B_V6 = 1;
+const B_TAP_SIDE = 2;
+const B_RESUME_PENDING = 4;
+const B_ACK_MAY_WAIT = 8;
+const B_ACK_WAITING = 16;
 /** `TcpConn.epollMask` of a socket not in epoll: all bits, a mask never wanted. */
 const EPOLL_UNREGISTERED = -1;
 
 /** Bytes of addresses per connection: ours, then the guest's (IPv4 mapped). */
 const ADDRS_STRIDE = 32;
 /**
- * The numbers of every connection that an object field would box, in
- * typed arrays indexed by flow: sequence numbers and IPv4 addresses (u32:
- * from 2^31 up past V8's 32-bit small integers, so a 16-byte heap number),
- * clocks (doubles), and the addresses (a `Uint8Array` of its own costs
- * ~0.5 KiB of resident memory with its buffer). Measured with 100 000 connections, an
- * object carrying all of these plus a timer closure took 1.65 KiB of RSS
- * each; with the columns, 0.47. They hold as many connections as the flow
- * table has slots ({@linkcode FlowTable.onResize}), so they shrink with it
- * once the connections are gone.
+ * The numbers of every connection, in typed arrays indexed by flow:
+ * sequence numbers and IPv4 addresses (u32: from 2^31 up past V8's 32-bit
+ * small integers, so a 16-byte heap number as an object's field), clocks
+ * (doubles, boxed too), the addresses (a `Uint8Array` of its own costs
+ * ~0.5 KiB of resident memory with its buffer), and every small integer
+ * and flag (`i32`). An object's field takes 8 bytes (no pointer
+ * compression in Deno's V8) and lives on the garbage-collected heap, whose
+ * size is a multiple of what is live; a column's takes 4 and lives here.
+ * Measured with 100 000 connections, an object carrying the boxed numbers
+ * plus a timer closure took 1.65 KiB of RSS each, and 0.47 with the u32,
+ * f64 and address columns. Moving the 24 small integers and flags too
+ * shrank the object from 33 fields to 9 (about 300 bytes to 110); with
+ * that and the slot memory below, the peak resident set with 19 500
+ * connections open (`bench/flows_scale.ts`, 3 interleaved runs each) fell
+ * from 35.4 to 24.0 MiB above idle. Like the flow table's own arrays, the
+ * columns are mapped once for its capacity and resident only where
+ * written (`slots.ts`), and give their pages back when the table halves
+ * ({@linkcode FlowTable.onResize}).
  */
 class TcpColumns {
-  u32 = new Uint32Array(0);
-  f64 = new Float64Array(0);
-  addrs = new Uint8Array(0);
-  #count = 0;
+  readonly u32: Uint32Array;
+  readonly f64: Float64Array;
+  readonly addrs: Uint8Array;
+  readonly i32: Int32Array;
+  readonly #mem: SlotMemory;
+  #size = 0;
 
-  /** Holds `n` connections, keeping those below `n`. */
-  fit(n: number): void {
-    if (n === this.#count) return;
-    const keep = Math.min(n, this.#count);
-    const u32 = new Uint32Array(n * U32_STRIDE);
-    u32.set(this.u32.subarray(0, keep * U32_STRIDE));
-    const f64 = new Float64Array(n * F64_STRIDE);
-    f64.set(this.f64.subarray(0, keep * F64_STRIDE));
-    const addrs = new Uint8Array(n * ADDRS_STRIDE);
-    addrs.set(this.addrs.subarray(0, keep * ADDRS_STRIDE));
-    this.u32 = u32;
-    this.f64 = f64;
-    this.addrs = addrs;
-    this.#count = n;
+  constructor(capacity: number) {
+    const perSlot = [U32_STRIDE * 4, F64_STRIDE * 8, ADDRS_STRIDE, I32_STRIDE * 4];
+    this.#mem = new SlotMemory(capacity, perSlot);
+    this.u32 = this.#mem.view(Uint32Array, 0);
+    this.f64 = this.#mem.view(Float64Array, 1);
+    this.addrs = this.#mem.view(Uint8Array, 2);
+    this.i32 = this.#mem.view(Int32Array, 3);
+  }
+
+  /** The flow table now has `size` slots: when it shrank, the pages above go back. */
+  resized(size: number): void {
+    if (size < this.#size) this.#mem.release(size);
+    this.#size = size;
   }
 }
 
 /**
  * Per-connection state: the TCP flow's type-specific data. The object is
- * also the connection's retransmission timer (one object, no closure), and
- * its boxed-as-fields numbers live in {@linkcode TcpColumns}, reached by
- * accessors: fields that stay small integers (flags, counts, windows) are
- * fields.
+ * also the connection's retransmission timer (one object, no closure). Its
+ * numbers live in {@linkcode TcpColumns}, reached by accessors of the same
+ * names; the object keeps only what must be an object's (the timer, the
+ * rarely allocated spill and out-of-order queue) and `events`.
  */
 class TcpConn extends Timer {
-  fd: number;
-  readonly v6: boolean;
-  /** Side of the flow that faces the guest (0 outbound, 1 inbound). */
-  readonly tapSide: 0 | 1;
+  /**
+   * What has happened ({@linkcode TcpEv}). A field of the object, unlike
+   * the numbers in the columns: a connection on the delayed-ACK list may
+   * have closed and its slot been taken by another, and `CLOSED` here is
+   * what tells the list so without reading the columns.
+   */
   events = 0;
-  flags = 0;
-  /**
-   * Events mask currently registered with epoll, as a signed 32-bit value
-   * (see `Tcp.#wantedMask`), or {@linkcode EPOLL_UNREGISTERED}.
-   */
-  epollMask = EPOLL_UNREGISTERED;
-  /** The guest's receive window in bytes (scaled). */
-  wndFromTap = 0;
-  /** The guest's window scale shift (0 without scaling). */
-  wsFromTap = 0;
-  /** Our window scale shift (0 without scaling). */
-  wsToTap = 0;
-  /** Window we last advertised, in bytes. */
-  wndToTap = 0;
-  /**
-   * Payload bytes the socket takes for sure: its free send-buffer room when
-   * last measured (`SO_MEMINFO`), less what we wrote since. The room only
-   * grows while the host peer reads, so this is a floor (see `#windowToTap`).
-   */
-  sndRoom = 0;
-  /** `sndRoom` as last measured. */
-  sndRoomMeasured = 0;
-  /** Acknowledged guest bytes the socket refused, written before any later byte (or null). */
+  /** Guest bytes the socket refused, acknowledged, written before any later byte (or null). */
   spill: Uint8Array | null = null;
-  /** Bytes in `spill` from `spillStart`. */
-  spillLen = 0;
-  spillStart = 0;
   /** Guest bytes that arrived past a hole, kept until it is filled (or null; see `tcp_ooo.ts`). */
   ooo: TcpOoo | null = null;
-  /** Largest payload per segment to the guest. */
-  mss = DEFAULT_MSS;
-  /** Retransmissions, or window probes, the guest has not answered yet. */
-  retries = 0;
-  /** Window probes sent since the guest's window closed: the probe interval's backoff. */
-  probes = 0;
-  dupAcks = 0;
-  /** Ports as the guest sees them: ours (source) and the guest's. */
-  sport = 0;
-  dport = 0;
   /** The flow's index. */
   readonly index: number;
-  /** Waiting in the resume list for the backend to take frames again. */
-  resumePending = false;
-  /** The loop turn `sentInTurn` counts for. */
-  sentTurn = -1;
-  /** Frames sent to the guest in turn `sentTurn` (see `Tcp.#sockToTap`). */
-  sentInTurn = 0;
-  /** The due ACK may wait for data to carry it (see `Tcp.#deferred`). */
-  ackMayWait = false;
-  /** On the delayed-ACK list. */
-  ackWaiting = false;
   /** Where the numbers below live. */
   readonly #cols: TcpColumns;
 
@@ -456,14 +451,190 @@ class TcpConn extends Timer {
   ) {
     super(rto);
     this.index = index;
-    this.fd = fd;
-    this.v6 = v6;
-    this.tapSide = tapSide;
     this.#cols = cols;
     cols.u32.fill(0, index * U32_STRIDE, (index + 1) * U32_STRIDE);
+    const i = index * I32_STRIDE;
+    cols.i32.fill(0, i, i + I32_STRIDE);
+    cols.i32[i + I_FD] = fd;
+    cols.i32[i + I_EPOLL_MASK] = EPOLL_UNREGISTERED;
+    cols.i32[i + I_MSS] = DEFAULT_MSS;
+    cols.i32[i + I_SENT_TURN] = -1;
+    cols.i32[i + I_BITS] = (v6 ? B_V6 : 0) | (tapSide ? B_TAP_SIDE : 0);
     const f = index * F64_STRIDE;
     cols.f64[f + F_LAST_MS] = cols.f64[f + F_START_MS] = performance.now();
     cols.f64[f + F_SEQ_GAP_ASKED] = -1;
+  }
+
+  /** The host socket, or -1 once closed. */
+  get fd(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_FD];
+  }
+  set fd(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_FD] = v;
+  }
+  /** Duties pending ({@linkcode TcpFl}). */
+  get flags(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_FLAGS];
+  }
+  set flags(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_FLAGS] = v;
+  }
+  /**
+   * Events mask currently registered with epoll, as a signed 32-bit value
+   * (see `Tcp.#wantedMask`), or {@linkcode EPOLL_UNREGISTERED}.
+   */
+  get epollMask(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_EPOLL_MASK];
+  }
+  set epollMask(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_EPOLL_MASK] = v;
+  }
+  /** The guest's receive window in bytes (scaled). */
+  get wndFromTap(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_WND_FROM_TAP];
+  }
+  set wndFromTap(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_WND_FROM_TAP] = v;
+  }
+  /** The guest's window scale shift (0 without scaling). */
+  get wsFromTap(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_WS_FROM_TAP];
+  }
+  set wsFromTap(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_WS_FROM_TAP] = v;
+  }
+  /** Our window scale shift (0 without scaling). */
+  get wsToTap(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_WS_TO_TAP];
+  }
+  set wsToTap(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_WS_TO_TAP] = v;
+  }
+  /** Window we last advertised, in bytes. */
+  get wndToTap(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_WND_TO_TAP];
+  }
+  set wndToTap(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_WND_TO_TAP] = v;
+  }
+  /**
+   * Payload bytes the socket takes for sure: its free send-buffer room when
+   * last measured (`SO_MEMINFO`), less what we wrote since. The room only
+   * grows while the host peer reads, so this is a floor (see `#windowToTap`).
+   */
+  get sndRoom(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SND_ROOM];
+  }
+  set sndRoom(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SND_ROOM] = v;
+  }
+  /** `sndRoom` as last measured. */
+  get sndRoomMeasured(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SND_ROOM_MEASURED];
+  }
+  set sndRoomMeasured(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SND_ROOM_MEASURED] = v;
+  }
+  /** Bytes in `spill` from `spillStart`. */
+  get spillLen(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SPILL_LEN];
+  }
+  set spillLen(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SPILL_LEN] = v;
+  }
+  get spillStart(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SPILL_START];
+  }
+  set spillStart(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SPILL_START] = v;
+  }
+  /** Largest payload per segment to the guest. */
+  get mss(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_MSS];
+  }
+  set mss(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_MSS] = v;
+  }
+  /** Retransmissions, or window probes, the guest has not answered yet. */
+  get retries(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_RETRIES];
+  }
+  set retries(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_RETRIES] = v;
+  }
+  /** Window probes sent since the guest's window closed: the probe interval's backoff. */
+  get probes(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_PROBES];
+  }
+  set probes(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_PROBES] = v;
+  }
+  get dupAcks(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_DUP_ACKS];
+  }
+  set dupAcks(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_DUP_ACKS] = v;
+  }
+  /** Ports as the guest sees them: ours (source) and the guest's. */
+  get sport(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SPORT];
+  }
+  set sport(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SPORT] = v;
+  }
+  get dport(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_DPORT];
+  }
+  set dport(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_DPORT] = v;
+  }
+  /** The loop turn `sentInTurn` counts for, as a signed 32-bit value. */
+  get sentTurn(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SENT_TURN];
+  }
+  set sentTurn(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SENT_TURN] = v;
+  }
+  /** Frames sent to the guest in turn `sentTurn` (see `Tcp.#sockToTap`). */
+  get sentInTurn(): number {
+    return this.#cols.i32[this.index * I32_STRIDE + I_SENT_IN_TURN];
+  }
+  set sentInTurn(v: number) {
+    this.#cols.i32[this.index * I32_STRIDE + I_SENT_IN_TURN] = v;
+  }
+  /** Whether the connection is over IPv6. */
+  get v6(): boolean {
+    return (this.#cols.i32[this.index * I32_STRIDE + I_BITS] & B_V6) !== 0;
+  }
+  /** Side of the flow that faces the guest (0 outbound, 1 inbound). */
+  get tapSide(): 0 | 1 {
+    return (this.#cols.i32[this.index * I32_STRIDE + I_BITS] & B_TAP_SIDE) !== 0 ? 1 : 0;
+  }
+  /** Waiting in the resume list for the backend to take frames again. */
+  get resumePending(): boolean {
+    return (this.#cols.i32[this.index * I32_STRIDE + I_BITS] & B_RESUME_PENDING) !== 0;
+  }
+  set resumePending(v: boolean) {
+    this.#bit(B_RESUME_PENDING, v);
+  }
+  /** The due ACK may wait for data to carry it (see `Tcp.#deferred`). */
+  get ackMayWait(): boolean {
+    return (this.#cols.i32[this.index * I32_STRIDE + I_BITS] & B_ACK_MAY_WAIT) !== 0;
+  }
+  set ackMayWait(v: boolean) {
+    this.#bit(B_ACK_MAY_WAIT, v);
+  }
+  /** On the delayed-ACK list. */
+  get ackWaiting(): boolean {
+    return (this.#cols.i32[this.index * I32_STRIDE + I_BITS] & B_ACK_WAITING) !== 0;
+  }
+  set ackWaiting(v: boolean) {
+    this.#bit(B_ACK_WAITING, v);
+  }
+  #bit(bit: number, on: boolean): void {
+    const at = this.index * I32_STRIDE + I_BITS;
+    const bits = this.#cols.i32;
+    bits[at] = on ? bits[at] | bit : bits[at] & ~bit;
   }
 
   has(ev: number): boolean {
@@ -644,7 +815,7 @@ export class Tcp {
   readonly #ackWaitList: (TcpConn | null)[] = [];
   #ackWaitCount = 0;
   readonly #ackDelayTimer = new Timer(() => this.#ackDelayed());
-  readonly #cols = new TcpColumns();
+  readonly #cols: TcpColumns;
   /** Every connection's timer calls this, with the connection. */
   readonly #rtoFire = (t: Timer) => this.#rto((t as TcpConn).index);
   /**
@@ -674,7 +845,8 @@ export class Tcp {
     this.#tap = tap;
     this.#outbound = new OutboundBind(net.outbound4, net.outbound6);
     this.#fdType = loop.defineType("tcp", (index, events) => this.#sockReady(index, events));
-    flows.onResize((size) => this.#cols.fit(size));
+    this.#cols = new TcpColumns(flows.capacity);
+    flows.onResize((size) => this.#cols.resized(size));
     flows.setHandlers(FlowType.TCP, {
       deferred: (index) => this.#deferred(index),
       timer: (index, now) => this.#flowTimer(index, now),
@@ -1616,7 +1788,7 @@ export class Tcp {
     // without offloads, frames the tap dropped): no bound, 3 runs of 12
     // dropped 77–1 172; a bound per call, 6 of 32; per turn, 1 of 28 (28).
     const budget = tap.guestWindowSegments;
-    const turn = this.#loop.stats.turns;
+    const turn = this.#loop.stats.turns | 0; // as the column keeps it
     if (c.sentTurn !== turn) {
       c.sentTurn = turn;
       c.sentInTurn = 0;
@@ -1852,8 +2024,10 @@ export class Tcp {
     const n = this.#ackWaitCount;
     for (let i = 0; i < n; i++) {
       const c = list[i]!;
+      // A closed connection's slot may be another's now: only `events` is its own.
+      if (c.has(TcpEv.CLOSED)) continue;
       c.ackWaiting = false;
-      if (!c.has(TcpEv.CLOSED) && c.flags & TcpFl.ACK_TO_TAP_DUE) {
+      if (c.flags & TcpFl.ACK_TO_TAP_DUE) {
         this.stats.acksDelayed++;
         this.#ackToTap(c.index, c);
       }

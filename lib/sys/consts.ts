@@ -285,6 +285,10 @@ export const MAP_SHARED = 1;
 export const MAP_PRIVATE = 2;
 /** Anonymous mapping. */
 export const MAP_ANONYMOUS = 0x20;
+/** No swap space set aside for the mapping: it reserves address space only. */
+export const MAP_NORESERVE = 0x4000;
+/** madvise: the pages go back to the kernel now; an anonymous mapping reads zeros there after. */
+export const MADV_DONTNEED = 4;
 /** memfd_create flag: close on exec. */
 export const MFD_CLOEXEC = 1;
 /** memfd_create flag: seals may be added (without it the file is sealed for good, unsealed). */

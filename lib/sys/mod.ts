@@ -128,6 +128,7 @@ const LIBC = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   malloc_trim: { parameters: ["usize"], result: "i32" },
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
@@ -973,6 +974,14 @@ export function signalHandlerAt(signo: number, addr: number): boolean {
  */
 export function munmap(m: Mapping): number {
   return ret(C.munmap(Deno.UnsafePointer.create(BigInt(m.addr)), m.bytes.byteLength));
+}
+
+/**
+ * madvise(2) over `len` bytes of `m` from `offset` (both multiples of the
+ * page size): 0 or -errno.
+ */
+export function madvise(m: Mapping, offset: number, len: number, advice: number): number {
+  return ret(C.madvise(Deno.UnsafePointer.create(BigInt(m.addr + offset)), len, advice));
 }
 
 /**

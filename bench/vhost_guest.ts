@@ -195,7 +195,7 @@ const tcp = new GuestTcp(guest, gateway, port);
 let sndNxt = seqAdd(GUEST_ISN, 1);
 let start = 0;
 let cpuStart = 0;
-let finSent = -1;
+let finSent: number | null = null;
 
 /** Builds a segment behind its vnet header in a free transmit buffer and offers it. */
 function segment(seq: number, flags: number, len: number): void {
@@ -266,7 +266,7 @@ function send(): void {
       segment(sndNxt, TcpFlag.Ack | TcpFlag.Psh, room);
       sndNxt = seqAdd(sndNxt, room);
     }
-    if (sndNxt === end && finSent < 0 && txFree.length > 0) {
+    if (sndNxt === end && finSent === null && txFree.length > 0) {
       finSent = sndNxt;
       segment(sndNxt, TcpFlag.Fin | TcpFlag.Ack, 0);
       sndNxt = seqAdd(sndNxt, 1);
@@ -279,7 +279,7 @@ function send(): void {
 
 function finished(): boolean {
   if (done) return true;
-  const over = upload ? finSent >= 0 && seqGt(tcp.acked, finSent) : tcp.finSeen && !tcp.ackDue;
+  const over = upload ? finSent !== null && seqGt(tcp.acked, finSent) : tcp.finSeen && !tcp.ackDue;
   if (!over) return false;
   done = true;
   const ms = performance.now() - start;

@@ -54,7 +54,7 @@ import { Ip4Packet } from "../packet/ip4.ts";
 import { Ip6Packet } from "../packet/ip6.ts";
 import { TcpFlag, TcpPacket } from "../packet/tcp.ts";
 import type { FrameTail } from "../tap/tail.ts";
-import { seqDiff, seqGt, seqLt } from "./seq.ts";
+import { seqAdd, seqDiff, seqGt, seqLt } from "./seq.ts";
 import { TCP_MERGE_MAX_PIECES, type TcpMerged } from "./tcp.ts";
 
 /** Most payload bytes one merged segment carries. */
@@ -314,7 +314,7 @@ export class Rsc {
       st.finalOptions++;
       return Verdict.FINALIZE;
     }
-    const fromHead = seqDiff(seg.seq, chain.seq) >>> 0;
+    const fromHead = seqDiff(seg.seq, chain.seq);
     if (fromHead > RSC_MAX_PAYLOAD) {
       st.outOfWindow++;
       return Verdict.FINALIZE;
@@ -347,7 +347,7 @@ export class Rsc {
       chain.count = k;
       chain.total += len;
       chain.payload += len;
-      chain.nextSeq = (chain.nextSeq + len) >>> 0;
+      chain.nextSeq = seqAdd(chain.nextSeq, len);
     }
     chain.ack = ack;
     chain.window = seg.window;
@@ -375,7 +375,7 @@ export class Rsc {
     chain.sport = seg.srcPort;
     chain.dport = seg.dstPort;
     chain.seq = seg.seq;
-    chain.nextSeq = (seg.seq + seg.payloadLen) >>> 0;
+    chain.nextSeq = seqAdd(seg.seq, seg.payloadLen);
     chain.segs = 1;
     chain.payload = seg.payloadLen;
     chain.ack = seg.ack;

@@ -4,12 +4,23 @@
  * difference, so it is right as long as the two numbers are less than 2^31
  * apart, which every window guarantees.
  *
+ * **One form: signed.** tapir carries a sequence number as its 32 bits
+ * read as a signed number (`x | 0`): segments parsed from the wire
+ * (`TcpPacket.seq`/`ack`), {@linkcode seqAdd}, and every field and column
+ * that keeps one. V8 holds a signed 32-bit value as a small integer, but an
+ * unsigned one from 2^31 up, half of all sequence numbers, as a 16-byte
+ * heap number, allocated wherever it is stored or passed: on every segment
+ * and every connection's handshake, feeding the garbage collector. The
+ * comparisons below work on either form; `===` needs both sides in the same
+ * one, which is why there is only one. {@linkcode seqDiff} is a byte count,
+ * not a sequence number, and stays unsigned.
+ *
  * @module
  */
 
-/** `a + n` modulo 2^32. */
+/** `a + n` modulo 2^32, in the signed form. */
 export function seqAdd(a: number, n: number): number {
-  return (a + n) >>> 0;
+  return (a + n) | 0;
 }
 
 /** `a - b` modulo 2^32, as an unsigned count (bytes from b up to a). */

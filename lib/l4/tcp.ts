@@ -325,44 +325,48 @@ export interface TcpStats {
   closed: number;
 }
 
-/** `TcpColumns.u32` fields, per connection (stride {@linkcode U32_STRIDE}). */
-const U_SEQ_TO_TAP = 0;
-const U_SEQ_ACK_FROM_TAP = 1;
-const U_SEQ_FROM_TAP = 2;
-const U_SEQ_ACK_TO_TAP = 3;
-const U_SEQ_FIN_TO_TAP = 4;
-const U_ISN = 5;
-const U_SEQ_WND_EDGE = 6;
-const U_SRC4 = 7;
-const U_DST4 = 8;
-const U32_STRIDE = 9;
 /** `TcpColumns.f64` fields, per connection. */
 const F_LAST_MS = 0;
 const F_START_MS = 1;
 const F_SEQ_GAP_ASKED = 2;
 const F64_STRIDE = 3;
-/** `TcpColumns.i32` fields, per connection (stride {@linkcode I32_STRIDE}). */
-const I_FD = 0;
-const I_FLAGS = 1;
-const I_EPOLL_MASK = 2;
-const I_WND_FROM_TAP = 3;
-const I_WS_FROM_TAP = 4;
-const I_WS_TO_TAP = 5;
-const I_WND_TO_TAP = 6;
-const I_SND_ROOM = 7;
-const I_SND_ROOM_MEASURED = 8;
-const I_SPILL_LEN = 9;
-const I_SPILL_START = 10;
-const I_MSS = 11;
-const I_RETRIES = 12;
-const I_PROBES = 13;
-const I_DUP_ACKS = 14;
-const I_SPORT = 15;
-const I_DPORT = 16;
-const I_SENT_TURN = 17;
-const I_SENT_IN_TURN = 18;
-const I_BITS = 19; // B_* below
-const I32_STRIDE = 20;
+/** `seqGapAsked` before any ask: no sequence number in the signed form is 2^32. */
+const SEQ_NONE = 2 ** 32;
+/**
+ * `TcpColumns.i32` fields, per connection (stride {@linkcode I32_STRIDE}):
+ * sequence numbers and IPv4 addresses in their signed form (`seq.ts`,
+ * `Ip4Packet.srcBits`), then small integers and flags.
+ */
+const I_SEQ_TO_TAP = 0;
+const I_SEQ_ACK_FROM_TAP = 1;
+const I_SEQ_FROM_TAP = 2;
+const I_SEQ_ACK_TO_TAP = 3;
+const I_SEQ_FIN_TO_TAP = 4;
+const I_ISN = 5;
+const I_SEQ_WND_EDGE = 6;
+const I_SRC4 = 7;
+const I_DST4 = 8;
+const I_FD = 9;
+const I_FLAGS = 10;
+const I_EPOLL_MASK = 11;
+const I_WND_FROM_TAP = 12;
+const I_WS_FROM_TAP = 13;
+const I_WS_TO_TAP = 14;
+const I_WND_TO_TAP = 15;
+const I_SND_ROOM = 16;
+const I_SND_ROOM_MEASURED = 17;
+const I_SPILL_LEN = 18;
+const I_SPILL_START = 19;
+const I_MSS = 20;
+const I_RETRIES = 21;
+const I_PROBES = 22;
+const I_DUP_ACKS = 23;
+const I_SPORT = 24;
+const I_DPORT = 25;
+const I_SENT_TURN = 26;
+const I_SENT_IN_TURN = 27;
+const I_BITS = 28; // B_* below
+const I32_STRIDE = 29;
 const B_V6 = 1;
 const B_TAP_SIDE = 2;
 const B_RESUME_PENDING = 4;
@@ -375,26 +379,26 @@ const EPOLL_UNREGISTERED = -1;
 const ADDRS_STRIDE = 32;
 /**
  * The numbers of every connection, in typed arrays indexed by flow:
- * sequence numbers and IPv4 addresses (u32: from 2^31 up past V8's 32-bit
- * small integers, so a 16-byte heap number as an object's field), clocks
+ * sequence numbers and IPv4 addresses (as an object's field, a value from
+ * 2^31 up, past V8's 32-bit small integers, was a 16-byte heap number; here
+ * they are kept, and read, in the signed form of `seq.ts`), clocks
  * (doubles, boxed too), the addresses (a `Uint8Array` of its own costs
  * ~0.5 KiB of resident memory with its buffer), and every small integer
- * and flag (`i32`). An object's field takes 8 bytes (no pointer
- * compression in Deno's V8) and lives on the garbage-collected heap, whose
- * size is a multiple of what is live; a column's takes 4 and lives here.
- * Measured with 100 000 connections, an object carrying the boxed numbers
- * plus a timer closure took 1.65 KiB of RSS each, and 0.47 with the u32,
- * f64 and address columns. Moving the 24 small integers and flags too
- * shrank the object from 33 fields to 9 (about 300 bytes to 110); with
- * that and the slot memory below, the peak resident set with 19 500
- * connections open (`bench/flows_scale.ts`, 3 interleaved runs each) fell
- * from 35.4 to 24.0 MiB above idle. Like the flow table's own arrays, the
- * columns are mapped once for its capacity and resident only where
- * written (`slots.ts`), and give their pages back when the table halves
- * ({@linkcode FlowTable.onResize}).
+ * and flag. An object's field takes 8 bytes (no pointer compression in
+ * Deno's V8) and lives on the garbage-collected heap, whose size is a
+ * multiple of what is live; a column's takes 4 and lives here. Measured
+ * with 100 000 connections, an object carrying the boxed numbers plus a
+ * timer closure took 1.65 KiB of RSS each, and 0.47 with the
+ * sequence-number, clock and address columns. Moving the 24 small integers
+ * and flags too shrank the object from 33 fields to 9 (about 300 bytes to
+ * 110); with that and the slot memory below, the peak resident set with
+ * 19 500 connections open (`bench/flows_scale.ts`, 3 interleaved runs
+ * each) fell from 35.4 to 24.0 MiB above idle. Like the flow table's own
+ * arrays, the columns are mapped once for its capacity and resident only
+ * where written (`slots.ts`), and give their pages back when the table
+ * halves ({@linkcode FlowTable.onResize}).
  */
 class TcpColumns {
-  readonly u32: Uint32Array;
   readonly f64: Float64Array;
   readonly addrs: Uint8Array;
   readonly i32: Int32Array;
@@ -402,12 +406,11 @@ class TcpColumns {
   #size = 0;
 
   constructor(capacity: number) {
-    const perSlot = [U32_STRIDE * 4, F64_STRIDE * 8, ADDRS_STRIDE, I32_STRIDE * 4];
+    const perSlot = [F64_STRIDE * 8, ADDRS_STRIDE, I32_STRIDE * 4];
     this.#mem = new SlotMemory(capacity, perSlot);
-    this.u32 = this.#mem.view(Uint32Array, 0);
-    this.f64 = this.#mem.view(Float64Array, 1);
-    this.addrs = this.#mem.view(Uint8Array, 2);
-    this.i32 = this.#mem.view(Int32Array, 3);
+    this.f64 = this.#mem.view(Float64Array, 0);
+    this.addrs = this.#mem.view(Uint8Array, 1);
+    this.i32 = this.#mem.view(Int32Array, 2);
   }
 
   /** The flow table now has `size` slots: when it shrank, the pages above go back. */
@@ -452,7 +455,6 @@ class TcpConn extends Timer {
     super(rto);
     this.index = index;
     this.#cols = cols;
-    cols.u32.fill(0, index * U32_STRIDE, (index + 1) * U32_STRIDE);
     const i = index * I32_STRIDE;
     cols.i32.fill(0, i, i + I32_STRIDE);
     cols.i32[i + I_FD] = fd;
@@ -462,7 +464,7 @@ class TcpConn extends Timer {
     cols.i32[i + I_BITS] = (v6 ? B_V6 : 0) | (tapSide ? B_TAP_SIDE : 0);
     const f = index * F64_STRIDE;
     cols.f64[f + F_LAST_MS] = cols.f64[f + F_START_MS] = performance.now();
-    cols.f64[f + F_SEQ_GAP_ASKED] = -1;
+    cols.f64[f + F_SEQ_GAP_ASKED] = SEQ_NONE;
   }
 
   /** The host socket, or -1 once closed. */
@@ -642,68 +644,68 @@ class TcpConn extends Timer {
   }
 
   get seqToTap(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_TO_TAP];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_TO_TAP];
   }
   set seqToTap(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_TO_TAP] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_TO_TAP] = v;
   }
   get seqAckFromTap(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_ACK_FROM_TAP];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_ACK_FROM_TAP];
   }
   set seqAckFromTap(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_ACK_FROM_TAP] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_ACK_FROM_TAP] = v;
   }
   get seqFromTap(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_FROM_TAP];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_FROM_TAP];
   }
   set seqFromTap(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_FROM_TAP] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_FROM_TAP] = v;
   }
   get seqAckToTap(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_ACK_TO_TAP];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_ACK_TO_TAP];
   }
   set seqAckToTap(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_ACK_TO_TAP] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_ACK_TO_TAP] = v;
   }
   /** Sequence number of our FIN (valid with TAP_FIN_SENT). */
   get seqFinToTap(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_FIN_TO_TAP];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_FIN_TO_TAP];
   }
   set seqFinToTap(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_FIN_TO_TAP] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_FIN_TO_TAP] = v;
   }
   /** Our initial sequence number (handshake retransmissions). */
   get isn(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_ISN];
+    return this.#cols.i32[this.index * I32_STRIDE + I_ISN];
   }
   set isn(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_ISN] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_ISN] = v;
   }
   /** The right edge of the window offered to the guest so far (see `#windowField`). */
   get seqWndEdge(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SEQ_WND_EDGE];
+    return this.#cols.i32[this.index * I32_STRIDE + I_SEQ_WND_EDGE];
   }
   set seqWndEdge(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SEQ_WND_EDGE] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SEQ_WND_EDGE] = v;
   }
   /**
-   * IPv4 source (ours) and destination (the guest), read as signed 32-bit
+   * IPv4 source (ours) and destination (the guest), as signed 32-bit
    * numbers: each frame to the guest passes them on, and an unsigned one from
    * 128.0.0.0 up was a heap number per frame (see `Ip4Packet.srcBits`).
    */
   get src4(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_SRC4] | 0;
+    return this.#cols.i32[this.index * I32_STRIDE + I_SRC4];
   }
   set src4(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_SRC4] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_SRC4] = v;
   }
   get dst4(): number {
-    return this.#cols.u32[this.index * U32_STRIDE + U_DST4] | 0;
+    return this.#cols.i32[this.index * I32_STRIDE + I_DST4];
   }
   set dst4(v: number) {
-    this.#cols.u32[this.index * U32_STRIDE + U_DST4] = v;
+    this.#cols.i32[this.index * I32_STRIDE + I_DST4] = v;
   }
-  /** `seqFromTap` for which we last asked the guest to retransmit, or -1 (see `#ackToTap`). */
+  /** `seqFromTap` we last asked the guest to retransmit from, or `SEQ_NONE` (see `#ackToTap`). */
   get seqGapAsked(): number {
     return this.#cols.f64[this.index * F64_STRIDE + F_SEQ_GAP_ASKED];
   }
@@ -1336,7 +1338,7 @@ export class Tcp {
     }
     w[8] = (c.sport << 16) | c.dport;
     w[9] = 0;
-    return (halfSipHash(this.#isnKey, w, 0, 10) + Math.floor(performance.now() * 250)) >>> 0;
+    return (halfSipHash(this.#isnKey, w, 0, 10) + Math.floor(performance.now() * 250)) | 0;
   }
 
   /** Outbound connect finished: answer the guest's SYN. */

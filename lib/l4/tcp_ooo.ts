@@ -57,8 +57,8 @@ export class TcpOoo {
   /** The bytes, at their place from `base`. */
   readonly buf: Uint8Array;
   /** Ranges held, sorted, disjoint and not touching: `[starts[i], ends[i])` as sequence numbers. */
-  readonly starts: Uint32Array = new Uint32Array(TCP_OOO_MAX_RANGES);
-  readonly ends: Uint32Array = new Uint32Array(TCP_OOO_MAX_RANGES);
+  readonly starts: Int32Array = new Int32Array(TCP_OOO_MAX_RANGES);
+  readonly ends: Int32Array = new Int32Array(TCP_OOO_MAX_RANGES);
   /** Ranges in use. */
   count = 0;
 
@@ -140,8 +140,8 @@ export class TcpOoo {
       }
       this.count += shift;
     }
-    this.starts[lo] = start >>> 0;
-    this.ends[lo] = stop >>> 0;
+    this.starts[lo] = start;
+    this.ends[lo] = stop;
     return true;
   }
 
@@ -174,7 +174,7 @@ export class TcpOoo {
       }
       this.count -= drop;
     }
-    if (this.count > 0 && seqLt(this.starts[0], seq)) this.starts[0] = seq >>> 0;
+    if (this.count > 0 && seqLt(this.starts[0], seq)) this.starts[0] = seq;
     const shift = seqDiff(seq, this.base);
     if (shift <= 0) return;
     if (this.count > 0) {
@@ -182,6 +182,6 @@ export class TcpOoo {
       const to = seqDiff(this.ends[this.count - 1], this.base);
       this.buf.copyWithin(from - shift, from, to);
     }
-    this.base = seq >>> 0;
+    this.base = seq | 0;
   }
 }

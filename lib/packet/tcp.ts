@@ -15,8 +15,10 @@
  * SACK-permitted), then NOP window scale, then NOP NOP SACK blocks: as many as
  * fit in 40 bytes.
  *
- * Sequence numbers are plain u32 numbers here; comparing them modulo 2^32 is
- * `seq.ts`'s job.
+ * Sequence and acknowledgment numbers are read as their 32 bits taken as a
+ * signed number, the form `seq.ts` gives every sequence number in tapir
+ * (see there why); writers take either form. Comparing them modulo 2^32
+ * is `seq.ts`'s job.
  *
  * Follows the module pattern described in `wire.ts`.
  *
@@ -30,7 +32,16 @@ import {
   tcp6ChecksumFill,
   tcp6ChecksumOk,
 } from "./checksum.ts";
-import { emitSpace, EMPTY_BYTES, get16, get32, set16, set32, WireError } from "./wire.ts";
+import {
+  emitSpace,
+  EMPTY_BYTES,
+  get16,
+  get32,
+  get32Signed,
+  set16,
+  set32,
+  WireError,
+} from "./wire.ts";
 
 // RFC 9293 §3.1, TCP Header Format:
 //  0                   1                   2                   3
@@ -245,16 +256,16 @@ export class TcpPacket {
   set dstPort(v: number) {
     set16(this.buf, this.off + F.dstPort, v);
   }
-  /** Sequence number (u32). */
+  /** Sequence number (signed 32-bit form, see `seq.ts`). */
   get seq(): number {
-    return get32(this.buf, this.off + F.seq);
+    return get32Signed(this.buf, this.off + F.seq);
   }
   set seq(v: number) {
     set32(this.buf, this.off + F.seq, v);
   }
-  /** Acknowledgment number (u32). */
+  /** Acknowledgment number (signed 32-bit form, see `seq.ts`). */
   get ack(): number {
-    return get32(this.buf, this.off + F.ack);
+    return get32Signed(this.buf, this.off + F.ack);
   }
   set ack(v: number) {
     set32(this.buf, this.off + F.ack, v);
@@ -339,9 +350,9 @@ export interface TcpRepr {
   srcPort: number;
   /** Destination port. */
   dstPort: number;
-  /** Sequence number (u32). */
+  /** Sequence number: signed 32-bit form when parsed (see `seq.ts`), either form to write. */
   seq: number;
-  /** Acknowledgment number (u32). */
+  /** Acknowledgment number, in the same form. */
   ack: number;
   /** Flags byte ({@linkcode TcpFlag} bits). */
   flags: number;

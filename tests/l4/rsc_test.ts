@@ -27,7 +27,7 @@ const SRC4 = v4("192.0.2.2");
 const DST4 = v4("192.0.2.1");
 const SRC6 = v6("2001:db8::2");
 const DST6 = v6("2001:db8::1");
-const ISN = 0xffff_f000; // near 2^32: chains wrap the sequence space
+const ISN = 0xffff_f000 | 0; // near 2^32: chains wrap the sequence space (signed, as seq.ts keeps it)
 const ACK = 5000;
 const WINDOW = 1000;
 

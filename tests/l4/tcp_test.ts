@@ -98,11 +98,11 @@ class FakeGuest {
   windowShrinks = 0;
   /** tapir's side: next sequence number expected, window scale, MSS (from the SYN-ACK). */
   rcvNxt = 0;
-  tapirIsn = -1;
+  tapirIsn: number | null = null;
   tapirWscale = 0;
   tapirMss = 0;
-  /** Sequence number of tapir's FIN, or -1. */
-  tapirFin = -1;
+  /** Sequence number of tapir's FIN, or null before it. */
+  tapirFin: number | null = null;
   /** Payload bytes tapir sent (counted again when resent). */
   dataFromTapir = 0;
   /** Bytes from tapir taken in order (from its first data byte), and the first that broke the pattern. */
@@ -144,7 +144,7 @@ class FakeGuest {
   /** SYN, SYN-ACK, ACK. */
   async connect(): Promise<void> {
     this.deliver([this.frame(GUEST_ISN, TcpFlag.Syn, 0)]);
-    await waitFor("the SYN-ACK", () => this.readReplies() && this.tapirIsn >= 0);
+    await waitFor("the SYN-ACK", () => this.readReplies() && this.tapirIsn !== null);
     this.deliver([this.frame(this.dataStart, TcpFlag.Ack, 0)]);
   }
 
@@ -269,7 +269,7 @@ class FakeGuest {
     }
     if (flags & TcpFlag.Fin) {
       this.tapirFin = seqAdd(seg.seq, seg.payloadLen);
-      this.rcvNxt = seqAdd(this.tapirFin, 1);
+      this.rcvNxt = seqAdd(this.tapirFin!, 1);
     }
     if (!(flags & TcpFlag.Ack) || seqLt(seg.ack, this.acked)) return;
     this.acked = seg.ack;
@@ -489,8 +489,8 @@ async function finFromGuest(guest: FakeGuest): Promise<number> {
 /** The host peer closes; tapir's FIN reaches the guest, which acknowledges it; tapir closes. */
 async function closeFromHost(guest: FakeGuest, peer: HostPeer, tapir: Tapir): Promise<void> {
   peer.closeConn();
-  await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin >= 0);
-  equal(guest.tapirFin, seqAdd(guest.tapirIsn, 1), "tapir's FIN follows no data");
+  await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin !== null);
+  equal(guest.tapirFin, seqAdd(guest.tapirIsn!, 1), "tapir's FIN follows no data");
   guest.sendAck();
   await waitFor("the connection to close", () => tapir.tcp.stats.closed === 1);
   guest.readReplies();
@@ -560,7 +560,7 @@ Deno.test("a guest FIN behind spilled bytes reaches the host after them", async 
 Deno.test("a half-closed connection leaves the loop idle", async () => {
   await withConnection(async (guest, peer, tapir) => {
     await peer.closeWrite();
-    await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin >= 0);
+    await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin !== null);
     guest.sendAck(); // the guest has tapir's FIN and keeps its own side open, quietly
     await tick(20);
     const before = tapir.loop.stats.events;
@@ -577,7 +577,7 @@ Deno.test("a half-closed connection leaves the loop idle", async () => {
 Deno.test("the guest's FIN after the host's is acknowledged", async () => {
   await withConnection(async (guest, peer, tapir) => {
     peer.closeConn();
-    await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin >= 0);
+    await waitFor("tapir's FIN", () => guest.readReplies() && guest.tapirFin !== null);
     guest.sendAck();
     await finFromGuest(guest);
     await waitFor("the connection to close", () => tapir.tcp.stats.closed === 1);

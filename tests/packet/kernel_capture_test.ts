@@ -242,8 +242,8 @@ function decode(frame: Uint8Array, n: number, allowPartial: boolean): Decoded {
         transportChecksum(good, tcp.checksum, pseudo(IpProto.Tcp, tcp.len), "tcp");
         row["tcp.srcport"] = String(r.srcPort);
         row["tcp.dstport"] = String(r.dstPort);
-        row["tcp.seq_raw"] = String(r.seq);
-        row["tcp.ack_raw"] = String(r.ack);
+        row["tcp.seq_raw"] = String(r.seq >>> 0); // tshark prints them unsigned
+        row["tcp.ack_raw"] = String(r.ack >>> 0);
         row["tcp.flags"] = `0x${r.flags.toString(16).padStart(4, "0")}`;
         row["tcp.len"] = String(r.payloadLen);
         const syn = (r.flags & TcpFlag.Syn) !== 0;

@@ -116,7 +116,7 @@ Deno.test("tcp: constructs the golden SYN, options in Linux's order", () => {
 
 Deno.test("tcp: deconstructs an IPv6 data segment near sequence wrap-around", () => {
   const p = mustWrap(TCP_DATA_6, TCP6_OFF);
-  equal(p.seq, 0xfffffff0);
+  equal(p.seq, 0xfffffff0 | 0, "in the signed form of seq.ts");
   equal(p.ack, 0x10203040);
   equal(p.flags, TcpFlag.Ack | TcpFlag.Psh);
   equal(p.headerLen, 32);
@@ -279,7 +279,7 @@ Deno.test("tcp: setters and checksum refill for both families", () => {
   const r = mustParse(p);
   deepEqual(
     [r.seq, r.ack, r.window, r.flags, r.srcPort, r.dstPort, r.urgent],
-    [0x80000000, 0xffffffff, 65535, TcpFlag.Fin | TcpFlag.Ack, 1, 65535, 3],
+    [0x80000000 | 0, -1, 65535, TcpFlag.Fin | TcpFlag.Ack, 1, 65535, 3], // written unsigned, read signed
   );
 });
 
@@ -293,8 +293,8 @@ Deno.test("tcp: build → parse round trip over IPv4 and IPv6", () => {
     Object.assign(r, {
       srcPort: 1 + ((rand() * 65535) | 0),
       dstPort: 1 + ((rand() * 65535) | 0),
-      seq: (rand() * 2 ** 32) >>> 0,
-      ack: (rand() * 2 ** 32) >>> 0,
+      seq: (rand() * 2 ** 32) | 0,
+      ack: (rand() * 2 ** 32) | 0,
       flags: ((rand() * 256) | 0) & ~TcpFlag.Syn,
       window: (rand() * 65536) | 0,
       urgent: (rand() * 65536) | 0,

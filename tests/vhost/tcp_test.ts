@@ -122,7 +122,7 @@ class Guest {
     ) {
       this.badChecksums++;
     }
-    const seq = new DataView(frame.buffer, frame.byteOffset).getUint32(l4 + 4);
+    const seq = new DataView(frame.buffer, frame.byteOffset).getInt32(l4 + 4); // the signed form GuestTcp keeps (seq.ts)
     const payload = l4 + (frame[l4 + 12] >> 4) * 4;
     const len = 14 + ipLen - payload;
     if (len > 0 && seq === this.tcp.rcvNxt) {

@@ -39,7 +39,14 @@ import * as sys from "../sys/mod.ts";
 /** Alignment of each array in the mapping, and the granularity of a release. */
 export const SLOT_ALIGN = 65536;
 
-const unmapWhenCollected = new FinalizationRegistry<sys.Mapping>((m) => sys.munmap(m));
+/**
+ * Unmaps a mapping once its buffer is collected. The held value is the
+ * address and length only: one that referred to the buffer (a
+ * {@linkcode sys.Mapping} does) would keep it alive, and the mapping, for good.
+ */
+const unmapWhenCollected = new FinalizationRegistry<readonly [number, number]>(
+  ([addr, len]) => sys.munmapAt(addr, len),
+);
 
 const alignUp = (n: number) => Math.ceil(n / SLOT_ALIGN) * SLOT_ALIGN;
 
@@ -85,7 +92,7 @@ export class SlotMemory {
     }
     this.#mapping = m;
     this.#buffer = m.bytes.buffer as ArrayBuffer;
-    unmapWhenCollected.register(m.bytes.buffer, m);
+    unmapWhenCollected.register(m.bytes.buffer, [m.addr, m.bytes.byteLength]);
   }
 
   /** The view of array `part` (its index in the constructor's list), of `capacity` slots. */

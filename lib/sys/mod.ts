@@ -973,7 +973,12 @@ export function signalHandlerAt(signo: number, addr: number): boolean {
  * memory is gone, and an access would crash the process.
  */
 export function munmap(m: Mapping): number {
-  return ret(C.munmap(Deno.UnsafePointer.create(BigInt(m.addr)), m.bytes.byteLength));
+  return munmapAt(m.addr, m.bytes.byteLength);
+}
+
+/** munmap(2) of `len` bytes at `addr`: for a mapping whose views may already be gone. */
+export function munmapAt(addr: number, len: number): number {
+  return ret(C.munmap(Deno.UnsafePointer.create(BigInt(addr)), len));
 }
 
 /**

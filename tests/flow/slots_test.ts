@@ -54,3 +54,25 @@ Deno.test("a capacity beyond the address space is refused with the size named", 
     /cannot reserve \d+ bytes for \d+ flows: ENOMEM/,
   );
 });
+
+Deno.test("slot memory nobody holds any more is unmapped once collected", async () => {
+  // In a child with gc() exposed: 20 tables' worth of 16 MiB each, written and dropped.
+  const script = `
+    import { SlotMemory } from ${
+    JSON.stringify(new URL("../../lib/flow/slots.ts", import.meta.url).href)
+  };
+    const rss = () => Number(/VmRSS:\\s+(\\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))[1]) * 1024;
+    for (let i = 0; i < 20; i++) new SlotMemory(1 << 20, [16]).view(Uint8Array, 0).fill(1);
+    const held = rss();
+    for (let i = 0; i < 5; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
+    console.log(JSON.stringify({ held, after: rss() }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    stderr: "inherit",
+  }).output();
+  equal(out.code, 0);
+  const { held, after } = JSON.parse(new TextDecoder().decode(out.stdout));
+  ok(held - after > 250 * MiB, `320 MiB written, ${(held - after) / MiB} MiB given back`);
+});

@@ -321,7 +321,7 @@ export class FlowTable {
   readonly #pendingFlag: Uint8Array;
   readonly #pending: Int32Array;
   readonly #data: unknown[] = [];
-  /** Slots the arrays hold now (≤ capacity); see the module comment. */
+  /** Slots in play (≤ capacity): the bitmap and buckets follow it; see the module comment. */
   #size = 0;
 
   // Slot bitmap: bit set = slot not FREE; summaries by 32-slot word.
